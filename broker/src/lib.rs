@@ -1,0 +1,1 @@
+//! claudemesh broker (work in progress).

@@ -1,0 +1,1 @@
+//! claudemesh daemon (work in progress).

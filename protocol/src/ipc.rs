@@ -1,0 +1,1 @@
+//! The daemon<->shim frames over the local socket (see `docs/ipc.md`).

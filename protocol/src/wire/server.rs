@@ -1,0 +1,127 @@
+//! Frames the broker sends to its clients.
+
+use serde::{Deserialize, Serialize};
+
+use super::common::{DeliveryState, MessageSender, Peer, Priority, RecipientState};
+use super::parse::{ParseFailure, parse_tagged};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerEvent {
+    PeerJoined,
+    PeerLeft,
+    PeerUpdated,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HelloAck {
+    pub mesh_id: String,
+    pub member_id: String,
+    pub session_id: String,
+    pub display_name: String,
+    pub server_time: i64,
+    pub peers: Vec<Peer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Ack {
+    pub id: String,
+    pub message_id: String,
+    pub duplicate: bool,
+    pub recipients: Vec<RecipientState>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Push {
+    pub message_id: String,
+    pub from: MessageSender,
+    pub to: String,
+    #[serde(default)]
+    pub sessions: Vec<String>,
+    #[serde(default)]
+    pub priority: Priority,
+    pub nonce: String,
+    pub ciphertext: String,
+    pub sent_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorFrame {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+/// Broker → client frames, tagged by `type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    HelloAck(HelloAck),
+    #[serde(rename_all = "camelCase")]
+    SessionOpened {
+        session_id: String,
+        display_name: String,
+    },
+    PeersList {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        peers: Vec<Peer>,
+    },
+    Event {
+        event: PeerEvent,
+        peer: Peer,
+    },
+    Ack(Ack),
+    Push(Push),
+    #[serde(rename_all = "camelCase")]
+    Receipt {
+        message_id: String,
+        member: String,
+        session_id: String,
+        state: DeliveryState,
+        at: i64,
+    },
+    #[serde(rename_all = "camelCase")]
+    MessageStatusResult {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+        message_id: String,
+        recipients: Vec<RecipientState>,
+    },
+    Error(ErrorFrame),
+}
+
+impl ServerFrame {
+    pub const TYPES: &'static [&'static str] = &[
+        "hello_ack",
+        "session_opened",
+        "peers_list",
+        "event",
+        "ack",
+        "push",
+        "receipt",
+        "message_status_result",
+        "error",
+    ];
+
+    pub fn parse(text: &str) -> Result<Self, ParseFailure> {
+        parse_tagged(text, Self::TYPES)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+
+    /// An `error` frame with a snake_case `code` and a human sentence.
+    pub fn error(code: &str, message: impl Into<String>, id: Option<String>) -> Self {
+        Self::Error(ErrorFrame {
+            code: code.to_owned(),
+            message: message.into(),
+            id,
+        })
+    }
+}
