@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("claudemeshd is being written");
+    std::process::exit(1);
+}
