@@ -84,14 +84,13 @@ pub fn verify_hello(hello: &Hello, now: i64) -> Result<VerifiedHello, HelloRejec
     if !within_skew(hello.timestamp, now) {
         return Err(HelloRejection::TimestampSkew);
     }
-    let pubkey = MemberPublicKey::from_hex(&hello.pubkey).map_err(|_| HelloRejection::Malformed)?;
-    let signature = Signature::from_hex(&hello.signature).map_err(|_| HelloRejection::Malformed)?;
     if !crate::encoding::is_valid_id(&hello.mesh_id)
         || !crate::encoding::is_valid_id(&hello.member_id)
         || !crate::encoding::is_valid_id(&hello.session_id)
     {
         return Err(HelloRejection::Malformed);
     }
+    let (pubkey, signature) = decode_key_and_signature(&hello.pubkey, &hello.signature)?;
     let message = canonical(
         &hello.mesh_id,
         &hello.member_id,
@@ -106,6 +105,22 @@ pub fn verify_hello(hello: &Hello, now: i64) -> Result<VerifiedHello, HelloRejec
         pubkey,
         signature,
     })
+}
+
+/// Check 2 (both fields are lowercase hex of the right length, else
+/// `malformed`), then the key half of check 3: 64 hex characters that are
+/// not an ed25519 point pass check 2, and no signature verifies under them,
+/// so they are `bad_signature`.
+pub(crate) fn decode_key_and_signature(
+    pubkey_hex: &str,
+    signature_hex: &str,
+) -> Result<(MemberPublicKey, Signature), HelloRejection> {
+    let signature = Signature::from_hex(signature_hex).map_err(|_| HelloRejection::Malformed)?;
+    if !crate::encoding::is_lower_hex(pubkey_hex, 64) {
+        return Err(HelloRejection::Malformed);
+    }
+    let pubkey = MemberPublicKey::from_hex(pubkey_hex).map_err(|_| HelloRejection::BadSignature)?;
+    Ok((pubkey, signature))
 }
 
 /// Runs checks 1–3 on a hello frame as it came off the wire.

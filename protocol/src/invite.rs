@@ -146,7 +146,7 @@ impl Invite {
         if self.v != 1 {
             return Err(InviteError::UnsupportedVersion(self.v));
         }
-        if !is_valid_id(&self.mesh_id) {
+        if !is_valid_id(&self.mesh_id) || self.mesh_id.contains('|') {
             return Err(InviteError::BadField("meshId"));
         }
         if self.mesh_slug.is_empty() || self.mesh_slug.contains('|') {

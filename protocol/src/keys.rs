@@ -6,8 +6,8 @@
 
 use std::fmt;
 
-use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
-use zeroize::Zeroizing;
+use ed25519_dalek::{Signer, SigningKey, VerifyingKey};
+use zeroize::{ZeroizeOnDrop, Zeroizing};
 
 use crate::encoding::decode_lower_hex;
 
@@ -30,6 +30,16 @@ pub enum KeyError {
 /// `SigningKey` is `ZeroizeOnDrop`); never printed.
 #[derive(Clone)]
 pub struct MemberSecretKey(SigningKey);
+
+/// The only field is a `SigningKey`, which wipes itself on drop, so the
+/// wrapper does too. The assertion below keeps this marker honest should
+/// the field's type ever change.
+impl ZeroizeOnDrop for MemberSecretKey {}
+
+const _: () = {
+    const fn inner_zeroizes_on_drop<T: ZeroizeOnDrop>() {}
+    inner_zeroizes_on_drop::<SigningKey>();
+};
 
 impl MemberSecretKey {
     /// A fresh key from the operating system's random number generator.
@@ -118,9 +128,13 @@ impl MemberPublicKey {
     }
 
     /// True when `signature` is this key's signature of `message`.
+    ///
+    /// Strict verification, as libsodium's `crypto_sign_verify_detached`
+    /// does it: a small-order public key or `R` is refused. The lax check
+    /// accepts, for the identity key, a fixed signature over every message.
     pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
-        self.0.verify(message, &sig).is_ok()
+        self.0.verify_strict(message, &sig).is_ok()
     }
 
     /// The X25519 public key for `crypto_box`, as libsodium's

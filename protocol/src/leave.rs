@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::hello::{HelloRejection, within_skew};
-use crate::keys::{MemberPublicKey, MemberSecretKey, Signature};
+use crate::hello::{HelloRejection, decode_key_and_signature, within_skew};
+use crate::keys::{MemberPublicKey, MemberSecretKey};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -41,10 +41,7 @@ impl LeaveRequest {
         if !within_skew(self.timestamp, now) {
             return Err(HelloRejection::TimestampSkew);
         }
-        let pubkey =
-            MemberPublicKey::from_hex(&self.pubkey).map_err(|_| HelloRejection::Malformed)?;
-        let signature =
-            Signature::from_hex(&self.signature).map_err(|_| HelloRejection::Malformed)?;
+        let (pubkey, signature) = decode_key_and_signature(&self.pubkey, &self.signature)?;
         let message = canonical(&self.mesh_id, &self.member_id, &self.pubkey, self.timestamp);
         if pubkey.verify(message.as_bytes(), &signature) {
             Ok(pubkey)
