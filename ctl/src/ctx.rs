@@ -1,0 +1,111 @@
+//! What most commands start from: the daemon's directories, the config,
+//! the clock, and names for this machine.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use claudemesh_daemon::config::Config;
+use claudemesh_daemon::keystore::Keystore;
+use claudemesh_daemon::paths::Paths;
+
+use crate::error::{CtlError, Exit, Result};
+use crate::output;
+
+pub fn paths() -> Result<Paths> {
+    let paths = Paths::from_env().map_err(|e| CtlError::failure(e.to_string()))?;
+    output::debug(format_args!(
+        "config {} · data {} · runtime {}",
+        paths.config_dir.display(),
+        paths.data_dir.display(),
+        paths.runtime_dir.display()
+    ));
+    Ok(paths)
+}
+
+pub fn load_config(paths: &Paths) -> Result<Config> {
+    Config::load(&paths.config_file()).map_err(|e| CtlError::failure(e.to_string()))
+}
+
+pub fn save_config(paths: &Paths, config: &Config) -> Result<()> {
+    config
+        .save(&paths.config_file())
+        .map_err(|e| CtlError::failure(e.to_string()))
+}
+
+/// Opens the keystore, printing its fallback notice (keys in files) when it
+/// has one and `announce` is set.
+pub fn keystore(paths: &Paths, announce: bool) -> Result<Keystore> {
+    let keystore = Keystore::open(paths).map_err(|e| CtlError::failure(e.to_string()))?;
+    output::debug(format_args!("keystore: {}", keystore.location()));
+    if announce && let Some(w) = keystore.warning() {
+        output::warn(w);
+    }
+    Ok(keystore)
+}
+
+/// The mesh named `slug_or_id`, or the "not joined" error.
+pub fn not_joined(config: &Config, slug_or_id: &str) -> CtlError {
+    let known: Vec<&str> = config.meshes.iter().map(|m| m.slug.as_str()).collect();
+    let hint = if known.is_empty() {
+        "no mesh is joined; join one with `claudemesh-ctl join <ic://join/…>`".to_owned()
+    } else {
+        format!(
+            "joined meshes: {} (see `claudemesh-ctl list`)",
+            known.join(", ")
+        )
+    };
+    CtlError::new(
+        Exit::NotJoined,
+        format!("no joined mesh is called `{slug_or_id}`"),
+    )
+    .hint(hint)
+}
+
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub fn now_secs() -> i64 {
+    now_ms().div_euclid(1000)
+}
+
+/// This machine's name, short form.
+pub fn hostname() -> String {
+    let short = raw_hostname()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if short.is_empty() {
+        "localhost".into()
+    } else {
+        short
+    }
+}
+
+#[cfg(unix)]
+fn raw_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; the result is read only
+    // up to the first NUL (or the whole buffer if truncated).
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(not(unix))]
+fn raw_hostname() -> String {
+    std::env::var("COMPUTERNAME").unwrap_or_default()
+}
+
+pub fn username() -> String {
+    ["USER", "LOGNAME", "USERNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
+        .unwrap_or_else(|| "user".into())
+}
