@@ -1,0 +1,270 @@
+//! The `claudemesh-broker` command line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::admin::{Admin, InviteRole};
+use crate::config::BrokerConfig;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "claudemesh-broker",
+    version,
+    about = "The claudemesh routing server and its administration"
+)]
+pub struct Cli {
+    /// Data directory: the SQLite database and the mesh owner keys.
+    #[arg(
+        long,
+        global = true,
+        env = "CLAUDEMESH_BROKER_DATA",
+        value_name = "DIR"
+    )]
+    pub data: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve HTTP and WebSocket on one port.
+    Serve(ServeArgs),
+    /// Create or list meshes.
+    #[command(subcommand)]
+    Mesh(MeshCmd),
+    /// Create an invite link (`invite <mesh>`) or revoke one (`invite revoke <id>`).
+    Invite(InviteArgs),
+    /// List or revoke members.
+    #[command(subcommand)]
+    Member(MemberCmd),
+}
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Address and port to listen on (put a TLS reverse proxy in front for wss://).
+    #[arg(long, default_value = "127.0.0.1:7900")]
+    pub listen: SocketAddr,
+    /// Public WebSocket URL recorded for invites, e.g. wss://mesh.example.com/ws
+    /// (default: ws://<listen>/ws).
+    #[arg(long, value_name = "URL")]
+    pub public_url: Option<String>,
+    /// Sustained sends per second allowed per member.
+    #[arg(long, default_value_t = 200.0)]
+    pub send_rate: f64,
+    /// Sends a member may make in a burst.
+    #[arg(long, default_value_t = 1000.0)]
+    pub send_burst: f64,
+    /// Live connections allowed per member.
+    #[arg(long, default_value_t = 32)]
+    pub max_connections_per_member: usize,
+    /// Seconds a client has to send its hello.
+    #[arg(long, default_value_t = 10.0)]
+    pub hello_timeout: f64,
+    /// Seconds a dropped session stays listed.
+    #[arg(long, default_value_t = 60.0)]
+    pub presence_grace: f64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MeshCmd {
+    /// Create a mesh and its owner key.
+    Create { slug: String },
+    /// List meshes.
+    List,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum RoleArg {
+    Member,
+    Admin,
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct InviteArgs {
+    #[command(subcommand)]
+    pub action: Option<InviteCmd>,
+    /// Mesh slug or id.
+    #[arg(required = true)]
+    pub mesh: Option<String>,
+    /// Role given to whoever joins.
+    #[arg(long, value_enum, default_value = "member")]
+    pub role: RoleArg,
+    /// How many joins the invite allows (default: unlimited until it expires).
+    #[arg(long)]
+    pub uses: Option<u32>,
+    /// Lifetime: a number with s, m, h, d or w (e.g. 30m, 12h, 7d).
+    #[arg(long, default_value = "7d")]
+    pub expires: String,
+    /// Broker URL written into the link (default: the one recorded by `serve`).
+    #[arg(long, value_name = "URL")]
+    pub broker_url: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum InviteCmd {
+    /// Revoke an invite by id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MemberCmd {
+    /// List the members of a mesh.
+    List { mesh: String },
+    /// Revoke a member (by public key or display name): its connections
+    /// close at once and it cannot reconnect.
+    Revoke { mesh: String, member: String },
+}
+
+/// Parses `30s`, `15m`, `12h`, `7d`, `2w` or plain seconds.
+pub fn parse_duration_secs(s: &str) -> anyhow::Result<i64> {
+    let s = s.trim();
+    let (num, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((i, _)) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("{s:?} is not a duration such as 30m, 12h or 7d"))?;
+    let mult = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => bail!("{s:?} is not a duration such as 30m, 12h or 7d"),
+    };
+    n.checked_mul(mult)
+        .filter(|v| *v > 0)
+        .with_context(|| format!("{s:?} is not a positive duration"))
+}
+
+fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
+    cli.data
+        .clone()
+        .context("give the data directory with --data DIR (or CLAUDEMESH_BROKER_DATA)")
+}
+
+/// Runs an administration command (everything but `serve`).
+pub fn run_admin(cli: &Cli) -> anyhow::Result<()> {
+    let admin = Admin::open(&data_dir(cli)?)?;
+    match &cli.command {
+        Command::Serve(_) => unreachable_serve(),
+        Command::Mesh(MeshCmd::Create { slug }) => {
+            let mesh = admin.create_mesh(slug)?;
+            println!("mesh {} created", mesh.slug);
+            println!("id:           {}", mesh.id);
+            println!("owner pubkey: {}", mesh.owner_pubkey);
+        }
+        Command::Mesh(MeshCmd::List) => {
+            for m in admin.list_meshes()? {
+                println!("{}\t{}\t{}", m.slug, m.id, m.owner_pubkey);
+            }
+        }
+        Command::Invite(args) => match (&args.action, &args.mesh) {
+            (Some(InviteCmd::Revoke { id }), _) => {
+                admin.revoke_invite(id)?;
+                println!("invite {id} revoked");
+            }
+            (None, Some(mesh)) => {
+                let role = match args.role {
+                    RoleArg::Member => InviteRole::Member,
+                    RoleArg::Admin => InviteRole::Admin,
+                };
+                let secs = parse_duration_secs(&args.expires)?;
+                let url = args.broker_url.clone().unwrap_or_default();
+                let (id, link) = admin.create_invite(mesh, role, args.uses, secs, &url)?;
+                let uses = args
+                    .uses
+                    .map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+                eprintln!(
+                    "invite {id}: role {}, uses {uses}, expires in {}",
+                    role.as_str(),
+                    args.expires
+                );
+                println!("{link}");
+            }
+            (None, None) => bail!("name the mesh: invite <mesh>"),
+        },
+        Command::Member(MemberCmd::List { mesh }) => {
+            for m in admin.list_members(mesh)? {
+                let state = if m.revoked { "revoked" } else { "active" };
+                println!(
+                    "{}\t{}\t{}\t{}\t{state}",
+                    m.id, m.pubkey, m.display_name, m.role
+                );
+            }
+        }
+        Command::Member(MemberCmd::Revoke { mesh, member }) => {
+            let m = admin.revoke_member(mesh, member)?;
+            println!(
+                "member {} ({}) revoked; a running server closes its connections within a second",
+                m.display_name, m.pubkey
+            );
+        }
+    }
+    Ok(())
+}
+
+fn unreachable_serve() {
+    // `serve` is dispatched by main before admin commands.
+}
+
+/// The server configuration for `serve`.
+pub fn serve_config(cli: &Cli, args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
+    let mut config = BrokerConfig::new(args.listen, data_dir(cli)?);
+    config.public_url = args.public_url.clone();
+    config.send_rate_per_sec = args.send_rate;
+    config.send_burst = args.send_burst.max(1.0);
+    config.max_connections_per_member = args.max_connections_per_member.max(1);
+    config.hello_timeout = secs(args.hello_timeout)?;
+    config.presence_grace = secs(args.presence_grace)?;
+    Ok(config)
+}
+
+fn secs(v: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| anyhow::anyhow!("{v} is not a valid number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_secs("7d").unwrap(), 604_800);
+        assert_eq!(parse_duration_secs("30m").unwrap(), 1800);
+        assert_eq!(parse_duration_secs("45").unwrap(), 45);
+        assert!(parse_duration_secs("7x").is_err());
+        assert!(parse_duration_secs("0d").is_err());
+        assert!(parse_duration_secs("").is_err());
+    }
+
+    #[test]
+    fn invite_revoke_is_a_subcommand_and_invite_mesh_a_positional() {
+        let cli = Cli::try_parse_from(["b", "--data", "/d", "invite", "revoke", "inv_1"]).unwrap();
+        match cli.command {
+            Command::Invite(InviteArgs {
+                action: Some(InviteCmd::Revoke { id }),
+                ..
+            }) => assert_eq!(id, "inv_1"),
+            other => panic!("{other:?}"),
+        }
+        let cli =
+            Cli::try_parse_from(["b", "--data", "/d", "invite", "team", "--uses", "2"]).unwrap();
+        match cli.command {
+            Command::Invite(InviteArgs {
+                action: None,
+                mesh: Some(m),
+                uses: Some(2),
+                ..
+            }) => assert_eq!(m, "team"),
+            other => panic!("{other:?}"),
+        }
+    }
+}

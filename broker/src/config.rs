@@ -1,0 +1,68 @@
+//! Everything a running broker can be told, with defaults that follow
+//! PROTOCOL.md and `claudemesh_protocol::limits`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use claudemesh_protocol::limits;
+
+use crate::clock::Clock;
+
+/// How to run one broker. [`BrokerConfig::new`] gives the protocol's
+/// defaults; tests shorten the timeouts and inject a clock.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Address to bind; port 0 picks a free one (see `RunningBroker::local_addr`).
+    pub listen: SocketAddr,
+    /// Directory holding `broker.db` and `owner-keys/`.
+    pub data_dir: PathBuf,
+    /// The public `wss://…/ws` URL recorded for `invite` to put in links;
+    /// `None` records `ws://<bound address>/ws`.
+    pub public_url: Option<String>,
+    /// A connection that has not sent `hello` by then is closed (`hello_timeout`).
+    pub hello_timeout: Duration,
+    /// How long a session whose connection dropped stays listed.
+    pub presence_grace: Duration,
+    /// A connection from which nothing arrived for this long is closed.
+    pub idle_timeout: Duration,
+    /// How often the broker pings each connection.
+    pub ping_interval: Duration,
+    /// Sustained `send` frames per second per member (token bucket refill).
+    pub send_rate_per_sec: f64,
+    /// Token bucket size: how many sends a member may make at once.
+    pub send_burst: f64,
+    /// Live connections one member may hold at once.
+    pub max_connections_per_member: usize,
+    /// How often the server looks for revocations made by another process
+    /// (the admin CLI) on the same database.
+    pub revocation_poll: Duration,
+    /// Frames waiting to be written to one connection before it is judged
+    /// too slow and closed (1013 `slow_consumer`); its messages stay queued.
+    pub outbound_queue: usize,
+    /// At most this many writes are committed in one transaction.
+    pub max_write_batch: usize,
+    /// The broker's clock (hello and leave timestamps, message times).
+    pub clock: Clock,
+}
+
+impl BrokerConfig {
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            data_dir,
+            public_url: None,
+            hello_timeout: Duration::from_millis(limits::HELLO_TIMEOUT_MS),
+            presence_grace: Duration::from_millis(limits::PRESENCE_GRACE_MS),
+            idle_timeout: Duration::from_millis(limits::IDLE_TIMEOUT_MS),
+            ping_interval: Duration::from_secs(25),
+            send_rate_per_sec: 200.0,
+            send_burst: 1000.0,
+            max_connections_per_member: 32,
+            revocation_poll: Duration::from_millis(500),
+            outbound_queue: 8192,
+            max_write_batch: 1024,
+            clock: Clock::system(),
+        }
+    }
+}

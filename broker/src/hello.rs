@@ -1,0 +1,92 @@
+//! Verifying a `hello`: PROTOCOL.md's five checks, in order.
+//!
+//! Checks 1–3 (`timestamp_skew`, `malformed`, `bad_signature`) are the
+//! protocol crate's; this module adds 4 (`unauthorized`, against the member
+//! table) and 5 (`replayed`). An accepted signature is remembered in memory
+//! (the fast answer, and atomic between two connections racing with the
+//! same hello) and in the database (so that it is still refused after a
+//! restart) until its timestamp can no longer pass check 1.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::Value;
+
+use claudemesh_protocol::hello::{HelloRejection, verify_hello_value};
+use claudemesh_protocol::limits::HELLO_SKEW_MS;
+use claudemesh_protocol::wire::Hello;
+
+use crate::ctx::Ctx;
+use crate::store::{MemberInfo, members};
+
+/// Why a hello did not get through.
+#[derive(Debug, thiserror::Error)]
+pub enum HelloFailure {
+    #[error("{0}")]
+    Rejected(HelloRejection),
+    /// The broker could not check (database trouble): close 1011.
+    #[error("the broker could not verify the hello: {0}")]
+    Internal(String),
+}
+
+impl From<HelloRejection> for HelloFailure {
+    fn from(r: HelloRejection) -> Self {
+        Self::Rejected(r)
+    }
+}
+
+/// Accepted signatures, until they expire.
+#[derive(Default)]
+pub struct ReplayCache {
+    seen: Mutex<HashMap<String, i64>>,
+}
+
+impl ReplayCache {
+    /// Records `signature`; false if it is already recorded and unexpired.
+    fn insert(&self, signature: &str, expires_at: i64, now_ms: i64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(signature).is_some_and(|exp| *exp >= now_ms) {
+            return false;
+        }
+        seen.insert(signature.to_owned(), expires_at);
+        true
+    }
+
+    /// Drops expired signatures.
+    pub fn prune(&self, now_ms: i64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, exp| *exp >= now_ms);
+    }
+}
+
+/// Runs the five checks; on success the hello and its member.
+pub async fn verify(ctx: &Ctx, frame: &Value) -> Result<(Hello, MemberInfo), HelloFailure> {
+    let now = ctx.now_ms();
+    let verified = verify_hello_value(frame, now)?;
+    let hello = verified.hello;
+
+    let member = ctx
+        .store
+        .read(|c| members::find_by_pubkey(c, &hello.mesh_id, &hello.pubkey))
+        .map_err(|e| HelloFailure::Internal(e.to_string()))?;
+    let member = match member {
+        Some(m) if !m.revoked && m.id == hello.member_id => m,
+        _ => return Err(HelloRejection::Unauthorized.into()),
+    };
+
+    // A hello stays acceptable while its timestamp is within the skew of
+    // the clock, so its signature must be remembered until then.
+    let expires_at = hello.timestamp.saturating_add(HELLO_SKEW_MS);
+    if !ctx.replay.insert(&hello.signature, expires_at, now) {
+        return Err(HelloRejection::Replayed.into());
+    }
+    match ctx
+        .writer
+        .remember_hello(hello.signature.clone(), expires_at)
+        .await
+    {
+        Ok(true) => Ok((hello, member)),
+        Ok(false) => Err(HelloRejection::Replayed.into()),
+        Err(e) => Err(HelloFailure::Internal(e.to_string())),
+    }
+}

@@ -1,0 +1,64 @@
+//! The HTTP side of the broker's one port: `/ws`, enrollment, metrics and
+//! health.
+
+pub mod enroll;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+
+use crate::ctx::Ctx;
+use crate::metrics::Gauges;
+use crate::store::messages;
+
+pub fn router(ctx: Arc<Ctx>) -> Router {
+    Router::new()
+        .route("/ws", get(crate::ws::upgrade))
+        .route("/v1/join", post(enroll::join))
+        .route("/v1/leave", post(enroll::leave))
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(ctx)
+}
+
+async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
+    let store = ctx.store.clone();
+    let depth = tokio::task::spawn_blocking(move || store.read(messages::queue_depth))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let gauges = Gauges {
+        connections_active: ctx.hub.connection_count(),
+        sessions_listed: ctx.hub.session_count(),
+        queue_depth: depth,
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        ctx.metrics.render(&gauges),
+    )
+        .into_response()
+}
+
+/// 200 `ok` when the database answers, 503 otherwise.
+async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
+    let store = ctx.store.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+    })
+    .await
+    .ok()
+    .and_then(Result::ok)
+        == Some(1);
+    if ok {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    }
+}

@@ -1,0 +1,108 @@
+//! The live state of every mesh: connections, sessions (peers), display
+//! names and send-rate buckets. In memory only; the database holds what
+//! must survive a restart.
+//!
+//! One mutex per mesh. Everything done under it is short and never waits:
+//! frames are handed to connections through non-blocking queues, so a
+//! presence change, a route lookup and the fan-out of a message each hold
+//! the lock for microseconds.
+
+pub mod conn;
+pub mod presence;
+pub mod ratelimit;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use conn::{ConnHandle, ConnId, close_frame};
+pub use presence::{ConnEntry, Departure, MeshState, SessionError, SessionKey, SessionSpec};
+
+/// One mesh's live state.
+pub struct Mesh {
+    pub id: String,
+    state: Mutex<MeshState>,
+}
+
+impl Mesh {
+    /// Locks the mesh. A poisoned lock (a panic elsewhere) is recovered:
+    /// the state is plain data and stays usable.
+    pub fn lock(&self) -> MutexGuard<'_, MeshState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Every mesh the server has seen a connection for.
+#[derive(Default)]
+pub struct Hub {
+    meshes: Mutex<HashMap<String, Arc<Mesh>>>,
+    next_conn: AtomicU64,
+    shutting_down: AtomicBool,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Mesh>>> {
+        self.meshes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The mesh with `id`, created empty on first use.
+    pub fn mesh(&self, id: &str) -> Arc<Mesh> {
+        self.map()
+            .entry(id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Mesh {
+                    id: id.to_owned(),
+                    state: Mutex::new(MeshState::default()),
+                })
+            })
+            .clone()
+    }
+
+    /// The mesh with `id` if it has ever had a connection.
+    pub fn find(&self, id: &str) -> Option<Arc<Mesh>> {
+        self.map().get(id).cloned()
+    }
+
+    pub fn meshes(&self) -> Vec<Arc<Mesh>> {
+        self.map().values().cloned().collect()
+    }
+
+    pub fn next_conn_id(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Asks every connection to close (graceful shutdown: 1001). From now
+    /// on departures make no presence noise: everyone is leaving.
+    pub fn close_all(&self, code: u16, reason: &str) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+        for mesh in self.meshes() {
+            mesh.lock().close_all(code, reason);
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Closes the member's connections (1008 `revoked`) and removes its
+    /// sessions at once, with `peer_left` to the others.
+    pub fn revoke_member(&self, mesh_id: &str, member_id: &str) {
+        if let Some(mesh) = self.find(mesh_id) {
+            mesh.lock().revoke_member(member_id);
+        }
+    }
+
+    /// Live connections, over all meshes.
+    pub fn connection_count(&self) -> usize {
+        self.meshes().iter().map(|m| m.lock().conn_count()).sum()
+    }
+
+    /// Listed sessions (live or in their grace period), over all meshes.
+    pub fn session_count(&self) -> usize {
+        self.meshes().iter().map(|m| m.lock().session_count()).sum()
+    }
+}

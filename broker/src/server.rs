@@ -1,0 +1,170 @@
+//! Starting and stopping a broker: bind, migrate, spawn; and the graceful
+//! shutdown (stop accepting, close every connection with 1001, commit and
+//! checkpoint the database).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::BrokerConfig;
+use crate::ctx::{Ctx, TaskCounter};
+use crate::hello::ReplayCache;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::store::{Store, members, settings};
+use crate::writer::{WriteOp, Writer};
+
+/// How often expired messages and hello signatures are deleted.
+const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(60);
+
+/// How long shutdown waits for connections to finish closing.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// A broker serving on its port. Dropping it without
+/// [`RunningBroker::shutdown`] stops accepting but skips the graceful close.
+pub struct RunningBroker {
+    local_addr: SocketAddr,
+    ctx: Arc<Ctx>,
+    stop_http: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Binds, opens (creating and migrating) the database, and starts serving.
+pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await
+        .context("opening the database")?
+        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+    let store = Arc::new(store);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let local_addr = listener.local_addr()?;
+
+    let url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("ws://{local_addr}/ws"));
+    store
+        .write(|c| settings::set(c, settings::BROKER_URL, &url))
+        .context("recording the broker URL")?;
+
+    let metrics = Arc::new(Metrics::new());
+    let writer = Writer::spawn(store.path(), metrics.clone(), config.max_write_batch)
+        .context("starting the database writer")?;
+    let ctx = Arc::new(Ctx {
+        config,
+        store,
+        hub: Arc::new(Hub::new()),
+        writer,
+        metrics,
+        replay: ReplayCache::default(),
+        tasks: TaskCounter::default(),
+    });
+
+    let background = vec![
+        tokio::spawn(watch_revocations(ctx.clone())),
+        tokio::spawn(housekeeping(ctx.clone())),
+    ];
+    let app = crate::http::router(ctx.clone());
+    let (stop_http, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = stopped.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the HTTP server failed");
+        }
+    });
+    tracing::info!(listen = %local_addr, url = %url, "broker listening");
+    Ok(RunningBroker {
+        local_addr,
+        ctx,
+        stop_http: Some(stop_http),
+        server: Some(server),
+        background,
+    })
+}
+
+impl RunningBroker {
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Graceful shutdown: stop accepting, close every connection with 1001
+    /// `shutdown`, wait (up to 5 s) for them, then commit everything queued
+    /// and checkpoint the WAL.
+    pub async fn shutdown(mut self) {
+        tracing::info!("shutting down");
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+        }
+        self.ctx.hub.close_all(1001, "shutdown");
+        self.ctx.tasks.wait_idle(SHUTDOWN_GRACE).await;
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE, server).await;
+        }
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+        self.ctx.writer.shutdown().await;
+        tracing::info!("shutdown complete");
+    }
+}
+
+impl Drop for RunningBroker {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop_http.take() {
+            let _ = stop.send(());
+            self.ctx.hub.close_all(1001, "shutdown");
+        }
+        for task in self.background.drain(..) {
+            task.abort();
+        }
+    }
+}
+
+/// Closes the connections of members revoked by another process (the admin
+/// CLI) or by `/v1/leave`: polls the revocation log every
+/// `revocation_poll`. One indexed query per poll.
+async fn watch_revocations(ctx: Arc<Ctx>) {
+    let mut last = match ctx.store.read(members::last_revocation_seq) {
+        Ok(seq) => seq,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot read the revocation log; CLI revocations will not close live connections");
+            return;
+        }
+    };
+    let mut ticker = tokio::time::interval(ctx.config.revocation_poll);
+    loop {
+        ticker.tick().await;
+        match ctx.store.read(|c| members::revocations_since(c, last)) {
+            Ok(rows) => {
+                for r in rows {
+                    tracing::info!(mesh = %r.mesh_id, member = %r.member_id, "member revoked");
+                    ctx.hub.revoke_member(&r.mesh_id, &r.member_id);
+                    last = r.seq;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading the revocation log failed"),
+        }
+    }
+}
+
+async fn housekeeping(ctx: Arc<Ctx>) {
+    let mut ticker = tokio::time::interval(HOUSEKEEPING_EVERY);
+    loop {
+        ticker.tick().await;
+        let now_ms = ctx.now_ms();
+        ctx.replay.prune(now_ms);
+        ctx.writer.submit(WriteOp::Housekeeping { now_ms }).await;
+    }
+}

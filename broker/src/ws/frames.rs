@@ -1,0 +1,557 @@
+//! What each client frame does after the hello.
+//!
+//! A frame that does not parse, or names a session this connection does
+//! not carry, gets an `error` (echoing the request `id` when there is one)
+//! and the connection lives on: only the handshake closes connections.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::json;
+
+use claudemesh_protocol::encoding::{b64_decode, is_lower_hex, is_valid_id};
+use claudemesh_protocol::limits::{NONCE_BYTES, QUEUE_TTL_MS};
+use claudemesh_protocol::wire::{
+    ClientFrame, ConnectionRole, DeliveryState, Envelope, Send, ServerFrame, SessionOpen,
+};
+
+use crate::ctx::Ctx;
+use crate::delivery::SendJob;
+use crate::hub::presence::{normalize_group, normalize_groups};
+use crate::hub::{ConnHandle, ConnId, Mesh, SessionError, SessionSpec};
+use crate::router::{self, Recipient, Unresolved};
+use crate::store::{MemberInfo, NewMessage, RecipientCopy, SenderInfo, members, messages};
+use crate::writer::{ReceiptJob, WriteOp};
+
+/// A summary longer than this is refused with `too_large`.
+const MAX_SUMMARY_BYTES: usize = 4096;
+
+/// An authenticated connection, as the frame handlers see it.
+pub struct Connection {
+    pub ctx: Arc<Ctx>,
+    pub mesh: Arc<Mesh>,
+    pub handle: ConnHandle,
+    pub id: ConnId,
+    pub member: MemberInfo,
+    pub role: ConnectionRole,
+    /// The hello's `sessionId`: the session itself on a `role:"session"`
+    /// connection.
+    pub hello_session: String,
+}
+
+/// A refused request: an error code and a sentence.
+struct Refusal {
+    code: &'static str,
+    message: String,
+}
+
+fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+    Refusal {
+        code,
+        message: message.into(),
+    }
+}
+
+fn unknown_session(sid: &str) -> Refusal {
+    refuse(
+        "unknown_session",
+        format!("session {sid} is not open on this connection"),
+    )
+}
+
+impl Connection {
+    /// Sends an `error` frame.
+    pub fn error(&self, code: &str, message: &str, id: Option<String>) {
+        self.ctx.metrics.frame_error(code);
+        self.handle
+            .send_text(ServerFrame::error(code, message, id).to_json());
+    }
+
+    fn reply(&self, frame: ServerFrame) {
+        self.handle.send_text(frame.to_json());
+    }
+
+    /// Handles one text frame.
+    pub async fn on_text(&self, text: &str) {
+        match ClientFrame::parse(text) {
+            Ok(frame) => self.on_frame(frame).await,
+            Err(failure) => {
+                self.error(failure.error.code(), &failure.error.to_string(), failure.id)
+            }
+        }
+    }
+
+    async fn on_frame(&self, frame: ClientFrame) {
+        let result = match frame {
+            ClientFrame::Hello(_) => Err(refuse(
+                "unexpected_hello",
+                "this connection has already said hello",
+            )),
+            ClientFrame::SessionOpen(open) => self.session_open(open).await,
+            ClientFrame::SessionClose { session_id } => self.session_close(&session_id),
+            ClientFrame::ListPeers { id } => {
+                let exclude = self.own_session_key();
+                let peers = self.mesh.lock().peers(exclude.as_ref());
+                self.reply(ServerFrame::PeersList { id, peers });
+                Ok(())
+            }
+            ClientFrame::SetStatus { session_id, status } => self.update(session_id, move |p| {
+                let changed = p.status != status;
+                p.status = status;
+                changed
+            }),
+            ClientFrame::SetSummary {
+                session_id,
+                summary,
+            } => {
+                if summary.len() > MAX_SUMMARY_BYTES {
+                    Err(refuse("too_large", "a summary is limited to 4096 bytes"))
+                } else {
+                    self.update(session_id, move |p| {
+                        let changed = p.summary != summary;
+                        p.summary = summary;
+                        changed
+                    })
+                }
+            }
+            ClientFrame::JoinGroup { session_id, group } => {
+                let g = normalize_group(&group);
+                if g.is_empty() {
+                    Err(refuse("malformed", "a group needs a name"))
+                } else {
+                    self.update(session_id, move |p| {
+                        if p.groups.contains(&g) {
+                            return false;
+                        }
+                        p.groups.push(g);
+                        true
+                    })
+                }
+            }
+            ClientFrame::LeaveGroup { session_id, group } => {
+                let g = normalize_group(&group);
+                self.update(session_id, move |p| {
+                    let before = p.groups.len();
+                    p.groups.retain(|x| *x != g);
+                    p.groups.len() != before
+                })
+            }
+            ClientFrame::Send(send) => {
+                let id = send.id.clone();
+                match self.send(send).await {
+                    Ok(()) => Ok(()),
+                    Err(r) => {
+                        self.ctx.metrics.message_rejected(r.code);
+                        self.error(r.code, &r.message, Some(id));
+                        return;
+                    }
+                }
+            }
+            ClientFrame::ClientAck { message_id } => {
+                self.receipt(message_id, None, DeliveryState::Delivered)
+                    .await
+            }
+            ClientFrame::Receipt {
+                message_id,
+                session_id,
+                state,
+            } => self.on_receipt(message_id, session_id, state).await,
+            ClientFrame::MessageStatus { id, message_id } => {
+                match self.message_status(&message_id) {
+                    Ok(recipients) => {
+                        self.reply(ServerFrame::MessageStatusResult {
+                            id,
+                            message_id,
+                            recipients,
+                        });
+                        Ok(())
+                    }
+                    Err(r) => {
+                        self.error(r.code, &r.message, id);
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(r) = result {
+            self.error(r.code, &r.message, None);
+        }
+    }
+
+    /// The session a session-scoped frame is about: the hello's on a
+    /// `role:"session"` connection (which may leave `sessionId` out), the
+    /// named one on a daemon connection (which must name it).
+    fn session_of(&self, given: Option<String>) -> Result<String, Refusal> {
+        match (self.role, given) {
+            (ConnectionRole::Session, None) => Ok(self.hello_session.clone()),
+            (ConnectionRole::Session, Some(s)) if s == self.hello_session => Ok(s),
+            (ConnectionRole::Session, Some(s)) => Err(unknown_session(&s)),
+            (ConnectionRole::Daemon, Some(s)) => Ok(s),
+            (ConnectionRole::Daemon, None) => Err(refuse(
+                "malformed",
+                "sessionId is required on a daemon connection",
+            )),
+        }
+    }
+
+    fn own_session_key(&self) -> Option<(String, String)> {
+        (self.role == ConnectionRole::Session)
+            .then(|| (self.member.id.clone(), self.hello_session.clone()))
+    }
+
+    fn update(
+        &self,
+        session_id: Option<String>,
+        change: impl FnOnce(&mut claudemesh_protocol::wire::Peer) -> bool,
+    ) -> Result<(), Refusal> {
+        let sid = self.session_of(session_id)?;
+        self.mesh
+            .lock()
+            .update_session(self.id, &sid, change)
+            .map_err(|SessionError::Unknown| unknown_session(&sid))
+    }
+
+    async fn session_open(&self, open: SessionOpen) -> Result<(), Refusal> {
+        if self.role != ConnectionRole::Daemon {
+            return Err(refuse(
+                "wrong_role",
+                "session_open is for role:\"daemon\" connections; this connection is itself a session",
+            ));
+        }
+        if !is_valid_id(&open.session_id) {
+            return Err(refuse("malformed", "sessionId must be 1 to 64 characters"));
+        }
+        let sid = open.session_id.clone();
+        let spec = SessionSpec {
+            session_id: open.session_id,
+            display_name: open.display_name,
+            cwd: open.cwd,
+            host: open.host,
+            summary: Some(open.summary),
+            groups: Some(normalize_groups(open.groups)),
+            status: Some(open.status),
+        };
+        let now = self.ctx.now_ms();
+        let name = {
+            let mut state = self.mesh.lock();
+            let name = state
+                .open_session(self.id, spec, now)
+                .map_err(|_| unknown_session(&sid))?;
+            // Queued under the lock, so that it precedes any event about
+            // this session on this connection.
+            self.reply(ServerFrame::SessionOpened {
+                session_id: sid.clone(),
+                display_name: name.clone(),
+            });
+            name
+        };
+        tracing::debug!(session = %sid, name = %name, "session opened");
+        tokio::spawn(crate::ws::connection::redeliver(
+            self.ctx.clone(),
+            self.handle.clone(),
+            self.member.id.clone(),
+            Some(sid),
+        ));
+        Ok(())
+    }
+
+    fn session_close(&self, session_id: &str) -> Result<(), Refusal> {
+        if self.role != ConnectionRole::Daemon {
+            return Err(refuse(
+                "wrong_role",
+                "session_close is for role:\"daemon\" connections; close the connection instead",
+            ));
+        }
+        self.mesh
+            .lock()
+            .close_session(self.id, session_id)
+            .map_err(|_| unknown_session(session_id))
+    }
+
+    async fn send(&self, send: Send) -> Result<(), Refusal> {
+        if !is_valid_id(&send.id) {
+            return Err(refuse(
+                "malformed",
+                "the send id must be 1 to 64 characters",
+            ));
+        }
+        let sid = self.session_of(send.session_id.clone())?;
+        let envelopes = check_envelopes(&send.envelopes)?;
+        let Some(target) = router::parse(&send.to) else {
+            return Err(refuse("malformed", "`to` must not be empty"));
+        };
+        let sender_key = (self.member.id.clone(), sid.clone());
+        let cfg = &self.ctx.config;
+        let (sender_name, resolved) = {
+            let mut state = self.mesh.lock();
+            if !state.take_token(&self.member.id, cfg.send_rate_per_sec, cfg.send_burst) {
+                return Err(refuse(
+                    "rate_limited",
+                    "too many messages from this member; slow down and retry",
+                ));
+            }
+            if !state.carries(self.id, &sid) {
+                return Err(unknown_session(&sid));
+            }
+            let name = state
+                .session(&sender_key)
+                .map(|s| s.peer.display_name.clone())
+                .unwrap_or_else(|| sid.clone());
+            (name, router::resolve(&state, &target, &sender_key))
+        };
+        let recipients = match resolved {
+            Ok(r) => Ok(r),
+            Err(Unresolved::Unknown) => Err(()),
+            Err(Unresolved::AskMembers { pubkey, session }) => {
+                self.member_recipient(&pubkey, session)?.ok_or(())
+            }
+        };
+        let recipients = match recipients {
+            Ok(r) => r,
+            Err(()) => {
+                return self.duplicate_or(&send.id, || {
+                    refuse(
+                        "unknown_target",
+                        format!("no peer, member or group is named {:?}", send.to),
+                    )
+                });
+            }
+        };
+
+        let missing: Vec<&str> = recipients
+            .iter()
+            .filter(|r| !envelopes.contains_key(r.pubkey.as_str()))
+            .map(|r| r.pubkey.as_str())
+            .collect();
+        if !missing.is_empty() {
+            if self.duplicate_ack(&send.id)? {
+                return Ok(());
+            }
+            self.ctx.metrics.message_rejected("missing_envelope");
+            // The extra `members` field lets a client seal for them and retry.
+            let frame = json!({
+                "type": "error",
+                "id": send.id,
+                "code": "missing_envelope",
+                "message": format!("no envelope for recipient member(s) {}", missing.join(", ")),
+                "members": missing,
+            });
+            self.ctx.metrics.frame_error("missing_envelope");
+            self.handle.send_text(frame.to_string());
+            return Ok(());
+        }
+
+        let now = self.ctx.now_ms();
+        let mut by_member: HashMap<&str, &Envelope> = envelopes;
+        let copies = recipients
+            .into_iter()
+            .filter_map(|r| {
+                let env = by_member.remove(r.pubkey.as_str())?;
+                Some(RecipientCopy {
+                    member_id: r.member_id,
+                    pubkey: r.pubkey,
+                    sessions: r.sessions,
+                    nonce: env.nonce.clone(),
+                    ciphertext: env.ciphertext.clone(),
+                })
+            })
+            .collect();
+        let message = NewMessage {
+            message_id: crate::ids::message_id(),
+            mesh_id: self.mesh.id.clone(),
+            client_id: send.id.clone(),
+            sender: SenderInfo {
+                member_id: self.member.id.clone(),
+                pubkey: self.member.pubkey.clone(),
+                session_id: sid,
+                display_name: sender_name,
+            },
+            target: send.to,
+            priority: send.priority,
+            sent_at: now,
+            expires_at: now.saturating_add(QUEUE_TTL_MS),
+            recipients: copies,
+        };
+        let job = SendJob {
+            message,
+            mesh: self.mesh.clone(),
+            conn: self.handle.clone(),
+            request_id: send.id,
+        };
+        if !self.ctx.writer.submit(WriteOp::Send(job)).await {
+            return Err(refuse(
+                "unavailable",
+                "the broker is shutting down; send again after reconnecting",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A member-level recipient found in the member table (the member has
+    /// no listed session), or `None` if the key is no active member.
+    fn member_recipient(
+        &self,
+        pubkey: &str,
+        session: Option<String>,
+    ) -> Result<Option<Vec<Recipient>>, Refusal> {
+        let found = self
+            .ctx
+            .store
+            .read(|c| members::find_by_pubkey(c, &self.mesh.id, pubkey))
+            .map_err(|e| internal(&e))?;
+        Ok(found.filter(|m| !m.revoked).map(|m| {
+            vec![Recipient {
+                member_id: m.id,
+                pubkey: m.pubkey,
+                sessions: session.into_iter().collect(),
+            }]
+        }))
+    }
+
+    /// When this send id was already accepted, acks it as a duplicate
+    /// (true); a repeat is answered the same whatever changed since.
+    fn duplicate_ack(&self, client_id: &str) -> Result<bool, Refusal> {
+        let found = self
+            .ctx
+            .store
+            .read(|c| {
+                match messages::find_by_client_id(c, &self.mesh.id, &self.member.id, client_id)? {
+                    Some(mid) => Ok(Some((mid.clone(), messages::recipient_states(c, &mid)?))),
+                    None => Ok(None),
+                }
+            })
+            .map_err(|e| internal(&e))?;
+        let Some((message_id, recipients)) = found else {
+            return Ok(false);
+        };
+        crate::metrics::Metrics::inc(&self.ctx.metrics.messages_duplicate);
+        self.reply(ServerFrame::Ack(claudemesh_protocol::wire::Ack {
+            id: client_id.to_owned(),
+            message_id,
+            duplicate: true,
+            recipients,
+        }));
+        Ok(true)
+    }
+
+    fn duplicate_or(
+        &self,
+        client_id: &str,
+        refusal: impl FnOnce() -> Refusal,
+    ) -> Result<(), Refusal> {
+        if self.duplicate_ack(client_id)? {
+            Ok(())
+        } else {
+            Err(refusal())
+        }
+    }
+
+    async fn on_receipt(
+        &self,
+        message_id: String,
+        session_id: Option<String>,
+        state: DeliveryState,
+    ) -> Result<(), Refusal> {
+        match state {
+            DeliveryState::Queued => Err(refuse(
+                "malformed",
+                "a receipt's state is `seen` (or `delivered`)",
+            )),
+            DeliveryState::Delivered => self.receipt(message_id, None, state).await,
+            DeliveryState::Seen => {
+                let sid = self.session_of(session_id)?;
+                if !is_valid_id(&sid) {
+                    return Err(refuse("malformed", "sessionId must be 1 to 64 characters"));
+                }
+                self.receipt(message_id, Some(sid), state).await
+            }
+        }
+    }
+
+    async fn receipt(
+        &self,
+        message_id: String,
+        session_id: Option<String>,
+        state: DeliveryState,
+    ) -> Result<(), Refusal> {
+        if message_id.is_empty() || message_id.len() > 128 {
+            return Err(refuse("malformed", "messageId is missing or too long"));
+        }
+        let job = ReceiptJob {
+            mesh: self.mesh.clone(),
+            message_id,
+            member_id: self.member.id.clone(),
+            pubkey: self.member.pubkey.clone(),
+            session_id,
+            at: self.ctx.now_ms(),
+        };
+        let op = match state {
+            DeliveryState::Seen => WriteOp::Seen(job),
+            _ => WriteOp::Delivered(job),
+        };
+        self.ctx.writer.submit(op).await;
+        Ok(())
+    }
+
+    fn message_status(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<claudemesh_protocol::wire::RecipientState>, Refusal> {
+        let found = self
+            .ctx
+            .store
+            .read(|c| {
+                if !messages::involves_member(c, message_id, &self.mesh.id, &self.member.id)? {
+                    return Ok(None);
+                }
+                Ok(Some(messages::recipient_states(c, message_id)?))
+            })
+            .map_err(|e| internal(&e))?;
+        found.ok_or_else(|| {
+            refuse(
+                "unknown_message",
+                "no message with this id was sent by or to this member (or it expired)",
+            )
+        })
+    }
+}
+
+fn internal(e: &crate::store::StoreError) -> Refusal {
+    tracing::error!(error = %e, "database read failed");
+    refuse(
+        "internal_error",
+        "the broker could not read its database; try again",
+    )
+}
+
+/// Checks the envelopes' encodings; returns them by recipient member.
+fn check_envelopes(envelopes: &[Envelope]) -> Result<HashMap<&str, &Envelope>, Refusal> {
+    let mut out = HashMap::with_capacity(envelopes.len());
+    for env in envelopes {
+        if !is_lower_hex(&env.member, 64) {
+            return Err(refuse(
+                "malformed",
+                "an envelope's member must be a 64-character lowercase hex public key",
+            ));
+        }
+        if b64_decode(&env.nonce).is_none_or(|n| n.len() != NONCE_BYTES) {
+            return Err(refuse(
+                "malformed",
+                "an envelope's nonce must be 24 bytes of standard base64",
+            ));
+        }
+        if b64_decode(&env.ciphertext).is_none_or(|c| c.len() < 16) {
+            return Err(refuse(
+                "malformed",
+                "an envelope's ciphertext must be a crypto_box in standard base64",
+            ));
+        }
+        if out.insert(env.member.as_str(), env).is_some() {
+            return Err(refuse(
+                "malformed",
+                "one envelope per recipient member: this send has two for the same member",
+            ));
+        }
+    }
+    Ok(out)
+}

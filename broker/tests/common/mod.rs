@@ -1,0 +1,450 @@
+//! Shared test harness: a broker on 127.0.0.1:0 in a temporary directory,
+//! enrolled members, a WebSocket client and a minimal HTTP client.
+//!
+//! Every wait has a generous limit (`WAIT`) so that a broken broker makes
+//! a test fail instead of hang; no test asserts on how long anything took.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use claudemesh_broker::admin::{Admin, MemberInfo, MeshInfo};
+use claudemesh_broker::{BrokerConfig, Clock, RunningBroker};
+use claudemesh_protocol::MemberSecretKey;
+use claudemesh_protocol::envelope;
+use claudemesh_protocol::wire::{ClientFrame, ConnectionRole};
+
+/// The most any single wait may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+pub fn now_ms() -> i64 {
+    claudemesh_broker::clock::system_now_ms()
+}
+
+/// A hello timestamp never used before in this process. The hello
+/// signature covers (mesh, member, key, timestamp) but not the session, so
+/// two hellos of one member in the same millisecond would be replays.
+pub fn fresh_ts() -> i64 {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = now_ms();
+    let mut prev = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return next,
+            Err(p) => prev = p,
+        }
+    }
+}
+
+/// A clock a test can pin and move.
+#[derive(Clone)]
+pub struct TestClock(pub Arc<AtomicI64>);
+
+impl TestClock {
+    pub fn pinned(at: i64) -> Self {
+        Self(Arc::new(AtomicI64::new(at)))
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn clock(&self) -> Clock {
+        let v = self.0.clone();
+        Clock::from_fn(move || v.load(Ordering::SeqCst))
+    }
+}
+
+/// A broker in a temporary directory, with one mesh.
+pub struct TestBroker {
+    pub dir: tempfile::TempDir,
+    pub broker: Option<RunningBroker>,
+    pub addr: SocketAddr,
+    pub mesh: MeshInfo,
+}
+
+pub fn test_config(data_dir: &Path) -> BrokerConfig {
+    let mut c = BrokerConfig::new("127.0.0.1:0".parse().unwrap(), data_dir.to_owned());
+    c.hello_timeout = Duration::from_secs(5);
+    c.revocation_poll = Duration::from_millis(100);
+    c
+}
+
+impl TestBroker {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mesh = Admin::open(dir.path())
+            .unwrap()
+            .create_mesh("team")
+            .unwrap();
+        let mut config = test_config(dir.path());
+        tweak(&mut config);
+        let broker = claudemesh_broker::start(config).await.unwrap();
+        let addr = broker.local_addr();
+        Self {
+            dir,
+            broker: Some(broker),
+            addr,
+            mesh,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub fn admin(&self) -> Admin {
+        Admin::open(self.dir.path()).unwrap()
+    }
+
+    /// Graceful stop, then a new broker on the same data directory.
+    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut BrokerConfig)) {
+        if let Some(b) = self.broker.take() {
+            b.shutdown().await;
+        }
+        let mut config = test_config(self.dir.path());
+        tweak(&mut config);
+        let broker = claudemesh_broker::start(config).await.unwrap();
+        self.addr = broker.local_addr();
+        self.broker = Some(broker);
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(b) = self.broker.take() {
+            b.shutdown().await;
+        }
+    }
+
+    /// Enrolls a fresh key.
+    pub fn member(&self, name: &str) -> Member {
+        let key = MemberSecretKey::generate().unwrap();
+        let info = self
+            .admin()
+            .enroll_member(&self.mesh.id, &key.public_key().to_hex(), name)
+            .unwrap();
+        Member {
+            key,
+            info,
+            mesh_id: self.mesh.id.clone(),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn connect(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// Connects and says hello as a `role:"session"` connection.
+    pub async fn session(&self, m: &Member, session_id: &str, name: &str) -> (Client, Value) {
+        let mut c = self.connect().await;
+        let ack = c
+            .hello(m, session_id, Some(name), ConnectionRole::Session)
+            .await;
+        (c, ack)
+    }
+
+    /// Connects and says hello as a daemon.
+    pub async fn daemon(&self, m: &Member) -> Client {
+        let mut c = self.connect().await;
+        c.hello(m, "daemon", None, ConnectionRole::Daemon).await;
+        c
+    }
+
+    pub async fn metrics(&self) -> String {
+        http(self.addr, "GET", "/metrics", None).await.1
+    }
+}
+
+/// An enrolled member and its key.
+pub struct Member {
+    pub key: MemberSecretKey,
+    pub info: MemberInfo,
+    pub mesh_id: String,
+}
+
+impl Member {
+    pub fn pubkey(&self) -> String {
+        self.info.pubkey.clone()
+    }
+
+    /// A signed hello frame as JSON.
+    pub fn hello_frame(
+        &self,
+        session_id: &str,
+        display_name: Option<&str>,
+        role: ConnectionRole,
+        timestamp: i64,
+    ) -> Value {
+        let mut h = claudemesh_protocol::hello::signed_hello(
+            &self.key,
+            &self.mesh_id,
+            &self.info.id,
+            session_id,
+            4242,
+            "/home/u/project",
+            timestamp,
+        );
+        h.display_name = display_name.map(str::to_owned);
+        h.role = role;
+        h.client = Some("broker-tests".into());
+        serde_json::from_str(&ClientFrame::Hello(h).to_json()).unwrap()
+    }
+
+    /// An envelope sealed for `to` with a `{"text":…}` body.
+    pub fn envelope(&self, to: &Member, text: &str) -> Value {
+        let body = json!({ "text": text }).to_string();
+        let env = envelope::seal(body.as_bytes(), &to.key.public_key(), &self.key).unwrap();
+        serde_json::to_value(env).unwrap()
+    }
+
+    /// Opens a push addressed to this member, returning its text.
+    pub fn open(&self, push: &Value, from: &Member) -> String {
+        let plain = envelope::open(
+            push["nonce"].as_str().unwrap(),
+            push["ciphertext"].as_str().unwrap(),
+            &from.key.public_key(),
+            &self.key,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&plain).unwrap();
+        v["text"].as_str().unwrap().to_owned()
+    }
+}
+
+/// How a connection ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+/// A WebSocket client speaking JSON frames.
+pub struct Client {
+    pub ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timed out")
+            .expect("connect failed");
+        Self { ws }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        self.ws
+            .send(Message::Text(v.to_string().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn send_text(&mut self, t: String) {
+        self.ws.send(Message::Text(t.into())).await.unwrap();
+    }
+
+    /// The next JSON frame; panics on close or after `WAIT`.
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let msg = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("no frame arrived in time")
+                .expect("connection ended")
+                .expect("read error");
+            match msg {
+                Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
+                Message::Close(c) => panic!("connection closed: {c:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// The next frame of type `ty`, skipping others (events, receipts).
+    pub async fn recv_type(&mut self, ty: &str) -> Value {
+        loop {
+            let v = self.recv().await;
+            if v["type"] == ty {
+                return v;
+            }
+        }
+    }
+
+    /// Frames up to and including the first of type `ty`.
+    pub async fn recv_until(&mut self, ty: &str) -> Vec<Value> {
+        let mut out = Vec::new();
+        loop {
+            let v = self.recv().await;
+            let done = v["type"] == ty;
+            out.push(v);
+            if done {
+                return out;
+            }
+        }
+    }
+
+    /// Reads until the connection closes; returns the text frames seen and
+    /// the close code and reason.
+    pub async fn recv_close(&mut self) -> (Vec<Value>, Closed) {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("the connection did not close in time");
+            match next {
+                Some(Ok(Message::Text(t))) => {
+                    frames.push(serde_json::from_str(t.as_str()).unwrap())
+                }
+                Some(Ok(Message::Close(Some(c)))) => {
+                    let code: u16 = CloseCode::into(c.code);
+                    return (
+                        frames,
+                        Closed {
+                            code,
+                            reason: c.reason.to_string(),
+                        },
+                    );
+                }
+                Some(Ok(Message::Close(None))) | None => {
+                    return (
+                        frames,
+                        Closed {
+                            code: 1005,
+                            reason: String::new(),
+                        },
+                    );
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("read error before close: {e}"),
+            }
+        }
+    }
+
+    /// Sends a hello and returns the `hello_ack`.
+    pub async fn hello(
+        &mut self,
+        m: &Member,
+        session_id: &str,
+        name: Option<&str>,
+        role: ConnectionRole,
+    ) -> Value {
+        self.send(m.hello_frame(session_id, name, role, fresh_ts()))
+            .await;
+        let ack = self.recv().await;
+        assert_eq!(ack["type"], "hello_ack", "{ack}");
+        ack
+    }
+
+    /// A `list_peers` round trip: every frame queued for this connection
+    /// before it has then been read, which lets a test check that some
+    /// event did *not* happen without waiting on a clock.
+    pub async fn sync(&mut self) -> Vec<Value> {
+        let id = format!("sync-{}", now_ms());
+        self.send(json!({"type":"list_peers","id": id})).await;
+        let mut before = Vec::new();
+        loop {
+            let v = self.recv().await;
+            if v["type"] == "peers_list" && v["id"] == id.as_str() {
+                return before;
+            }
+            before.push(v);
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+        // Read until the broker's half of the close arrives.
+        let _ = tokio::time::timeout(WAIT, async {
+            while let Some(Ok(_)) = self.ws.next().await {}
+        })
+        .await;
+    }
+}
+
+/// A tiny HTTP/1.1 client: (status, body).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> (u16, String) {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .expect("HTTP response timed out")
+        .unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = match text.split_once("\r\n\r\n") {
+        Some((head, rest))
+            if head
+                .to_ascii_lowercase()
+                .contains("transfer-encoding: chunked") =>
+        {
+            dechunk(rest)
+        }
+        Some((_, rest)) => rest.to_owned(),
+        None => String::new(),
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// POST with a JSON body, parsing the JSON answer.
+pub async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
+    let (status, text) = http(addr, "POST", path, Some(body)).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A metric's value from exposition text (`name{labels} value`).
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// A `send` frame.
+pub fn send_frame(id: &str, to: &str, envelopes: Vec<Value>) -> Value {
+    json!({"type":"send","id":id,"to":to,"priority":"now","envelopes":envelopes})
+}
