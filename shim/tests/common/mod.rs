@@ -1,0 +1,455 @@
+//! Harness for the shim's tests: a private home for one daemon, the real
+//! `claudemeshd`, and shims driven as MCP clients over their stdio.
+//!
+//! The daemon is another package's binary, so `CARGO_BIN_EXE_claudemeshd`
+//! does not exist here: [`daemon_exe`] runs `cargo build -p
+//! claudemesh-daemon --bin claudemeshd` once per test binary (same profile
+//! as this test; quick when it is up to date) and uses
+//! `target/<profile>/claudemeshd`, next to this test executable's
+//! `deps/` directory. The shims start the daemon themselves, as in real use,
+//! through `CLAUDEMESH_DAEMON`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+pub const SHIM: &str = env!("CARGO_BIN_EXE_claudemesh-shim");
+
+/// `target/<profile>`: this test runs from `target/<profile>/deps`.
+fn profile_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test knows its path");
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("tests run from target/<profile>/deps")
+        .to_path_buf()
+}
+
+/// The real daemon, built on first use.
+pub fn daemon_exe() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = profile_dir();
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let mut cmd = Command::new(cargo);
+            cmd.args(["build", "-p", "claudemesh-daemon", "--bin", "claudemeshd"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"));
+            // Cargo sets CARGO_PKG_*, CARGO_MANIFEST_DIR, … for this test;
+            // passed on, they would look like a changed environment to build
+            // scripts that watch them (ring does), and rebuild half the tree.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                let keep = [
+                    "CARGO_HOME",
+                    "CARGO_TARGET_DIR",
+                    "CARGO_BUILD_",
+                    "CARGO_NET_",
+                ]
+                .iter()
+                .any(|k| key.starts_with(k));
+                if (key.starts_with("CARGO_") && !keep) || key == "OUT_DIR" {
+                    cmd.env_remove(key.as_ref());
+                }
+            }
+            if dir.file_name().is_some_and(|n| n == "release") {
+                cmd.arg("--release");
+            }
+            let status = cmd.status().expect("cargo runs");
+            assert!(status.success(), "building claudemeshd failed");
+            let exe = dir.join(format!("claudemeshd{}", std::env::consts::EXE_SUFFIX));
+            assert!(exe.exists(), "{} is missing after the build", exe.display());
+            exe
+        })
+        .clone()
+}
+
+/// One user's claudemesh world: config, data and runtime dirs of its own.
+pub struct Home {
+    dir: tempfile::TempDir,
+    /// What `CLAUDEMESH_DAEMON` points at for the shims of this home.
+    pub daemon: PathBuf,
+}
+
+impl Home {
+    /// A home whose shims start the real daemon.
+    pub fn new() -> Home {
+        Home::with_daemon(daemon_exe())
+    }
+
+    pub fn with_daemon(daemon: PathBuf) -> Home {
+        let dir = tempfile::Builder::new()
+            .prefix("cm-shim-")
+            .tempdir()
+            .expect("a temp dir");
+        Home { dir, daemon }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.path().join("run").join("claudemeshd.sock")
+    }
+
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        let p = |s: &str| self.path().join(s).display().to_string();
+        vec![
+            ("HOME", p("")),
+            ("CLAUDEMESH_CONFIG_DIR", p("config")),
+            ("CLAUDEMESH_DATA_DIR", p("data")),
+            ("CLAUDEMESH_RUNTIME_DIR", p("run")),
+            ("XDG_RUNTIME_DIR", p("xdg-run")),
+            ("CLAUDEMESH_KEYSTORE", "file".into()),
+            ("CLAUDEMESH_DAEMON", self.daemon.display().to_string()),
+            ("CLAUDEMESH_DEBUG", "1".into()),
+        ]
+    }
+
+    /// The pid of the daemon answering on this home's socket, if any.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        let socket = self.socket();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async move {
+                claudemesh_daemon::client::DaemonClient::connect(&socket, "shim-test/0")
+                    .await
+                    .ok()
+                    .map(|c| c.welcome().pid)
+            })
+    }
+
+    /// Kills this home's daemon (SIGKILL) and waits until nothing answers.
+    pub fn kill_daemon(&self) {
+        if let Some(pid) = self.daemon_pid() {
+            kill9(pid);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.daemon_pid().is_some() {
+            assert!(Instant::now() < deadline, "the daemon does not die");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The pids of every `claudemeshd` process started for this home.
+    pub fn daemon_processes(&self) -> Vec<u32> {
+        let marker = format!(
+            "CLAUDEMESH_RUNTIME_DIR={}",
+            self.path().join("run").display()
+        );
+        let mut pids = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let exe = std::fs::read_link(entry.path().join("exe")).unwrap_or_default();
+            if !exe
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("claudemeshd"))
+            {
+                continue;
+            }
+            let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+            if environ
+                .split(|b| *b == 0)
+                .any(|var| var == marker.as_bytes())
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// Where a shim's stderr goes.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.path().join(format!("shim-{name}.log"))
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.path().join("data").join("claudemeshd.log"))
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        for pid in self.daemon_processes() {
+            kill9(pid);
+        }
+        // SHIM_TEST_KEEP=1 keeps the home (and the shim and daemon logs).
+        if std::env::var_os("SHIM_TEST_KEEP").is_some() {
+            self.dir.disable_cleanup(true);
+            eprintln!("kept {}", self.dir.path().display());
+        }
+    }
+}
+
+pub fn kill9(pid: u32) {
+    let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+}
+
+/// A shim as Claude Code runs it, spoken to over MCP JSON-RPC.
+///
+/// Each shim runs under its own `sh`, which stays as its parent: that `sh`
+/// plays the Claude Code process, so every shim is its own session (the
+/// daemon keys sessions by the shim's parent).
+pub struct Shim {
+    pub name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<Value>,
+    next_id: u64,
+    pub notifications: Vec<Value>,
+}
+
+impl Shim {
+    /// Starts a shim named `name` and initializes it.
+    pub fn start(home: &Home, name: &str, extra_env: &[(&str, &str)]) -> Shim {
+        let mut shim = Shim::spawn(home, name, extra_env);
+        let init = shim.initialize();
+        assert!(init.get("result").is_some(), "initialize failed: {init}");
+        shim
+    }
+
+    /// Starts a shim without initializing it.
+    pub fn spawn(home: &Home, name: &str, extra_env: &[(&str, &str)]) -> Shim {
+        Shim::spawn_under(home, name, extra_env, &[])
+    }
+
+    /// Starts and initializes a shim whose "Claude Code" parent has
+    /// `parent_args` on its command line (e.g. the channels flag).
+    pub fn start_under(home: &Home, name: &str, parent_args: &[&str]) -> Shim {
+        let mut shim = Shim::spawn_under(home, name, &[], parent_args);
+        let init = shim.initialize();
+        assert!(init.get("result").is_some(), "initialize failed: {init}");
+        shim
+    }
+
+    fn spawn_under(
+        home: &Home,
+        name: &str,
+        extra_env: &[(&str, &str)],
+        parent_args: &[&str],
+    ) -> Shim {
+        let mut cmd = Command::new("sh");
+        // `sh -c SCRIPT SHIM ARGS…`: the shim gets no arguments, while ARGS
+        // show in the parent's command line, as Claude Code's flags would.
+        cmd.arg("-c")
+            .arg("\"$0\"; exit $?")
+            .arg(SHIM)
+            .args(parent_args);
+        for (k, v) in home.env() {
+            cmd.env(k, v);
+        }
+        cmd.env_remove("CLAUDEMESH_BROKER_URL")
+            .env_remove("CLAUDEMESH_MESH")
+            .env_remove("CLAUDEMESH_CHANNEL")
+            .env("CLAUDEMESH_DISPLAY_NAME", name);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(home.log(name))
+            .expect("a log file");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("the shim starts");
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let value: Value = serde_json::from_str(&line)
+                    .unwrap_or_else(|e| panic!("the shim wrote a non-JSON line ({e}): {line}"));
+                if tx.send(value).is_err() {
+                    break;
+                }
+            }
+        });
+        Shim {
+            name: name.to_owned(),
+            child,
+            stdin,
+            lines,
+            next_id: 1,
+            notifications: Vec::new(),
+        }
+    }
+
+    pub fn initialize(&mut self) -> Value {
+        let init = self.request(
+            "initialize",
+            json!({
+                "protocolVersion": "2025-06-18",
+                "capabilities": {},
+                "clientInfo": {"name": "shim-test", "version": "0"}
+            }),
+        );
+        self.notify("notifications/initialized", json!({}));
+        init
+    }
+
+    fn write(&mut self, msg: &Value) {
+        let mut line = msg.to_string();
+        line.push('\n');
+        let stdin = self.stdin.as_mut().expect("stdin is open");
+        stdin
+            .write_all(line.as_bytes())
+            .and_then(|_| stdin.flush())
+            .expect("the shim reads its stdin");
+    }
+
+    pub fn notify(&mut self, method: &str, params: Value) {
+        self.write(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
+    }
+
+    /// Sends a request; returns the whole response.
+    pub fn request(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(msg) if msg.get("id") == Some(&json!(id)) => return msg,
+                Ok(msg) if msg.get("method").is_some() && msg.get("id").is_none() => {
+                    self.notifications.push(msg)
+                }
+                Ok(other) => panic!("{}: unexpected message: {other}", self.name),
+                Err(RecvTimeoutError::Timeout) => panic!("{}: {method} got no answer", self.name),
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("{}: the shim closed stdout", self.name)
+                }
+            }
+        }
+    }
+
+    /// Calls a tool: (is_error, all text content, the whole result).
+    pub fn call(&mut self, tool: &str, arguments: Value) -> (bool, String, Value) {
+        let response = self.request("tools/call", json!({"name": tool, "arguments": arguments}));
+        let result = response
+            .get("result")
+            .unwrap_or_else(|| panic!("{}: tools/call {tool} failed: {response}", self.name))
+            .clone();
+        let is_error = result["isError"].as_bool().unwrap_or(false);
+        let text = result["content"]
+            .as_array()
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|c| c["text"].as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .unwrap_or_default();
+        (is_error, text, result)
+    }
+
+    /// A tool call that must succeed: (text, structured content).
+    pub fn ok(&mut self, tool: &str, arguments: Value) -> (String, Value) {
+        let (is_error, text, result) = self.call(tool, arguments);
+        assert!(!is_error, "{}: {tool} failed: {text}", self.name);
+        (text, result["structuredContent"].clone())
+    }
+
+    /// Calls `tool` until `done` holds for its (text, structured) result.
+    pub fn ok_until(
+        &mut self,
+        tool: &str,
+        arguments: Value,
+        limit: Duration,
+        done: impl Fn(&str, &Value) -> bool,
+    ) -> (String, Value) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (text, data) = self.ok(tool, arguments.clone());
+            if done(&text, &data) {
+                return (text, data);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: {tool} never got there; last answer: {text}",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits for a notification `method` whose params satisfy `pred`.
+    pub fn wait_notification(
+        &mut self,
+        method: &str,
+        limit: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let matches = |n: &Value| n["method"].as_str() == Some(method) && pred(&n["params"]);
+        if let Some(i) = self.notifications.iter().position(matches) {
+            return self.notifications.remove(i);
+        }
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(msg) if matches(&msg) => return msg,
+                Ok(msg) => self.notifications.push(msg),
+                Err(_) => panic!(
+                    "{}: no {method} within {limit:?}; got {:?}",
+                    self.name, self.notifications
+                ),
+            }
+        }
+    }
+
+    /// Collects notifications for `d`.
+    pub fn drain_for(&mut self, d: Duration) {
+        let deadline = Instant::now() + d;
+        while let Ok(msg) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.notifications.push(msg);
+        }
+    }
+}
+
+impl Drop for Shim {
+    fn drop(&mut self) {
+        // Closing stdin ends the shim, as when Claude Code exits.
+        self.stdin.take();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = Command::new("pkill")
+            .args(["-9", "-P", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

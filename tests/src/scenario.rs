@@ -1,0 +1,113 @@
+//! The conversation every end-to-end run plays, whatever the mesh: peers,
+//! direct messages both ways, a group message, a broadcast, and receipts
+//! reaching `seen`. The offline part differs per setup and lives in the
+//! tests themselves.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::inbox::{assert_not_shown_again, receive};
+use crate::mcp::McpClient;
+use crate::wait;
+
+pub const LIMIT: Duration = Duration::from_secs(30);
+
+/// The names `client` sees, and which one it is.
+pub fn peers(client: &mut McpClient) -> (Vec<String>, Option<String>) {
+    let (_, result) = client.tool_ok("list_peers", json!({}));
+    let list = result["structuredContent"]["peers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let me = list
+        .iter()
+        .find(|p| p["self"] == true)
+        .and_then(|p| p["name"].as_str())
+        .map(str::to_owned);
+    let names = list
+        .iter()
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    (names, me)
+}
+
+/// Waits until every client sees all of `names` (itself included, marked).
+pub fn wait_for_peers(clients: &mut [&mut McpClient], names: &[&str]) {
+    for client in clients.iter_mut() {
+        let own = client.name.clone();
+        wait::until(&format!("{own} to see {names:?}"), LIMIT, || {
+            let (seen, me) = peers(client);
+            let all = names.iter().all(|n| seen.iter().any(|s| s == n));
+            (all && me.as_deref() == Some(own.as_str())).then_some(())
+        });
+    }
+}
+
+/// Sends and returns the message id.
+pub fn send(from: &mut McpClient, to: &str, text: &str, priority: &str) -> String {
+    let (_, result) = from.tool_ok(
+        "send_message",
+        json!({"to": to, "text": text, "priority": priority}),
+    );
+    result["structuredContent"]["messageId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("send_message returned no messageId: {result}"))
+        .to_owned()
+}
+
+/// Each recipient gets `text` exactly once, from `sender`.
+pub fn expect_once(recipients: &mut [&mut McpClient], sender: &str, text: &str) {
+    for r in recipients.iter_mut() {
+        let (_, from) = receive(r, text, LIMIT);
+        assert_eq!(
+            from, sender,
+            "{} got {text:?} from the wrong sender",
+            r.name
+        );
+        assert_not_shown_again(r, text);
+    }
+}
+
+/// The recipients' states of `message_id`, as the sender sees them.
+pub fn status(sender: &mut McpClient, message_id: &str) -> Vec<Value> {
+    let (_, result) = sender.tool_ok("message_status", json!({"message_id": message_id}));
+    result["structuredContent"]["recipients"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Waits until `message_id` is `seen` by `count` recipients.
+pub fn wait_seen(sender: &mut McpClient, message_id: &str, count: usize) {
+    wait::until(&format!("{message_id} to be seen"), LIMIT, || {
+        let r = status(sender, message_id);
+        (r.len() == count && r.iter().all(|x| x["state"] == "seen")).then_some(())
+    });
+}
+
+/// Runs the shared conversation. `a` is alone on its side; `b` and `c`
+/// are in the group `@backend`.
+pub fn converse(a: &mut McpClient, b: &mut McpClient, c: &mut McpClient) {
+    let (an, bn, cn) = (a.name.clone(), b.name.clone(), c.name.clone());
+    wait_for_peers(&mut [a, b, c], &[&an, &bn, &cn]);
+
+    // Direct messages, both ways.
+    let dm = send(a, &bn, "dm: a to b", "now");
+    expect_once(&mut [b], &an, "dm: a to b");
+    wait_seen(a, &dm, 1);
+    let reply = send(b, &an, "dm: b to a", "next");
+    expect_once(&mut [a], &bn, "dm: b to a");
+    wait_seen(b, &reply, 1);
+
+    // A group: both members, not the sender.
+    let group = send(a, "@backend", "group: to backend", "now");
+    expect_once(&mut [b, c], &an, "group: to backend");
+    wait_seen(a, &group, 2);
+
+    // A broadcast: everyone but the sender itself.
+    let all = send(c, "*", "broadcast: from c", "low");
+    expect_once(&mut [a, b], &cn, "broadcast: from c");
+    assert_not_shown_again(c, "broadcast: from c");
+    wait_seen(c, &all, 2);
+}

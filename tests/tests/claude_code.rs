@@ -1,0 +1,118 @@
+//! The shim registered in a real Claude Code (npm `@anthropic-ai/claude-code`,
+//! installed by `.ci/run` into `tests/js/node_modules`): `claudemesh-ctl
+//! install` registers it through the real `claude mcp add`, and `claude mcp
+//! list` health-checks it (a real MCP handshake with a stdio server, no login
+//! needed) and must report it connected.
+//!
+//! Claude Code starts stdio servers with a minimal environment (HOME, PATH,
+//! …), so this test gives the user only a HOME: the shim, and the daemon it
+//! starts, find everything from there, as on a real machine.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use claudemesh_e2e::bins;
+use serde_json::Value;
+
+fn claude_bin_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js/node_modules/.bin");
+    assert!(
+        dir.join("claude").exists(),
+        "Claude Code is not installed for the tests: run `npm ci --prefix tests/js` (see .ci/run)"
+    );
+    dir
+}
+
+struct User {
+    home: tempfile::TempDir,
+    path: String,
+}
+
+impl User {
+    fn new() -> Self {
+        let home = tempfile::Builder::new()
+            .prefix("cm-claude-")
+            .tempdir()
+            .unwrap();
+        let path = format!(
+            "{}:{}:{}",
+            bins::profile_dir().display(),
+            claude_bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        Self { home, path }
+    }
+
+    fn run(&self, program: &Path, args: &[&str]) -> Output {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .env("HOME", self.home.path())
+            .env("PATH", &self.path);
+        cmd.output().expect("the command runs")
+    }
+
+    fn claude(&self, args: &[&str]) -> Output {
+        self.run(&claude_bin_dir().join("claude"), args)
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        self.run(&bins::bin(bins::CTL), args)
+    }
+}
+
+impl Drop for User {
+    /// The shim started a daemon for this user; stop it.
+    fn drop(&mut self) {
+        let out = self.ctl(&["status", "--json"]);
+        let pid = serde_json::from_slice::<Value>(&out.stdout)
+            .ok()
+            .and_then(|v| v.pointer("/daemon/pid").and_then(Value::as_u64));
+        if let Some(pid) = pid {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn claude_mcp_list_shows_the_installed_shim_connected() {
+    let user = User::new();
+    let install = user.ctl(&["install"]);
+    assert!(
+        install.status.success(),
+        "ctl install failed: {}",
+        text(&install)
+    );
+
+    let list = user.claude(&["mcp", "list"]);
+    let listing = text(&list);
+    let line = listing
+        .lines()
+        .find(|l| l.starts_with("claudemesh:"))
+        .unwrap_or_else(|| panic!("claudemesh is not registered: {listing}"));
+    assert!(
+        line.contains(bins::bin(bins::SHIM).to_str().unwrap()),
+        "registered with another command: {line}"
+    );
+    assert!(line.contains("Connected"), "claude mcp list: {line}");
+
+    let uninstall = user.ctl(&["uninstall"]);
+    assert!(
+        uninstall.status.success(),
+        "ctl uninstall failed: {}",
+        text(&uninstall)
+    );
+    let after = text(&user.claude(&["mcp", "list"]));
+    assert!(
+        !after.lines().any(|l| l.starts_with("claudemesh:")),
+        "still registered after uninstall: {after}"
+    );
+}
