@@ -1,0 +1,465 @@
+//! Sessions coming and going: attach (new or resumed), detach, the
+//! connection closing, the Claude Code process exiting, and the session
+//! changing its status, summary or groups.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use claudemesh_protocol::ipc::{AttachArgs, AttachedInfo, DaemonFrame, Event, IpcError};
+use claudemesh_protocol::wire::{ClientFrame, PeerStatus, ServerFrame, SessionOpen};
+use tokio::sync::mpsc;
+
+use super::{Core, internal};
+use crate::ids;
+use crate::link::ReplyKey;
+use crate::mesh::Mesh;
+use crate::process_info;
+use crate::sessions::{Attachment, Session, default_display_name, validate_attach};
+use crate::store::SessionRow;
+
+/// How long attach waits for the broker to name a new session.
+const OPEN_WAIT: Duration = Duration::from_secs(2);
+/// The longest summary accepted.
+const MAX_SUMMARY_BYTES: usize = 2048;
+
+/// A change a session makes to how it appears to its peers.
+#[derive(Debug, Clone)]
+pub enum SessionChange {
+    Status(PeerStatus),
+    Summary(String),
+    JoinGroup(String),
+    LeaveGroup(String),
+}
+
+pub fn not_attached() -> IpcError {
+    IpcError::new(
+        "not_attached",
+        "this connection has no session; send `attach` first (or it was taken over by a newer connection of the same Claude Code)",
+    )
+}
+
+impl Core {
+    /// Makes connection `conn_id` the session of the Claude Code process
+    /// `args.claude_pid`, which must be the connecting process or one of its
+    /// ancestors.
+    pub async fn attach(
+        self: &Arc<Self>,
+        conn_id: u64,
+        peer_pid: Option<u32>,
+        args: AttachArgs,
+        frames: mpsc::Sender<DaemonFrame>,
+    ) -> Result<AttachedInfo, IpcError> {
+        validate_attach(&args)?;
+        let peer = peer_pid.ok_or_else(|| {
+            IpcError::new(
+                "not_a_claude_process",
+                "the daemon cannot tell which process is connecting, so it cannot tie a session to it",
+            )
+        })?;
+        if args.claude_pid <= 1 {
+            return Err(IpcError::new(
+                "not_a_claude_process",
+                "claudePid must be the Claude Code process that started the client, not init",
+            ));
+        }
+        let claude = process_info::is_ancestor_or_self(args.claude_pid, peer).ok_or_else(|| {
+            IpcError::new(
+                "not_a_claude_process",
+                format!(
+                    "process {} is not this client (pid {peer}) or one of its ancestors; claudePid must be the Claude Code process that started the client",
+                    args.claude_pid
+                ),
+            )
+        })?;
+        let mesh = self.resolve_mesh(args.mesh.as_deref()).ok_or_else(|| {
+            IpcError::new(
+                "unknown_mesh",
+                match &args.mesh {
+                    Some(m) => format!("no joined mesh is called {m:?}; `claudemesh-ctl list` shows the joined meshes"),
+                    None => "no mesh is joined and the local mesh is off; join a mesh with `claudemesh-ctl join`".into(),
+                },
+            )
+        })?;
+        let session_id = ids::session_id(mesh.id(), &self.install_id, claude);
+        let named = args
+            .display_name
+            .as_deref()
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned);
+        let groups: Vec<String> = args
+            .groups
+            .iter()
+            .map(|g| g.trim().trim_start_matches('@').to_owned())
+            .filter(|g| !g.is_empty())
+            .collect();
+
+        let (row, resumed, reopen) = {
+            let mut map = self.sessions.lock();
+            let attachment = Attachment {
+                conn_id,
+                frames,
+                pushed: HashSet::new(),
+                missed: false,
+            };
+            match map.get_mut(&session_id) {
+                Some(s) => {
+                    let mut reopen = s.row.cwd != args.cwd;
+                    if let Some(name) = &named
+                        && *name != s.row.requested_name
+                    {
+                        s.row.requested_name = name.clone();
+                        s.row.display_name = name.clone();
+                        reopen = true;
+                    }
+                    if !groups.is_empty() && groups != s.row.groups {
+                        s.row.groups = groups;
+                        reopen = true;
+                    }
+                    s.row.cwd = args.cwd.clone();
+                    s.attachment = Some(attachment);
+                    (s.row.clone(), true, reopen)
+                }
+                None => {
+                    let name = named.unwrap_or_else(|| default_display_name(&args.cwd));
+                    let row = SessionRow {
+                        session_id: session_id.clone(),
+                        mesh_id: mesh.id().to_owned(),
+                        claude_pid: claude.pid,
+                        claude_start: claude.start_time,
+                        requested_name: name.clone(),
+                        display_name: name,
+                        cwd: args.cwd.clone(),
+                        groups,
+                        summary: String::new(),
+                        status: PeerStatus::Idle,
+                        created_at: ids::now_ms(),
+                    };
+                    map.insert(
+                        session_id.clone(),
+                        Session {
+                            row: row.clone(),
+                            attachment: Some(attachment),
+                        },
+                    );
+                    (row, false, true)
+                }
+            }
+        };
+
+        let saved = row.clone();
+        let mesh_id = mesh.id().to_owned();
+        let sid = session_id.clone();
+        self.store
+            .call(move |db| {
+                db.save_session(&saved)?;
+                db.assign_unassigned(&mesh_id, &sid)
+            })
+            .await
+            .map_err(internal)?;
+
+        if reopen {
+            self.open_at_broker(&mesh, &row).await;
+        }
+        if !resumed {
+            tracing::info!(session = %session_id, mesh = %mesh.slug(), claude_pid = claude.pid, "session attached");
+            self.broadcast_self(&mesh, &session_id, |peer| Event::PeerJoined { peer });
+        } else {
+            tracing::info!(session = %session_id, mesh = %mesh.slug(), "session resumed");
+        }
+        let sid = session_id.clone();
+        let pending = self
+            .store
+            .call(move |db| db.inbox_pending(&sid))
+            .await
+            .map_err(internal)?;
+        let display_name = self
+            .sessions
+            .lock()
+            .get(&session_id)
+            .map(|s| s.row.display_name.clone())
+            .unwrap_or(row.display_name);
+        let info = AttachedInfo {
+            session_id: session_id.clone(),
+            mesh_id: mesh.id().to_owned(),
+            mesh_slug: mesh.slug().to_owned(),
+            display_name,
+            member: mesh.pubkey.clone(),
+            resumed,
+            pending,
+            link: mesh.link_status().state,
+        };
+        // Messages already due are pushed after the reply (the connection
+        // writes frames in order).
+        let core = self.clone();
+        tokio::spawn(async move { core.release(&session_id).await });
+        Ok(info)
+    }
+
+    /// `session_open` for `row`, waiting briefly for the broker's name.
+    pub(super) async fn open_at_broker(&self, mesh: &Mesh, row: &SessionRow) {
+        if !mesh.link.is_connected() {
+            return; // opened by the resync on connect
+        }
+        let frame = session_open_frame(row, &self.host);
+        let key = ReplyKey::SessionOpened(row.session_id.clone());
+        if let Some(ServerFrame::SessionOpened { display_name, .. }) =
+            mesh.link.request(frame, key, OPEN_WAIT).await
+        {
+            self.set_display_name(&row.session_id, display_name).await;
+        }
+    }
+
+    /// Records the name the broker gave a session.
+    pub(super) async fn set_display_name(&self, session_id: &str, name: String) {
+        let row = {
+            let mut map = self.sessions.lock();
+            match map.get_mut(session_id) {
+                Some(s) if s.row.display_name != name => {
+                    s.row.display_name = name;
+                    s.row.clone()
+                }
+                _ => return,
+            }
+        };
+        if let Err(e) = self.store.call(move |db| db.save_session(&row)).await {
+            internal(e);
+        }
+    }
+
+    /// The connection is gone; its session (if still its own) waits for a
+    /// new shim or for its Claude Code to exit.
+    pub fn connection_closed(&self, conn_id: u64, session_id: Option<&str>) {
+        if let Some(sid) = session_id
+            && let Some(s) = self.sessions.lock().get_mut(sid)
+            && s.is_attached_to(conn_id)
+        {
+            s.attachment = None;
+            tracing::debug!(session = %sid, "session detached from its connection");
+        }
+    }
+
+    /// Checks that `conn_id` holds `session_id`.
+    pub fn check_attached(
+        &self,
+        conn_id: u64,
+        session_id: Option<&str>,
+    ) -> Result<String, IpcError> {
+        let sid = session_id.ok_or_else(not_attached)?;
+        match self.sessions.lock().get(sid) {
+            Some(s) if s.is_attached_to(conn_id) => Ok(sid.to_owned()),
+            _ => Err(not_attached()),
+        }
+    }
+
+    /// Ends a session for good: closed at the broker, its undelivered
+    /// copies dropped.
+    pub async fn end_session(&self, session_id: &str, why: &str) {
+        let Some(session) = self.sessions.lock().remove(session_id) else {
+            return;
+        };
+        tracing::info!(session = %session_id, reason = why, "session ended");
+        if let Some(mesh) = self.mesh(&session.row.mesh_id) {
+            if mesh.link.is_connected() {
+                mesh.link.send(ClientFrame::SessionClose {
+                    session_id: session_id.to_owned(),
+                });
+            } else {
+                mesh.add_pending_close(session_id);
+            }
+            let peer = session.as_peer(&mesh.pubkey, &self.host);
+            self.sessions
+                .broadcast(mesh.id(), None, &Event::PeerLeft { peer });
+        }
+        let sid = session_id.to_owned();
+        if let Err(e) = self.store.call(move |db| db.delete_session(&sid)).await {
+            internal(e);
+        }
+    }
+
+    /// Ends every session whose Claude Code process has exited (the pid is
+    /// gone, or now belongs to a process that started later).
+    pub async fn reap(&self) -> usize {
+        let candidates: Vec<(String, process_info::ProcessId)> = self
+            .sessions
+            .lock()
+            .values()
+            .map(|s| (s.row.session_id.clone(), s.claude()))
+            .collect();
+        let dead: Vec<String> = candidates
+            .into_iter()
+            .filter(|(_, claude)| !process_info::is_alive(*claude))
+            .map(|(sid, _)| sid)
+            .collect();
+        for sid in &dead {
+            self.end_session(sid, "its Claude Code process exited")
+                .await;
+        }
+        dead.len()
+    }
+
+    /// Loads the sessions saved by the previous run; those whose Claude
+    /// Code still lives are carried on, the others closed.
+    pub async fn restore_sessions(&self) -> Result<(), crate::store::StoreError> {
+        let rows = self.store.call(|db| db.load_sessions()).await?;
+        let mut gone = Vec::new();
+        for row in rows {
+            let claude = process_info::ProcessId {
+                pid: row.claude_pid,
+                start_time: row.claude_start,
+            };
+            let mesh = self.mesh(&row.mesh_id);
+            match mesh {
+                Some(mesh) if process_info::is_alive(claude) => {
+                    // In the map first: a link that connects from now on
+                    // reopens it; one already connected is told here.
+                    self.sessions.lock().insert(
+                        row.session_id.clone(),
+                        Session {
+                            row: row.clone(),
+                            attachment: None,
+                        },
+                    );
+                    if mesh.link.is_connected() {
+                        mesh.link.send(session_open_frame(&row, &self.host));
+                    }
+                }
+                Some(mesh) => {
+                    mesh.add_pending_close(&row.session_id);
+                    gone.push(row.session_id);
+                }
+                None => gone.push(row.session_id),
+            }
+        }
+        let restored = self.sessions.lock().len();
+        tracing::info!(
+            restored,
+            ended = gone.len(),
+            "sessions restored from the previous run"
+        );
+        self.store
+            .call(move |db| {
+                for sid in &gone {
+                    db.delete_session(sid)?;
+                }
+                Ok(())
+            })
+            .await
+    }
+
+    /// Applies a status, summary or group change made by the session.
+    pub async fn change_session(
+        self: &Arc<Self>,
+        conn_id: u64,
+        session_id: Option<&str>,
+        change: SessionChange,
+    ) -> Result<(), IpcError> {
+        let sid = self.check_attached(conn_id, session_id)?;
+        match &change {
+            SessionChange::Summary(s) if s.len() > MAX_SUMMARY_BYTES => {
+                return Err(IpcError::new(
+                    "too_large",
+                    format!("a summary is at most {MAX_SUMMARY_BYTES} bytes"),
+                ));
+            }
+            SessionChange::JoinGroup(g) | SessionChange::LeaveGroup(g) => {
+                crate::sessions::validate_group(g.trim().trim_start_matches('@'))?;
+            }
+            _ => {}
+        }
+        let (row, frame) = {
+            let mut map = self.sessions.lock();
+            let s = map.get_mut(&sid).ok_or_else(not_attached)?;
+            let sid_opt = Some(sid.clone());
+            let frame = match change.clone() {
+                SessionChange::Status(status) => {
+                    s.row.status = status;
+                    ClientFrame::SetStatus {
+                        session_id: sid_opt,
+                        status,
+                    }
+                }
+                SessionChange::Summary(summary) => {
+                    s.row.summary = summary.clone();
+                    ClientFrame::SetSummary {
+                        session_id: sid_opt,
+                        summary,
+                    }
+                }
+                SessionChange::JoinGroup(group) => {
+                    let group = group.trim().trim_start_matches('@').to_owned();
+                    if !s.row.groups.contains(&group) {
+                        s.row.groups.push(group.clone());
+                    }
+                    ClientFrame::JoinGroup {
+                        session_id: sid_opt,
+                        group,
+                    }
+                }
+                SessionChange::LeaveGroup(group) => {
+                    let group = group.trim().trim_start_matches('@').to_owned();
+                    s.row.groups.retain(|g| *g != group);
+                    ClientFrame::LeaveGroup {
+                        session_id: sid_opt,
+                        group,
+                    }
+                }
+            };
+            (s.row.clone(), frame)
+        };
+        let saved = row.clone();
+        self.store
+            .call(move |db| db.save_session(&saved))
+            .await
+            .map_err(internal)?;
+        if let Some(mesh) = self.mesh(&row.mesh_id) {
+            mesh.link.send(frame);
+            self.broadcast_self(&mesh, &sid, |peer| Event::PeerUpdated { peer });
+        }
+        if matches!(change, SessionChange::Status(s) if s != PeerStatus::Working) {
+            self.release(&sid).await;
+        }
+        Ok(())
+    }
+
+    /// Detach: the session ends now rather than when its Claude Code exits.
+    pub async fn detach(&self, conn_id: u64, session_id: Option<&str>) -> Result<(), IpcError> {
+        let sid = self.check_attached(conn_id, session_id)?;
+        self.end_session(&sid, "detached by its client").await;
+        Ok(())
+    }
+
+    /// Tells the other local sessions of the mesh about `session_id` (the
+    /// broker does not echo a daemon's own sessions back to it).
+    fn broadcast_self(
+        &self,
+        mesh: &Mesh,
+        session_id: &str,
+        event: impl FnOnce(claudemesh_protocol::wire::Peer) -> Event,
+    ) {
+        let peer = self
+            .sessions
+            .lock()
+            .get(session_id)
+            .map(|s| s.as_peer(&mesh.pubkey, &self.host));
+        if let Some(peer) = peer {
+            self.sessions
+                .broadcast(mesh.id(), Some(session_id), &event(peer));
+        }
+    }
+}
+
+/// The `session_open` that (re)creates `row` at the broker, status and all.
+pub fn session_open_frame(row: &SessionRow, host: &str) -> ClientFrame {
+    ClientFrame::SessionOpen(SessionOpen {
+        session_id: row.session_id.clone(),
+        display_name: Some(row.requested_name.clone()),
+        cwd: row.cwd.clone(),
+        pid: row.claude_pid,
+        host: host.to_owned(),
+        summary: row.summary.clone(),
+        groups: row.groups.clone(),
+        status: row.status,
+    })
+}

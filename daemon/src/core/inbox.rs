@@ -1,0 +1,335 @@
+//! Receiving: a push is opened, stored and only then acknowledged; each
+//! recipient session is offered it once; whichever path shows it first
+//! (event, fetch, hook) marks it seen and owes the sender a receipt.
+
+use std::collections::HashMap;
+
+use claudemesh_protocol::MemberPublicKey;
+use claudemesh_protocol::envelope;
+use claudemesh_protocol::ipc::{Event, InboxMessage, IpcError};
+use claudemesh_protocol::wire::{
+    ClientFrame, DeliveryState, MessageBody, PeerStatus, Priority, Push,
+};
+
+use super::{Core, internal};
+use crate::ids;
+use crate::mesh::Mesh;
+use crate::process_info;
+use crate::store::{InboxRow, ReceiptDue};
+
+impl Core {
+    /// Pushes from the broker, as many as arrived together. Each is
+    /// opened, all are committed in one write, and only then acknowledged
+    /// (repeats included: a repeat is acknowledged and dropped).
+    pub(super) async fn on_pushes(&self, mesh: &Mesh, pushes: Vec<Push>) {
+        if pushes.is_empty() {
+            return;
+        }
+        let received_at = ids::now_ms();
+        let mut acks = Vec::with_capacity(pushes.len());
+        let mut batch = Vec::with_capacity(pushes.len());
+        for push in &pushes {
+            acks.push(ClientFrame::ClientAck {
+                message_id: push.message_id.clone(),
+            });
+            // One that can never be opened is acknowledged so that it is
+            // not pushed forever.
+            let Some(text) = open_push(mesh, push) else {
+                continue;
+            };
+            let row = InboxRow {
+                mesh_id: mesh.id().to_owned(),
+                message_id: push.message_id.clone(),
+                from: push.from.clone(),
+                to: push.to.clone(),
+                priority: push.priority,
+                text,
+                sent_at: push.sent_at,
+                received_at,
+            };
+            batch.push((row, self.recipients_of(mesh, push)));
+        }
+        let stored = match self
+            .store
+            .call(move |db| {
+                let mut fresh = Vec::with_capacity(batch.len());
+                for (row, sessions) in batch {
+                    if db.inbox_insert(&row, &sessions)? {
+                        fresh.push((row, sessions));
+                    }
+                }
+                Ok(fresh)
+            })
+            .await
+        {
+            Ok(fresh) => fresh,
+            Err(e) => {
+                // Not acknowledged: the broker pushes them again later.
+                internal(e);
+                return;
+            }
+        };
+        for ack in acks {
+            mesh.link.send(ack);
+        }
+        for (row, recipients) in &stored {
+            tracing::debug!(message = %row.message_id, recipients = recipients.len(), "message stored");
+            for sid in recipients {
+                self.offer(sid, std::slice::from_ref(row), mesh.slug());
+            }
+        }
+    }
+
+    /// The local sessions a push is for: those it names that live here, or
+    /// (when it names none) every session of the mesh but the sender's own.
+    /// Empty means "whichever session attaches next".
+    fn recipients_of(&self, mesh: &Mesh, push: &Push) -> Vec<String> {
+        let map = self.sessions.lock();
+        let local: Vec<&str> = map
+            .values()
+            .filter(|s| s.row.mesh_id == mesh.id())
+            .map(|s| s.row.session_id.as_str())
+            .collect();
+        let from_self = push.from.member == mesh.pubkey;
+        let chosen: Vec<String> = if push.sessions.is_empty() {
+            local
+                .iter()
+                .filter(|sid| !(from_self && **sid == push.from.session_id))
+                .map(|s| (*s).to_owned())
+                .collect()
+        } else {
+            push.sessions
+                .iter()
+                .filter(|sid| local.contains(&sid.as_str()))
+                .cloned()
+                .collect()
+        };
+        chosen
+    }
+
+    /// Pushes the due ones of `rows` to session `sid` if it is attached:
+    /// `now` at once, `next` and `low` only while it is not `working`; each
+    /// at most once per connection.
+    fn offer(&self, sid: &str, rows: &[InboxRow], mesh_slug: &str) {
+        let mut map = self.sessions.lock();
+        let Some(session) = map.get_mut(sid) else {
+            return;
+        };
+        let working = session.row.status == PeerStatus::Working;
+        let Some(attachment) = session.attachment.as_mut() else {
+            return;
+        };
+        for row in rows {
+            let due = row.priority == Priority::Now || !working;
+            if !due || attachment.pushed.contains(&row.message_id) {
+                continue;
+            }
+            let event = Event::Message(to_message(row, mesh_slug));
+            if attachment
+                .frames
+                .try_send(claudemesh_protocol::ipc::DaemonFrame::Event { event })
+                .is_ok()
+            {
+                attachment.pushed.insert(row.message_id.clone());
+            } else {
+                attachment.missed = true;
+            }
+        }
+    }
+
+    /// Offers their due messages again to the sessions whose queue was
+    /// full when one arrived (called every couple of seconds).
+    pub async fn release_missed(&self) {
+        let missed: Vec<String> = self
+            .sessions
+            .lock()
+            .values_mut()
+            .filter_map(|s| {
+                let a = s.attachment.as_mut()?;
+                std::mem::take(&mut a.missed).then(|| s.row.session_id.clone())
+            })
+            .collect();
+        for sid in missed {
+            self.release(&sid).await;
+        }
+    }
+
+    /// Offers a session every unseen message that is due (after attach, and
+    /// when it stops `working`).
+    pub async fn release(&self, session_id: &str) {
+        let Some(slug) = self.slug_of_session(session_id) else {
+            return;
+        };
+        let sid = session_id.to_owned();
+        match self.store.call(move |db| db.inbox_unseen(&sid)).await {
+            Ok(rows) => self.offer(session_id, &rows, &slug),
+            Err(e) => {
+                internal(e);
+            }
+        }
+    }
+
+    fn slug_of_session(&self, session_id: &str) -> Option<String> {
+        let mesh_id = self.sessions.lock().get(session_id)?.row.mesh_id.clone();
+        self.mesh(&mesh_id).map(|m| m.slug().to_owned())
+    }
+
+    /// Every unseen message of the session, whatever its priority.
+    pub async fn fetch_inbox(
+        &self,
+        conn_id: u64,
+        session_id: Option<&str>,
+        mark_seen: bool,
+    ) -> Result<Vec<InboxMessage>, IpcError> {
+        let sid = self.check_attached(conn_id, session_id)?;
+        self.take_unseen(&sid, mark_seen).await
+    }
+
+    async fn take_unseen(&self, sid: &str, mark_seen: bool) -> Result<Vec<InboxMessage>, IpcError> {
+        let slug = self.slug_of_session(sid).unwrap_or_default();
+        let owned = sid.to_owned();
+        let rows = self
+            .store
+            .call(move |db| db.inbox_unseen(&owned))
+            .await
+            .map_err(internal)?;
+        if mark_seen && !rows.is_empty() {
+            let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
+            self.mark_seen_ids(sid, ids).await?;
+        }
+        Ok(rows.iter().map(|r| to_message(r, &slug)).collect())
+    }
+
+    pub async fn pending(&self, conn_id: u64, session_id: Option<&str>) -> Result<u32, IpcError> {
+        let sid = self.check_attached(conn_id, session_id)?;
+        self.store
+            .call(move |db| db.inbox_pending(&sid))
+            .await
+            .map_err(internal)
+    }
+
+    pub async fn mark_seen(
+        &self,
+        conn_id: u64,
+        session_id: Option<&str>,
+        message_ids: Vec<String>,
+    ) -> Result<(), IpcError> {
+        let sid = self.check_attached(conn_id, session_id)?;
+        if message_ids.len() > 10_000 {
+            return Err(IpcError::new(
+                "too_large",
+                "mark at most 10000 messages at once",
+            ));
+        }
+        self.mark_seen_ids(&sid, message_ids).await
+    }
+
+    async fn mark_seen_ids(&self, sid: &str, ids: Vec<String>) -> Result<(), IpcError> {
+        let owned = sid.to_owned();
+        let due = self
+            .store
+            .call(move |db| db.inbox_mark_seen(&owned, &ids, ids::now_ms()))
+            .await
+            .map_err(internal)?;
+        self.send_receipts(due).await;
+        Ok(())
+    }
+
+    /// Reports `seen` receipts to the brokers that are connected; the rest
+    /// stay owed and go out on the next connect.
+    pub(super) async fn send_receipts(&self, due: Vec<ReceiptDue>) {
+        let mut by_mesh: HashMap<String, Vec<ReceiptDue>> = HashMap::new();
+        for r in due {
+            by_mesh.entry(r.mesh_id.clone()).or_default().push(r);
+        }
+        let mut sent = Vec::new();
+        for (mesh_id, receipts) in by_mesh {
+            let Some(mesh) = self.mesh(&mesh_id) else {
+                continue;
+            };
+            if !mesh.link.is_connected() {
+                continue;
+            }
+            for r in receipts {
+                mesh.link.send(ClientFrame::Receipt {
+                    message_id: r.message_id.clone(),
+                    session_id: Some(r.session_id.clone()),
+                    state: DeliveryState::Seen,
+                });
+                sent.push(r);
+            }
+        }
+        if !sent.is_empty()
+            && let Err(e) = self.store.call(move |db| db.receipts_sent(&sent)).await
+        {
+            internal(e);
+        }
+    }
+
+    /// For a Claude Code hook: the unseen messages of the session(s) whose
+    /// Claude Code process is the nearest ancestor of the caller, marked
+    /// seen.
+    pub async fn hook_context(
+        &self,
+        peer_pid: Option<u32>,
+    ) -> Result<(Option<String>, Vec<InboxMessage>), IpcError> {
+        let Some(pid) = peer_pid else {
+            return Ok((None, Vec::new()));
+        };
+        let ancestry = process_info::ancestry(pid);
+        let sessions: Vec<String> = {
+            let map = self.sessions.lock();
+            ancestry
+                .iter()
+                .find_map(|p| {
+                    let mut found: Vec<&crate::sessions::Session> =
+                        map.values().filter(|s| s.claude() == *p).collect();
+                    found.sort_by_key(|s| s.row.created_at);
+                    (!found.is_empty())
+                        .then(|| found.iter().map(|s| s.row.session_id.clone()).collect())
+                })
+                .unwrap_or_default()
+        };
+        let mut messages = Vec::new();
+        for sid in &sessions {
+            messages.extend(self.take_unseen(sid, true).await?);
+        }
+        Ok((sessions.into_iter().next(), messages))
+    }
+}
+
+/// Opens and parses a push; `None` (logged without content) if it is
+/// forged, not for this key, or not a message body.
+fn open_push(mesh: &Mesh, push: &Push) -> Option<String> {
+    let Ok(sender) = MemberPublicKey::from_hex(&push.from.member) else {
+        tracing::warn!(message = %push.message_id, "dropping a push whose sender key is invalid");
+        return None;
+    };
+    let plain = match envelope::open(&push.nonce, &push.ciphertext, &sender, &mesh.key) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(message = %push.message_id, error = %e, "dropping a push that does not open");
+            return None;
+        }
+    };
+    match serde_json::from_slice::<MessageBody>(&plain) {
+        Ok(body) => Some(body.text),
+        Err(_) => {
+            tracing::warn!(message = %push.message_id, "dropping a push whose plaintext is not a message body");
+            None
+        }
+    }
+}
+
+pub fn to_message(row: &InboxRow, mesh_slug: &str) -> InboxMessage {
+    InboxMessage {
+        message_id: row.message_id.clone(),
+        mesh_slug: mesh_slug.to_owned(),
+        from: row.from.clone(),
+        to: row.to.clone(),
+        priority: row.priority,
+        text: row.text.clone(),
+        sent_at: row.sent_at,
+        received_at: row.received_at,
+    }
+}

@@ -1,0 +1,465 @@
+//! Sending: a message is committed to the outbox before the client hears
+//! `accepted`, sealed per recipient member when it is transmitted (again
+//! after every reconnect, with the same id, until the broker acks), and
+//! the client waits up to two seconds to learn where it went.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use claudemesh_protocol::MemberPublicKey;
+use claudemesh_protocol::encoding::is_lower_hex;
+use claudemesh_protocol::envelope;
+use claudemesh_protocol::ipc::{IpcError, MAX_TEXT_BYTES, SendArgs, SentInfo};
+use claudemesh_protocol::wire::{Ack, ClientFrame, MessageBody, RecipientState, Send};
+use tokio::sync::oneshot;
+
+use super::{Core, internal};
+use crate::ids;
+use crate::link::ReplyKey;
+use crate::mesh::Mesh;
+use crate::store::{OutboxRow, OutboxState};
+
+/// How long `send` waits for the broker's ack before answering anyway.
+const ACK_WAIT: Duration = Duration::from_secs(2);
+/// A message re-sealed this many times for `missing_envelope` is failed.
+const MAX_RESEALS: u32 = 8;
+/// A pending message not acked this long after its last transmission is
+/// transmitted again (the ack may have been lost).
+pub const RETRY_AFTER_MS: i64 = 15_000;
+/// How long after a connect `unknown_target` is treated as "not back yet".
+const SETTLE_WINDOW: Duration = Duration::from_secs(30);
+/// The longest `to`.
+const MAX_TARGET_BYTES: usize = 512;
+
+/// What became of a send within the wait.
+#[derive(Debug)]
+pub enum SendOutcome {
+    Acked(Vec<RecipientState>),
+    Failed(IpcError),
+}
+
+/// Error codes after which retrying cannot help.
+fn is_permanent(code: &str) -> bool {
+    !matches!(
+        code,
+        "rate_limited"
+            | "unavailable"
+            | "internal"
+            | "internal_error"
+            | "unknown_session"
+            | "missing_envelope"
+            | "busy"
+    )
+}
+
+impl Core {
+    pub async fn send(
+        self: &Arc<Self>,
+        conn_id: u64,
+        session_id: Option<&str>,
+        args: SendArgs,
+    ) -> Result<SentInfo, IpcError> {
+        let sid = self.check_attached(conn_id, session_id)?;
+        if args.text.len() > MAX_TEXT_BYTES {
+            return Err(IpcError::new(
+                "too_large",
+                format!(
+                    "the message is {} bytes; the limit is {MAX_TEXT_BYTES}; split it or send a file path instead",
+                    args.text.len()
+                ),
+            ));
+        }
+        if args.text.is_empty() {
+            return Err(IpcError::new("malformed", "the message text is empty"));
+        }
+        let to = args.to.trim().to_owned();
+        if to.is_empty() || to.len() > MAX_TARGET_BYTES || to.chars().any(char::is_control) {
+            return Err(IpcError::new(
+                "malformed",
+                "`to` must be a display name, @group, *, a member key or key/sessionId",
+            ));
+        }
+        let mesh_id = self
+            .sessions
+            .lock()
+            .get(&sid)
+            .map(|s| s.row.mesh_id.clone())
+            .ok_or_else(super::attach::not_attached)?;
+        let mesh = self.mesh(&mesh_id).ok_or_else(|| {
+            IpcError::new("unknown_mesh", "this session's mesh is no longer joined")
+        })?;
+        if mesh.is_revoked() {
+            return Err(IpcError::new(
+                "revoked",
+                format!(
+                    "this member was revoked from mesh {}; nothing can be sent there (join again with a new invite)",
+                    mesh.slug()
+                ),
+            ));
+        }
+        if mesh.link.is_connected() && self.names_no_one(&mesh, &to, &sid) {
+            return Err(IpcError::new(
+                "unknown_target",
+                format!(
+                    "no session in mesh {} is called {to:?}; list_peers shows who is there",
+                    mesh.slug()
+                ),
+            ));
+        }
+        let body = serde_json::to_string(&MessageBody::text(args.text))
+            .map_err(|_| IpcError::new("malformed", "the message could not be encoded"))?;
+        let now = ids::now_ms();
+        // The first transmission is counted in the insert itself: one
+        // write per accepted send.
+        let linked = mesh.link.is_connected();
+        let row = OutboxRow {
+            id: ids::new_message_id(),
+            mesh_id: mesh_id.clone(),
+            session_id: sid.clone(),
+            to,
+            priority: args.priority,
+            body: Some(body),
+            extra_members: Vec::new(),
+            state: OutboxState::Pending,
+            broker_message_id: None,
+            attempts: u32::from(linked),
+            last_error: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let stored = row.clone();
+        self.store
+            .call(move |db| db.insert_outbox(&stored))
+            .await
+            .map_err(internal)?;
+
+        // Durable from here on: whatever happens next, it will be delivered.
+        let (tx, rx) = oneshot::channel();
+        self.waiters().insert(row.id.clone(), tx);
+        if linked {
+            self.transmit(&mesh, &row, false).await;
+        }
+        let outcome = tokio::time::timeout(ACK_WAIT, rx).await;
+        self.waiters().remove(&row.id);
+        let recipients = match outcome {
+            Ok(Ok(SendOutcome::Acked(recipients))) => recipients,
+            Ok(Ok(SendOutcome::Failed(e))) => return Err(e),
+            _ => Vec::new(),
+        };
+        Ok(SentInfo {
+            message_id: row.id,
+            accepted: true,
+            recipients: self.recipient_views(
+                Some(&mesh),
+                recipients
+                    .into_iter()
+                    .map(|r| (r.member, r.session_id, r.state)),
+            ),
+        })
+    }
+
+    /// True when `to` is a display name that no known session has (a
+    /// definite `unknown_target` while connected: the peer list is fresh).
+    fn names_no_one(&self, mesh: &Mesh, to: &str, sender: &str) -> bool {
+        if to == "*" || to.starts_with('@') || is_member_form(to) {
+            return false;
+        }
+        self.resolve_members(mesh, to, sender).is_empty()
+    }
+
+    /// The member keys a target names, from the broker's peer list and
+    /// this daemon's own sessions.
+    fn resolve_members(&self, mesh: &Mesh, to: &str, sender: &str) -> BTreeSet<String> {
+        if let Some((pk, _)) = to.split_once('/')
+            && is_lower_hex(pk, 64)
+        {
+            return BTreeSet::from([pk.to_owned()]);
+        }
+        if is_lower_hex(to, 64) {
+            return BTreeSet::from([to.to_owned()]);
+        }
+        let mut peers = mesh.cached_peers();
+        peers.extend(
+            self.sessions
+                .lock()
+                .values()
+                .filter(|s| s.row.mesh_id == mesh.id())
+                .map(|s| s.as_peer(&mesh.pubkey, &self.host)),
+        );
+        let others = peers
+            .into_iter()
+            .filter(|p| !(p.member == mesh.pubkey && p.session_id == sender));
+        if to == "*" {
+            others.map(|p| p.member).collect()
+        } else if let Some(group) = to.strip_prefix('@') {
+            let group = group.trim();
+            others
+                .filter(|p| p.groups.iter().any(|g| g == group))
+                .map(|p| p.member)
+                .collect()
+        } else {
+            // A display name may be the sender's own.
+            let mut named: BTreeSet<String> = others
+                .filter(|p| p.display_name == to)
+                .map(|p| p.member)
+                .collect();
+            if named.is_empty()
+                && self
+                    .sessions
+                    .lock()
+                    .get(sender)
+                    .is_some_and(|s| s.row.display_name == to)
+            {
+                named.insert(mesh.pubkey.clone());
+            }
+            named
+        }
+    }
+
+    /// Seals `row` for its recipients and hands it to the link (dropped
+    /// if the link is down: it is sent again on connect).
+    pub(super) async fn transmit(&self, mesh: &Mesh, row: &OutboxRow, record: bool) {
+        if !mesh.link.is_connected() || row.state != OutboxState::Pending {
+            return;
+        }
+        let Some(body) = &row.body else { return };
+        let mut members = self.resolve_members(mesh, &row.to, &row.session_id);
+        members.extend(row.extra_members.iter().cloned());
+        let mut envelopes = Vec::with_capacity(members.len());
+        for member in &members {
+            let Ok(pk) = MemberPublicKey::from_hex(member) else {
+                continue;
+            };
+            match envelope::seal(body.as_bytes(), &pk, &mesh.key) {
+                Ok(env) => envelopes.push(env),
+                Err(e) => tracing::error!(error = %e, "sealing a message failed"),
+            }
+        }
+        mesh.link.send(ClientFrame::Send(Send {
+            id: row.id.clone(),
+            session_id: Some(row.session_id.clone()),
+            to: row.to.clone(),
+            priority: row.priority,
+            envelopes,
+        }));
+        if !record {
+            return;
+        }
+        let id = row.id.clone();
+        if let Err(e) = self
+            .store
+            .call(move |db| db.outbox_attempted(&id, ids::now_ms()))
+            .await
+        {
+            internal(e);
+        }
+    }
+
+    /// Transmits every pending message of the mesh (after a connect), or
+    /// only those whose last attempt is older than [`RETRY_AFTER_MS`].
+    pub(super) async fn transmit_pending(&self, mesh: &Mesh, only_stale: bool) {
+        let mesh_id = mesh.id().to_owned();
+        let rows = match self.store.call(move |db| db.outbox_pending(&mesh_id)).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                internal(e);
+                return;
+            }
+        };
+        let cutoff = ids::now_ms() - RETRY_AFTER_MS;
+        for row in rows {
+            if only_stale && row.updated_at > cutoff {
+                continue;
+            }
+            self.transmit(mesh, &row, true).await;
+        }
+    }
+
+    /// The broker stored messages: record where they went (one write for
+    /// all), then wake their senders.
+    pub(super) async fn on_acks(&self, acks: Vec<Ack>) {
+        if acks.is_empty() {
+            return;
+        }
+        let stored = acks.clone();
+        if let Err(e) = self
+            .store
+            .call(move |db| {
+                let now = ids::now_ms();
+                for ack in &stored {
+                    db.outbox_acked(&ack.id, &ack.message_id, &ack.recipients, now)?;
+                }
+                Ok(())
+            })
+            .await
+        {
+            internal(e);
+            return;
+        }
+        let mut waiters = self.waiters();
+        for ack in acks {
+            if let Some(waiter) = waiters.remove(&ack.id) {
+                let _ = waiter.send(SendOutcome::Acked(ack.recipients));
+            }
+        }
+    }
+
+    /// The broker refused a send.
+    pub(super) async fn on_send_error(
+        self: &Arc<Self>,
+        mesh: &Arc<Mesh>,
+        id: String,
+        code: String,
+        message: String,
+        members: Vec<String>,
+    ) {
+        let lookup = id.clone();
+        let row = match self.store.call(move |db| db.outbox_get(&lookup)).await {
+            Ok(Some(row)) if row.state == OutboxState::Pending => row,
+            Ok(_) => return,
+            Err(e) => {
+                internal(e);
+                return;
+            }
+        };
+        let detail = format!("{code}: {message}");
+        tracing::info!(message_id = %id, %code, "the broker refused a send");
+        // Right after a (re)connect the recipient's daemon may not be back
+        // yet (a restarted broker knows no session until it is): a name
+        // that does not resolve then is retried for a while.
+        let settling = code == "unknown_target" && mesh.connected_within(SETTLE_WINDOW);
+        if is_permanent(&code) && !settling {
+            let (rid, d) = (id.clone(), detail.clone());
+            if let Err(e) = self
+                .store
+                .call(move |db| db.outbox_failed(&rid, &d, ids::now_ms()))
+                .await
+            {
+                internal(e);
+            }
+            if let Some(waiter) = self.waiters().remove(&id) {
+                let _ = waiter.send(SendOutcome::Failed(IpcError::new(&code, message)));
+            }
+            return;
+        }
+        let mut extra = row.extra_members.clone();
+        if code == "missing_envelope" {
+            if row.attempts >= MAX_RESEALS {
+                let (rid, d) = (id.clone(), detail.clone());
+                let _ = self
+                    .store
+                    .call(move |db| db.outbox_failed(&rid, &d, ids::now_ms()))
+                    .await;
+                if let Some(waiter) = self.waiters().remove(&id) {
+                    let _ = waiter.send(SendOutcome::Failed(IpcError::new(&code, message)));
+                }
+                return;
+            }
+            for m in members.into_iter().chain(hex_keys_in(&message)) {
+                if is_lower_hex(&m, 64) && !extra.contains(&m) {
+                    extra.push(m);
+                }
+            }
+        }
+        let (rid, d, e2) = (id.clone(), detail, extra.clone());
+        if let Err(e) = self
+            .store
+            .call(move |db| db.outbox_note_error(&rid, &d, Some(&e2), ids::now_ms()))
+            .await
+        {
+            internal(e);
+            return;
+        }
+        let core = self.clone();
+        let mesh = mesh.clone();
+        tokio::spawn(async move {
+            match code.as_str() {
+                "missing_envelope" => core.refresh_peers(&mesh).await,
+                "unknown_session" => {
+                    let row = core
+                        .sessions
+                        .lock()
+                        .get(&row.session_id)
+                        .map(|s| s.row.clone());
+                    match row {
+                        Some(r) => core.open_at_broker(&mesh, &r).await,
+                        None => return core.fail_orphan(&id).await,
+                    }
+                }
+                "unknown_target" => tokio::time::sleep(Duration::from_secs(2)).await,
+                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+            let lookup = id.clone();
+            if let Ok(Some(row)) = core.store.call(move |db| db.outbox_get(&lookup)).await {
+                core.transmit(&mesh, &row, true).await;
+            }
+        });
+    }
+
+    /// A pending message whose sending session no longer exists, refused
+    /// by the broker for it: nothing can send it now.
+    async fn fail_orphan(&self, id: &str) {
+        let rid = id.to_owned();
+        let _ = self
+            .store
+            .call(move |db| {
+                db.outbox_failed(
+                    &rid,
+                    "unknown_session: the sending session ended before the broker accepted the message",
+                    ids::now_ms(),
+                )
+            })
+            .await;
+    }
+
+    /// Asks the broker for the current peer list (it updates the cache).
+    pub(super) async fn refresh_peers(&self, mesh: &Mesh) {
+        let id = format!("r{}", self.next_id());
+        let _ = mesh
+            .link
+            .request(
+                ClientFrame::ListPeers {
+                    id: Some(id.clone()),
+                },
+                ReplyKey::RequestId(id),
+                Duration::from_secs(3),
+            )
+            .await;
+    }
+}
+
+fn is_member_form(to: &str) -> bool {
+    is_lower_hex(to, 64)
+        || to
+            .split_once('/')
+            .is_some_and(|(pk, _)| is_lower_hex(pk, 64))
+}
+
+/// The 64-hex words of an error message (the members `missing_envelope`
+/// names, for brokers that do not send a `members` list).
+fn hex_keys_in(message: &str) -> Vec<String> {
+    message
+        .split(|c: char| !c.is_ascii_hexdigit())
+        .filter(|w| is_lower_hex(w, 64))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_found_in_error_messages() {
+        let k = "ab".repeat(32);
+        let msg = format!(
+            "no envelope for recipient member(s) {k}, {}",
+            "cd".repeat(32)
+        );
+        assert_eq!(hex_keys_in(&msg).len(), 2);
+        assert!(hex_keys_in("nothing here").is_empty());
+        assert!(is_permanent("unknown_target"));
+        assert!(!is_permanent("rate_limited"));
+    }
+}

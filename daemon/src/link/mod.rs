@@ -1,0 +1,365 @@
+//! One broker connection per joined mesh, kept alive for the life of the
+//! mesh in the config.
+//!
+//! The link owns the transport only: it connects with a freshly signed
+//! hello (role `daemon`), reconnects with capped, jittered backoff, pings,
+//! and gives up for good on revocation. Everything it hears goes to the
+//! mesh's worker as [`LinkEvent`]s; everything the daemon says goes through
+//! a [`LinkHandle`]. While disconnected, frames are dropped rather than
+//! queued: on every (re)connect the worker replays the state that matters
+//! (open sessions, pending outbox, owed receipts) from the store, so nothing
+//! depends on a frame written into a dead socket.
+
+mod backoff;
+mod connect;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use claudemesh_protocol::ipc::LinkState;
+use claudemesh_protocol::limits::IDLE_TIMEOUT_MS;
+use claudemesh_protocol::wire::{ClientFrame, HelloAck, ServerFrame};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message;
+
+pub use backoff::Backoff;
+use connect::{ConnectError, Ws};
+pub use connect::{LinkIdentity, frame_type};
+
+/// How often the link pings the broker.
+const PING_EVERY: Duration = Duration::from_secs(20);
+
+/// What the link tells its mesh worker, in order.
+#[derive(Debug)]
+pub enum LinkEvent {
+    /// The hello was accepted; the worker replays its state now.
+    Connected(HelloAck),
+    /// Any frame after the hello.
+    Frame(ServerFrame),
+    /// The connection state changed (including to `Connected`, after the
+    /// `Connected` event).
+    State(LinkStatus),
+}
+
+/// A link's state with a human sentence about why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub state: LinkState,
+    pub detail: Option<String>,
+}
+
+/// What an answer to a request is recognised by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ReplyKey {
+    /// `peers_list`, `message_status_result` or `error` with this `id`.
+    RequestId(String),
+    /// `session_opened` for this session.
+    SessionOpened(String),
+}
+
+enum Command {
+    Send(ClientFrame),
+    Request {
+        frame: ClientFrame,
+        key: ReplyKey,
+        reply: oneshot::Sender<ServerFrame>,
+    },
+    Shutdown,
+}
+
+/// The daemon's side of a link. Cheap to clone.
+#[derive(Clone)]
+pub struct LinkHandle {
+    commands: mpsc::UnboundedSender<Command>,
+    status: watch::Receiver<LinkStatus>,
+    done: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl LinkHandle {
+    /// Starts the link task. `accepted_before` says whether this member's
+    /// hello was ever accepted by this broker: only then is `unauthorized`
+    /// a revocation rather than a not-yet-enrolled member.
+    pub fn spawn(
+        identity: LinkIdentity,
+        accepted_before: bool,
+    ) -> (LinkHandle, mpsc::UnboundedReceiver<LinkEvent>) {
+        let (commands, command_rx) = mpsc::unbounded_channel();
+        let (events, event_rx) = mpsc::unbounded_channel();
+        let (status_tx, status) = watch::channel(LinkStatus {
+            state: LinkState::Connecting,
+            detail: None,
+        });
+        let task = LinkTask {
+            identity,
+            accepted: accepted_before,
+            commands: command_rx,
+            events,
+            status: status_tx,
+            pending: HashMap::new(),
+        };
+        let join = tokio::spawn(task.run());
+        (
+            LinkHandle {
+                commands,
+                status,
+                done: Arc::new(Mutex::new(Some(join))),
+            },
+            event_rx,
+        )
+    }
+
+    pub fn status(&self) -> LinkStatus {
+        self.status.borrow().clone()
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.status.borrow().state == LinkState::Connected
+    }
+
+    /// Sends `frame` if connected; otherwise it is dropped (see the module
+    /// doc for why that is safe).
+    pub fn send(&self, frame: ClientFrame) {
+        let _ = self.commands.send(Command::Send(frame));
+    }
+
+    /// Sends `frame` and waits up to `wait` for the frame that answers it.
+    pub async fn request(
+        &self,
+        frame: ClientFrame,
+        key: ReplyKey,
+        wait: Duration,
+    ) -> Option<ServerFrame> {
+        if !self.is_connected() {
+            return None;
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Request { frame, key, reply })
+            .ok()?;
+        tokio::time::timeout(wait, answer).await.ok()?.ok()
+    }
+
+    /// Closes the connection and waits for the task to end.
+    pub async fn shutdown(&self) {
+        let _ = self.commands.send(Command::Shutdown);
+        let join = self.done.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(join) = join {
+            let _ = tokio::time::timeout(Duration::from_secs(3), join).await;
+        }
+    }
+}
+
+/// Why a connected session with the broker ended.
+enum Ended {
+    Shutdown,
+    Revoked(String),
+    Lost(String),
+}
+
+struct LinkTask {
+    identity: LinkIdentity,
+    accepted: bool,
+    commands: mpsc::UnboundedReceiver<Command>,
+    events: mpsc::UnboundedSender<LinkEvent>,
+    status: watch::Sender<LinkStatus>,
+    pending: HashMap<ReplyKey, Vec<oneshot::Sender<ServerFrame>>>,
+}
+
+impl LinkTask {
+    async fn run(mut self) {
+        let mut backoff = Backoff::for_links();
+        loop {
+            self.set_state(LinkState::Connecting, None);
+            let identity = self.identity.clone();
+            let outcome = tokio::select! {
+                result = connect::connect(&identity) => Some(result),
+                stop = self.wait_for_shutdown_while_idle() => { let () = stop; None }
+            };
+            let Some(result) = outcome else { return };
+            match result {
+                Ok((ws, ack)) => {
+                    backoff.reset();
+                    self.accepted = true;
+                    tracing::info!(mesh = %self.identity.mesh_id, broker = %self.identity.broker_url, "connected to the broker");
+                    self.set_state(LinkState::Connected, None);
+                    let _ = self.events.send(LinkEvent::Connected(ack));
+                    match self.serve(ws).await {
+                        Ended::Shutdown => return,
+                        Ended::Revoked(detail) => return self.revoked(detail).await,
+                        Ended::Lost(detail) => {
+                            tracing::warn!(mesh = %self.identity.mesh_id, %detail, "broker connection lost");
+                            self.set_state(LinkState::Disconnected, Some(detail));
+                        }
+                    }
+                }
+                Err(ConnectError::Rejected { code, message })
+                    if is_revocation(&code) && self.accepted =>
+                {
+                    return self.revoked(format!("{message} ({code})")).await;
+                }
+                Err(e) => {
+                    let detail = e.detail();
+                    tracing::warn!(mesh = %self.identity.mesh_id, %detail, "cannot connect to the broker");
+                    self.set_state(LinkState::Disconnected, Some(detail));
+                }
+            }
+            let delay = backoff.next_delay();
+            if self.idle_for(delay).await {
+                return;
+            }
+        }
+    }
+
+    fn set_state(&mut self, state: LinkState, detail: Option<String>) {
+        let status = LinkStatus { state, detail };
+        if *self.status.borrow() != status {
+            self.status.send_replace(status.clone());
+            let _ = self.events.send(LinkEvent::State(status));
+        }
+        if state != LinkState::Connected {
+            // Nobody will answer these now.
+            self.pending.clear();
+        }
+    }
+
+    /// Final: report and wait, refusing everything, until shut down.
+    async fn revoked(mut self, detail: String) {
+        tracing::error!(mesh = %self.identity.mesh_id, %detail, "this member was revoked from the mesh; not reconnecting");
+        self.set_state(LinkState::Revoked, Some(detail));
+        while let Some(cmd) = self.commands.recv().await {
+            if matches!(cmd, Command::Shutdown) {
+                return;
+            }
+        }
+    }
+
+    /// Drops commands while there is no connection; true on shutdown.
+    async fn idle_for(&mut self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => return false,
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Shutdown) => return true,
+                    Some(_) => continue,
+                }
+            }
+        }
+    }
+
+    /// Resolves only on shutdown; drops other commands meanwhile.
+    async fn wait_for_shutdown_while_idle(&mut self) {
+        loop {
+            match self.commands.recv().await {
+                None | Some(Command::Shutdown) => return,
+                Some(_) => continue,
+            }
+        }
+    }
+
+    async fn serve(&mut self, mut ws: Ws) -> Ended {
+        let mut ping = tokio::time::interval(PING_EVERY);
+        ping.reset();
+        let idle_limit = Duration::from_millis(IDLE_TIMEOUT_MS);
+        let mut last_heard = Instant::now();
+        loop {
+            tokio::select! {
+                msg = ws.next() => {
+                    last_heard = Instant::now();
+                    match msg {
+                        Some(Ok(Message::Text(text))) => {
+                            if let Some(end) = self.on_text(text.as_str()) {
+                                let _ = ws.close(None).await;
+                                return end;
+                            }
+                        }
+                        Some(Ok(Message::Close(frame))) => {
+                            let reason = frame.map(|f| f.reason.as_str().to_owned()).unwrap_or_default();
+                            if is_revocation(&reason) {
+                                return Ended::Revoked(format!("the broker closed the connection: {reason}"));
+                            }
+                            return Ended::Lost(if reason.is_empty() {
+                                "the broker closed the connection".into()
+                            } else {
+                                format!("the broker closed the connection: {reason}")
+                            });
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return Ended::Lost(format!("connection error: {e}")),
+                        None => return Ended::Lost("the broker closed the connection".into()),
+                    }
+                }
+                cmd = self.commands.recv() => match cmd {
+                    None | Some(Command::Shutdown) => {
+                        let _ = ws.close(None).await;
+                        return Ended::Shutdown;
+                    }
+                    Some(Command::Send(frame)) => {
+                        if let Err(e) = ws.send(Message::text(frame.to_json())).await {
+                            return Ended::Lost(format!("sending failed: {e}"));
+                        }
+                    }
+                    Some(Command::Request { frame, key, reply }) => {
+                        self.pending.entry(key).or_default().push(reply);
+                        if let Err(e) = ws.send(Message::text(frame.to_json())).await {
+                            return Ended::Lost(format!("sending failed: {e}"));
+                        }
+                    }
+                },
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= idle_limit {
+                        let _ = ws.close(None).await;
+                        return Ended::Lost("the broker went silent for 75 s".into());
+                    }
+                    if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
+                        return Ended::Lost(format!("ping failed: {e}"));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes one text frame; `Some` ends the connection.
+    fn on_text(&mut self, text: &str) -> Option<Ended> {
+        let frame = match ServerFrame::parse(text) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::debug!(mesh = %self.identity.mesh_id, error = %e, "ignoring an unreadable broker frame");
+                return None;
+            }
+        };
+        let key = match &frame {
+            ServerFrame::PeersList { id: Some(id), .. }
+            | ServerFrame::MessageStatusResult { id: Some(id), .. } => {
+                Some(ReplyKey::RequestId(id.clone()))
+            }
+            ServerFrame::Error(e) => e.id.clone().map(ReplyKey::RequestId),
+            ServerFrame::SessionOpened { session_id, .. } => {
+                Some(ReplyKey::SessionOpened(session_id.clone()))
+            }
+            _ => None,
+        };
+        if let Some(waiters) = key.and_then(|k| self.pending.remove(&k)) {
+            for w in waiters {
+                let _ = w.send(frame.clone());
+            }
+        }
+        if let ServerFrame::Error(e) = &frame
+            && e.id.is_none()
+            && is_revocation(&e.code)
+        {
+            return Some(Ended::Revoked(format!("{} ({})", e.message, e.code)));
+        }
+        let _ = self.events.send(LinkEvent::Frame(frame));
+        None
+    }
+}
+
+/// A close reason or error code that means this member is out for good.
+fn is_revocation(code: &str) -> bool {
+    let code = code.to_ascii_lowercase();
+    code == "unauthorized" || code.contains("revoked")
+}

@@ -1,0 +1,137 @@
+//! One joined mesh at run time: its config, its member key (in memory
+//! only), its broker link, and what the daemon knows of its peers.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use claudemesh_protocol::MemberSecretKey;
+use claudemesh_protocol::ipc::LinkState;
+use claudemesh_protocol::wire::{Peer, PeerEvent};
+use tokio::task::JoinHandle;
+
+use crate::config::MeshConfig;
+use crate::link::{LinkHandle, LinkStatus};
+
+pub struct Mesh {
+    pub config: MeshConfig,
+    /// The broker URL actually used (config, or `CLAUDEMESH_BROKER_URL`).
+    pub broker_url: String,
+    pub key: MemberSecretKey,
+    /// `key`'s public half, 64 hex.
+    pub pubkey: String,
+    pub link: LinkHandle,
+    peers: Mutex<BTreeMap<(String, String), Peer>>,
+    /// Sessions ended while the link was down: closed at the broker on the
+    /// next connect.
+    pending_closes: Mutex<HashSet<String>>,
+    worker: Mutex<Option<JoinHandle<()>>>,
+    /// When the current connection's hello was accepted.
+    connected_at: Mutex<Option<Instant>>,
+}
+
+impl Mesh {
+    pub fn new(
+        config: MeshConfig,
+        broker_url: String,
+        key: MemberSecretKey,
+        link: LinkHandle,
+    ) -> Self {
+        let pubkey = key.public_key().to_hex();
+        Self {
+            config,
+            broker_url,
+            key,
+            pubkey,
+            link,
+            peers: Mutex::new(BTreeMap::new()),
+            pending_closes: Mutex::new(HashSet::new()),
+            worker: Mutex::new(None),
+            connected_at: Mutex::new(None),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.config.mesh_id
+    }
+
+    pub fn slug(&self) -> &str {
+        &self.config.slug
+    }
+
+    pub fn link_status(&self) -> LinkStatus {
+        self.link.status()
+    }
+
+    pub fn is_revoked(&self) -> bool {
+        self.link.status().state == LinkState::Revoked
+    }
+
+    pub fn mark_connected(&self) {
+        *lock(&self.connected_at) = Some(Instant::now());
+    }
+
+    /// True within `window` of the last connect: right after a broker
+    /// restart, peers are still coming back and names may not resolve yet.
+    pub fn connected_within(&self, window: Duration) -> bool {
+        lock(&self.connected_at).is_some_and(|t| t.elapsed() < window)
+    }
+
+    pub fn set_worker(&self, worker: JoinHandle<()>) {
+        *lock(&self.worker) = Some(worker);
+    }
+
+    /// Stops the link (closing the connection) and the worker.
+    pub async fn stop(&self) {
+        self.link.shutdown().await;
+        if let Some(worker) = lock(&self.worker).take() {
+            worker.abort();
+        }
+    }
+
+    /// The broker's full list (hello_ack, peers_list) replaces the cache.
+    pub fn replace_peers(&self, peers: Vec<Peer>) {
+        let mut map = lock(&self.peers);
+        map.clear();
+        for p in peers {
+            map.insert((p.member.clone(), p.session_id.clone()), p);
+        }
+    }
+
+    pub fn apply_peer_event(&self, event: PeerEvent, peer: &Peer) {
+        let mut map = lock(&self.peers);
+        let key = (peer.member.clone(), peer.session_id.clone());
+        match event {
+            PeerEvent::PeerLeft => {
+                map.remove(&key);
+            }
+            PeerEvent::PeerJoined | PeerEvent::PeerUpdated => {
+                map.insert(key, peer.clone());
+            }
+        }
+    }
+
+    /// One cached peer's display name, without copying the list.
+    pub fn peer_name(&self, member: &str, session_id: &str) -> Option<String> {
+        lock(&self.peers)
+            .get(&(member.to_owned(), session_id.to_owned()))
+            .map(|p| p.display_name.clone())
+    }
+
+    /// The cached peers as the broker last described them.
+    pub fn cached_peers(&self) -> Vec<Peer> {
+        lock(&self.peers).values().cloned().collect()
+    }
+
+    pub fn add_pending_close(&self, session_id: &str) {
+        lock(&self.pending_closes).insert(session_id.to_owned());
+    }
+
+    pub fn take_pending_closes(&self) -> Vec<String> {
+        lock(&self.pending_closes).drain().collect()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

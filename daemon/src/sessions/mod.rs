@@ -1,0 +1,119 @@
+//! The sessions this daemon carries: one per Claude Code process and mesh.
+//!
+//! A session is named by its Claude Code process (pid + start time), not by
+//! the socket connection that attached it: the shim may restart and attach
+//! again, and finds the same session and inbox. At most one connection is
+//! attached to a session at a time; a new attach takes it over and the old
+//! connection loses it.
+
+mod names;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard};
+
+use claudemesh_protocol::ipc::{DaemonFrame, Event};
+use claudemesh_protocol::wire::Peer;
+use tokio::sync::mpsc;
+
+use crate::process_info::ProcessId;
+use crate::store::SessionRow;
+
+pub use names::{default_display_name, host_name, validate_attach, validate_group};
+
+/// The connection a session is attached to.
+pub struct Attachment {
+    pub conn_id: u64,
+    pub frames: mpsc::Sender<DaemonFrame>,
+    /// Messages already pushed as events on this connection: pushed once
+    /// per connection, until the client marks them seen.
+    pub pushed: HashSet<String>,
+    /// A message event could not be queued (the client is not reading):
+    /// the next tick offers the session its due messages again.
+    pub missed: bool,
+}
+
+pub struct Session {
+    pub row: SessionRow,
+    pub attachment: Option<Attachment>,
+}
+
+impl Session {
+    pub fn claude(&self) -> ProcessId {
+        ProcessId {
+            pid: self.row.claude_pid,
+            start_time: self.row.claude_start,
+        }
+    }
+
+    pub fn is_attached_to(&self, conn_id: u64) -> bool {
+        self.attachment
+            .as_ref()
+            .is_some_and(|a| a.conn_id == conn_id)
+    }
+
+    /// Queues an event for the attached connection, if any. A client that
+    /// does not read loses events rather than stalling the daemon; message
+    /// events are pushed again later (they stay unseen in the inbox).
+    ///
+    /// Peer events are the first to go: they only take the free half of
+    /// the queue, keeping room for messages, receipts and answers.
+    pub fn push(&self, event: Event) -> bool {
+        let Some(a) = &self.attachment else {
+            return false;
+        };
+        let is_peer_event = matches!(
+            event,
+            Event::PeerJoined { .. } | Event::PeerLeft { .. } | Event::PeerUpdated { .. }
+        );
+        if is_peer_event && a.frames.capacity() <= a.frames.max_capacity() / 2 {
+            return false;
+        }
+        a.frames.try_send(DaemonFrame::Event { event }).is_ok()
+    }
+
+    /// How other sessions see this one.
+    pub fn as_peer(&self, member: &str, host: &str) -> Peer {
+        Peer {
+            member: member.to_owned(),
+            session_id: self.row.session_id.clone(),
+            display_name: self.row.display_name.clone(),
+            status: self.row.status,
+            summary: self.row.summary.clone(),
+            groups: self.row.groups.clone(),
+            cwd: self.row.cwd.clone(),
+            host: host.to_owned(),
+            connected_at: self.row.created_at,
+        }
+    }
+}
+
+/// Every live session, by session id.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    /// The map, for short critical sections that never await.
+    pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies of the rows of every session (of one mesh, if given).
+    pub fn rows(&self, mesh_id: Option<&str>) -> Vec<SessionRow> {
+        self.lock()
+            .values()
+            .filter(|s| mesh_id.is_none_or(|m| s.row.mesh_id == m))
+            .map(|s| s.row.clone())
+            .collect()
+    }
+
+    /// Pushes `event` to every attached session of `mesh_id` except `skip`.
+    pub fn broadcast(&self, mesh_id: &str, skip: Option<&str>, event: &Event) {
+        for s in self.lock().values() {
+            if s.row.mesh_id == mesh_id && skip != Some(s.row.session_id.as_str()) {
+                s.push(event.clone());
+            }
+        }
+    }
+}

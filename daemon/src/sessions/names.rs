@@ -1,0 +1,120 @@
+//! What a session may call itself, and what it is called by default.
+
+use std::path::Path;
+
+use claudemesh_protocol::ipc::{AttachArgs, IpcError};
+
+/// Longest display name, cwd, group name, and group count accepted.
+const MAX_NAME_CHARS: usize = 64;
+const MAX_CWD_BYTES: usize = 4096;
+const MAX_GROUPS: usize = 32;
+
+/// Refuses attach arguments that the broker would refuse or that make no
+/// sense, with a sentence saying which.
+pub fn validate_attach(args: &AttachArgs) -> Result<(), IpcError> {
+    let bad = |m: String| Err(IpcError::new("malformed", m));
+    if let Some(name) = &args.display_name {
+        let n = name.trim();
+        if n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) {
+            return bad(format!(
+                "a display name is at most {MAX_NAME_CHARS} printable characters"
+            ));
+        }
+    }
+    if args.cwd.len() > MAX_CWD_BYTES {
+        return bad(format!("cwd is longer than {MAX_CWD_BYTES} bytes"));
+    }
+    if args.groups.len() > MAX_GROUPS {
+        return bad(format!("a session joins at most {MAX_GROUPS} groups"));
+    }
+    for g in &args.groups {
+        validate_group(g)?;
+    }
+    if let Some(mesh) = &args.mesh
+        && mesh.len() > 256
+    {
+        return bad("the mesh name is too long".into());
+    }
+    Ok(())
+}
+
+/// A group name: 1 to 64 printable characters, no `@` prefix needed.
+pub fn validate_group(g: &str) -> Result<(), IpcError> {
+    if g.is_empty() || g.chars().count() > MAX_NAME_CHARS || g.chars().any(char::is_control) {
+        return Err(IpcError::new(
+            "malformed",
+            format!("a group name is 1 to {MAX_NAME_CHARS} printable characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// "<project folder>@<host>", something a person recognises.
+pub fn default_display_name(cwd: &str) -> String {
+    let folder = Path::new(cwd)
+        .file_name()
+        .and_then(|f| f.to_str())
+        .filter(|f| !f.is_empty())
+        .unwrap_or("session");
+    let host = host_name();
+    let short_host = host.split('.').next().unwrap_or(&host);
+    let name = if short_host.is_empty() {
+        folder.to_owned()
+    } else {
+        format!("{folder}@{short_host}")
+    };
+    name.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_NAME_CHARS)
+        .collect()
+}
+
+/// This machine's host name (empty if it cannot be read).
+pub fn host_name() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its full length, and gethostname
+    // writes at most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> AttachArgs {
+        AttachArgs {
+            mesh: None,
+            display_name: None,
+            cwd: "/home/u/api".into(),
+            claude_pid: 1,
+            groups: vec![],
+        }
+    }
+
+    #[test]
+    fn default_names_use_the_folder_and_host() {
+        let n = default_display_name("/home/u/api");
+        assert!(n.starts_with("api"), "{n}");
+        assert!(default_display_name("/").starts_with("session"));
+        assert!(default_display_name(&"x".repeat(500)).chars().count() <= 64);
+    }
+
+    #[test]
+    fn bad_attach_arguments_are_refused() {
+        assert!(validate_attach(&args()).is_ok());
+        let mut a = args();
+        a.display_name = Some("x".repeat(65));
+        assert!(validate_attach(&a).is_err());
+        let mut a = args();
+        a.groups = vec![String::new()];
+        assert!(validate_attach(&a).is_err());
+        let mut a = args();
+        a.display_name = Some("bad\nname".into());
+        assert_eq!(validate_attach(&a).unwrap_err().code, "malformed");
+    }
+}

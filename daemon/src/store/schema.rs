@@ -1,0 +1,115 @@
+//! The schema, versioned with `PRAGMA user_version` so that a newer daemon
+//! can migrate an older file in place.
+
+use rusqlite::Connection;
+
+const VERSION: i64 = 1;
+
+const V1: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+-- One row per live session. A session outlives a daemon restart for as
+-- long as its Claude Code process (pid + start time) lives.
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id     TEXT PRIMARY KEY,
+    mesh_id        TEXT NOT NULL,
+    claude_pid     INTEGER NOT NULL,
+    claude_start   INTEGER NOT NULL,
+    requested_name TEXT NOT NULL,
+    display_name   TEXT NOT NULL,
+    cwd            TEXT NOT NULL,
+    groups_json    TEXT NOT NULL,
+    summary        TEXT NOT NULL DEFAULT '',
+    status         TEXT NOT NULL DEFAULT 'idle',
+    created_at     INTEGER NOT NULL
+);
+
+-- Sends, from the moment a client is told `accepted` until retention
+-- drops them. `body` (the plaintext) is kept only while the message may
+-- still have to be sealed again; it is cleared on ack or failure.
+CREATE TABLE IF NOT EXISTS outbox (
+    id                TEXT PRIMARY KEY,
+    mesh_id           TEXT NOT NULL,
+    session_id        TEXT NOT NULL,
+    to_target         TEXT NOT NULL,
+    priority          TEXT NOT NULL,
+    body              TEXT,
+    extra_members     TEXT NOT NULL DEFAULT '[]',
+    state             TEXT NOT NULL,
+    broker_message_id TEXT,
+    attempts          INTEGER NOT NULL DEFAULT 0,
+    last_error        TEXT,
+    created_at        INTEGER NOT NULL,
+    updated_at        INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_by_state ON outbox (mesh_id, state, created_at);
+CREATE INDEX IF NOT EXISTS outbox_by_message ON outbox (broker_message_id);
+
+-- Per recipient of a sent message, the furthest state heard of.
+CREATE TABLE IF NOT EXISTS recipients (
+    outbox_id  TEXT NOT NULL REFERENCES outbox (id) ON DELETE CASCADE,
+    member     TEXT NOT NULL,
+    session_id TEXT NOT NULL DEFAULT '',
+    state      TEXT NOT NULL,
+    PRIMARY KEY (outbox_id, member, session_id)
+);
+
+-- Received messages, decrypted. (mesh_id, message_id) is also the
+-- repeat filter for pushes.
+CREATE TABLE IF NOT EXISTS inbox (
+    mesh_id      TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    from_member  TEXT NOT NULL,
+    from_session TEXT NOT NULL,
+    from_name    TEXT NOT NULL,
+    to_target    TEXT NOT NULL,
+    priority     TEXT NOT NULL,
+    body         TEXT NOT NULL,
+    sent_at      INTEGER NOT NULL,
+    received_at  INTEGER NOT NULL,
+    PRIMARY KEY (mesh_id, message_id)
+);
+CREATE INDEX IF NOT EXISTS inbox_by_age ON inbox (received_at);
+
+-- Each message is handed to each recipient session once: one row per
+-- (message, session); `seen_at` is set by whichever path showed it first.
+CREATE TABLE IF NOT EXISTS deliveries (
+    mesh_id      TEXT NOT NULL,
+    message_id   TEXT NOT NULL,
+    session_id   TEXT NOT NULL,
+    seen_at      INTEGER,
+    receipt_sent INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (mesh_id, message_id, session_id),
+    FOREIGN KEY (mesh_id, message_id) REFERENCES inbox (mesh_id, message_id) ON DELETE CASCADE
+);
+CREATE INDEX IF NOT EXISTS deliveries_by_session ON deliveries (session_id, seen_at);
+
+-- Messages for this member that name no session living here: the next
+-- session to attach in that mesh takes them.
+CREATE TABLE IF NOT EXISTS unassigned (
+    mesh_id    TEXT NOT NULL,
+    message_id TEXT NOT NULL,
+    PRIMARY KEY (mesh_id, message_id),
+    FOREIGN KEY (mesh_id, message_id) REFERENCES inbox (mesh_id, message_id) ON DELETE CASCADE
+);
+";
+
+/// Creates or upgrades the schema. Refuses a file from a newer daemon
+/// rather than guessing at it.
+pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > VERSION {
+        return Err(rusqlite::Error::InvalidParameterName(format!(
+            "the database was written by a newer claudemeshd (schema {version}, this one knows {VERSION}); upgrade claudemeshd"
+        )));
+    }
+    if version < 1 {
+        conn.execute_batch(&format!(
+            "BEGIN; {V1} PRAGMA user_version = {VERSION}; COMMIT;"
+        ))?;
+    }
+    Ok(())
+}

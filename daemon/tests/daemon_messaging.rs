@@ -1,0 +1,333 @@
+//! Sessions talking through real daemons: two daemons on one standalone
+//! broker, sessions on one machine through the local mesh, priorities,
+//! receipts, resume and reaping.
+
+mod support;
+
+use std::time::Duration;
+
+use claudemesh_protocol::ipc::{Event, Request, Response, SendArgs};
+use claudemesh_protocol::wire::{DeliveryState, PeerStatus, Priority};
+use support::client::WAIT;
+use support::{Daemon, Home, Relay, RelayMode, TestBroker, eventually};
+
+#[test]
+fn relay_helper() {
+    support::relay::helper_main();
+}
+
+fn send(to: &str, text: &str, priority: Priority) -> Request {
+    Request::Send(SendArgs {
+        to: to.into(),
+        text: text.into(),
+        priority,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_one_broker_exchange_messages() {
+    let broker = TestBroker::start().await;
+    let (home_a, home_b) = (Home::new(), Home::new());
+    broker.enroll(&home_a, "team", "alice-member");
+    broker.enroll(&home_b, "team", "bob-member");
+    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
+    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+
+    // The test process is each session's "Claude Code" (self counts).
+    let me = std::process::id();
+    let mut a = da.client().await;
+    let mut b = db.client().await;
+    let info_a = a.attach(me, "alice", None).await;
+    let info_b = b.attach(me, "bob", Some("team")).await;
+    assert_eq!(info_a.mesh_slug, "team");
+    assert_ne!(info_a.session_id, info_b.session_id);
+
+    let seen = eventually(WAIT, async || {
+        let names = a.peer_names().await;
+        names.contains(&"bob".to_owned()).then_some(names)
+    })
+    .await;
+    assert!(seen.is_some(), "alice never saw bob; log:\n{}", da.log());
+
+    let sent = match a.request(send("bob", "hello bob", Priority::Now)).await {
+        Ok(Response::Sent(s)) => s,
+        other => panic!("send answered {other:?}"),
+    };
+    assert!(sent.accepted);
+    assert_eq!(sent.recipients.len(), 1, "{sent:?}");
+    assert_eq!(sent.recipients[0].display_name.as_deref(), Some("bob"));
+
+    let got = b.next_message(WAIT).await.expect("bob gets the message");
+    assert_eq!(got.text, "hello bob");
+    assert_eq!(got.from.display_name, "alice");
+    assert_eq!(got.mesh_slug, "team");
+
+    // Shown by fetch: marked seen, and alice hears of it.
+    let fetched = b.fetch(true).await;
+    assert_eq!(fetched.len(), 1);
+    assert!(
+        b.fetch(false).await.is_empty(),
+        "seen messages are not shown twice"
+    );
+    let receipt = eventually(WAIT, async || {
+        match a.next_event(Duration::from_millis(200)).await {
+            Some(Event::Receipt {
+                state: DeliveryState::Seen,
+                message_id,
+                ..
+            }) => Some(message_id),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(receipt.as_deref(), Some(sent.message_id.as_str()));
+    match a
+        .request(Request::MessageStatus {
+            message_id: sent.message_id.clone(),
+        })
+        .await
+    {
+        Ok(Response::MessageStatus { recipients, .. }) => {
+            assert_eq!(recipients[0].state, DeliveryState::Seen, "{recipients:?}")
+        }
+        other => panic!("message_status answered {other:?}"),
+    }
+
+    // And back, to the member key form.
+    let to_alice = format!("{}/{}", info_a.member, info_a.session_id);
+    b.request(send(&to_alice, "hi alice", Priority::Next))
+        .await
+        .expect("send back");
+    let back = a.next_message(WAIT).await.expect("alice gets the reply");
+    assert_eq!(back.text, "hi alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_on_one_machine_talk_through_the_local_mesh() {
+    let home = Home::new();
+    let daemon = Daemon::start_ready(&home, &[]).await;
+    let mut a = Relay::spawn(&home.socket(), RelayMode::SelfIsClaude).await;
+    let mut b = Relay::spawn(&home.socket(), RelayMode::SelfIsClaude).await;
+    let ia = a.client.attach(a.claude_pid, "api", None).await;
+    let ib = b.client.attach(b.claude_pid, "web", None).await;
+    assert_eq!(ia.mesh_slug, "local");
+    assert_eq!(ia.mesh_id, ib.mesh_id);
+    assert_ne!(ia.session_id, ib.session_id);
+
+    // web is working: `next` waits, `now` goes through at once.
+    b.client
+        .request(Request::SetStatus {
+            status: PeerStatus::Working,
+        })
+        .await
+        .expect("set status");
+    a.client
+        .request(send("web", "when you can", Priority::Next))
+        .await
+        .expect("send next");
+    a.client
+        .request(send("web", "urgent", Priority::Now))
+        .await
+        .expect("send now");
+    let first = b.client.next_message(WAIT).await.expect("the now message");
+    assert_eq!(first.text, "urgent");
+    assert!(
+        b.client
+            .next_message(Duration::from_millis(800))
+            .await
+            .is_none(),
+        "a next message reached a working session"
+    );
+    match b.client.request(Request::Pending).await {
+        Ok(Response::Pending { count }) => assert_eq!(count, 2),
+        other => panic!("pending answered {other:?}"),
+    }
+    b.client
+        .request(Request::SetStatus {
+            status: PeerStatus::Idle,
+        })
+        .await
+        .expect("set idle");
+    let second = b
+        .client
+        .next_message(WAIT)
+        .await
+        .expect("released when idle");
+    assert_eq!(second.text, "when you can");
+
+    // Broadcast reaches the other session only; groups work.
+    b.client
+        .request(Request::JoinGroup {
+            group: "frontend".into(),
+        })
+        .await
+        .expect("join group");
+    a.client
+        .request(send("@frontend", "to the group", Priority::Now))
+        .await
+        .expect("group send");
+    assert_eq!(
+        b.client
+            .next_message(WAIT)
+            .await
+            .expect("group message")
+            .text,
+        "to the group"
+    );
+    a.client
+        .request(send("*", "to everyone", Priority::Now))
+        .await
+        .expect("broadcast");
+    assert_eq!(
+        b.client.next_message(WAIT).await.expect("broadcast").text,
+        "to everyone"
+    );
+    assert!(
+        a.client
+            .next_message(Duration::from_millis(500))
+            .await
+            .is_none()
+    );
+
+    let status = match a.client.request(Request::DaemonStatus).await {
+        Ok(Response::DaemonStatus(s)) => s,
+        other => panic!("daemon_status answered {other:?}"),
+    };
+    assert_eq!(status.meshes.len(), 1);
+    assert!(status.meshes[0].local);
+    assert!(status.meshes[0].broker.starts_with("ws://127.0.0.1:"));
+    assert_eq!(status.sessions.len(), 2);
+    drop(daemon);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_shim_resumes_its_session_and_inbox() {
+    let home = Home::new();
+    let daemon = Daemon::start_ready(&home, &[]).await;
+    let me = std::process::id();
+    let mut sender = Relay::spawn(&home.socket(), RelayMode::SelfIsClaude).await;
+    sender
+        .client
+        .attach(sender.claude_pid, "sender", None)
+        .await;
+
+    let mut first = daemon.client().await;
+    let info = first.attach(me, "resumer", None).await;
+    assert!(!info.resumed);
+    first
+        .request(Request::SetStatus {
+            status: PeerStatus::Working,
+        })
+        .await
+        .expect("working");
+    drop(first); // the shim exits without detaching
+
+    for i in 0..3 {
+        sender
+            .client
+            .request(send("resumer", &format!("m{i}"), Priority::Low))
+            .await
+            .expect("send");
+    }
+    let mut second = daemon.client().await;
+    let again = second.attach(me, "resumer", None).await;
+    assert!(again.resumed);
+    assert_eq!(again.session_id, info.session_id);
+    assert_eq!(again.pending, 3);
+    let texts: Vec<String> = second
+        .fetch(true)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["m0", "m1", "m2"]);
+
+    // A second connection cannot act as the same session at once: the
+    // newer attach takes it over.
+    let mut third = daemon.client().await;
+    third.attach(me, "resumer", None).await;
+    let err = second.request(Request::Pending).await.unwrap_err();
+    assert_eq!(err.code, "not_attached");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_whose_claude_code_exits_leaves_the_broker() {
+    let broker = TestBroker::start().await;
+    let (home_a, home_b) = (Home::new(), Home::new());
+    broker.enroll(&home_a, "team", "a");
+    broker.enroll(&home_b, "team", "b");
+    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
+    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+
+    let mut doomed = Relay::spawn(&home_a.socket(), RelayMode::ParentIsClaude).await;
+    doomed
+        .client
+        .attach(doomed.claude_pid, "doomed", None)
+        .await;
+    let mut watcher = db.client().await;
+    watcher.attach(std::process::id(), "watcher", None).await;
+    let listed = eventually(WAIT, async || {
+        watcher
+            .peer_names()
+            .await
+            .contains(&"doomed".to_owned())
+            .then_some(())
+    })
+    .await;
+    assert!(listed.is_some(), "the watcher never saw the session");
+
+    // Claude Code dies; its shim (the relay) lives on, still connected.
+    doomed.kill_claude().await;
+    let gone = eventually(Duration::from_secs(20), async || {
+        (!watcher.peer_names().await.contains(&"doomed".to_owned())).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the session was not reaped; log:\n{}",
+        da.log()
+    );
+    let mut status_client = da.client().await;
+    match status_client.request(Request::DaemonStatus).await {
+        Ok(Response::DaemonStatus(s)) => assert!(s.sessions.is_empty(), "{:?}", s.sessions),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_context_finds_the_callers_session() {
+    let home = Home::new();
+    let daemon = Daemon::start_ready(&home, &[]).await;
+    let mut target = daemon.client().await;
+    let info = target.attach(std::process::id(), "hooked", None).await;
+    let mut sender = Relay::spawn(&home.socket(), RelayMode::SelfIsClaude).await;
+    sender.client.attach(sender.claude_pid, "poker", None).await;
+    sender
+        .client
+        .request(send("hooked", "look at this", Priority::Next))
+        .await
+        .expect("send");
+    eventually(WAIT, async || {
+        match target.request(Request::Pending).await {
+            Ok(Response::Pending { count: 1 }) => Some(()),
+            _ => None,
+        }
+    })
+    .await
+    .expect("the message arrives");
+
+    // A hook runs as a descendant of Claude Code: here, the test process.
+    let mut hook = daemon.client().await;
+    match hook.request(Request::HookContext).await {
+        Ok(Response::HookContext { session, messages }) => {
+            assert_eq!(session.as_deref(), Some(info.session_id.as_str()));
+            assert_eq!(messages.len(), 1);
+            assert_eq!(messages[0].text, "look at this");
+        }
+        other => panic!("hook_context answered {other:?}"),
+    }
+    match hook.request(Request::HookContext).await {
+        Ok(Response::HookContext { messages, .. }) => assert!(messages.is_empty()),
+        other => panic!("{other:?}"),
+    }
+}
