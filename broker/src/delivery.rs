@@ -2,14 +2,17 @@
 //! `ack`, the pushes to recipients that are online now, and receipts
 //! relayed to the sender's connections.
 //!
-//! This runs on the writer thread right after the commit. It looks at who
-//! is live *after* the commit, so a recipient that connected while the
-//! message was being written is pushed to here, and one that connected
-//! earlier found the message in its redelivery read: either way nobody is
-//! missed (at worst pushed twice, which receivers drop by `messageId`).
+//! This runs on the async runtime right after the commit, one message
+//! after the other in number order. It looks at who is live *after* the
+//! commit, so a recipient that connected while the message was being
+//! written is pushed to here; one that connected earlier reads the message
+//! in its redelivery. The writer's dispatch watermark, read when a
+//! connection or session becomes visible, tells the two apart, so nobody
+//! is missed and nobody gets the same push both ways.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use claudemesh_protocol::wire::{
@@ -71,7 +74,12 @@ pub fn pending_push_frame(p: &PendingPush) -> Message {
 }
 
 /// Answers a committed (or failed) send: `ack` first, then the pushes.
-pub fn send_committed(job: SendJob, outcome: Result<InsertOutcome, StoreError>, metrics: &Metrics) {
+pub fn send_committed(
+    job: SendJob,
+    outcome: Result<InsertOutcome, StoreError>,
+    metrics: &Metrics,
+    watermark: &AtomicI64,
+) {
     let SendJob {
         message,
         mesh,
@@ -103,7 +111,7 @@ pub fn send_committed(job: SendJob, outcome: Result<InsertOutcome, StoreError>, 
         }
         Ok(InsertOutcome::Stored) => {
             Metrics::inc(&metrics.messages_routed);
-            let (states, pushes, queued) = plan_pushes(&mesh, &message);
+            let (states, pushes, queued) = plan_pushes(&mesh, &message, watermark);
             Metrics::add(&metrics.messages_queued, queued);
             Metrics::add(&metrics.messages_pushed, pushes.len() as u64);
             conn.send(text(&ServerFrame::Ack(Ack {
@@ -121,11 +129,15 @@ pub fn send_committed(job: SendJob, outcome: Result<InsertOutcome, StoreError>, 
 
 /// Under the mesh lock: which connections get a push, and each
 /// recipient's state for the `ack`. Returns (states, pushes, copies queued).
+/// Also advances the dispatch watermark to this message, under the same
+/// lock (see [`crate::writer::Writer::dispatched`]).
 fn plan_pushes(
     mesh: &Mesh,
     m: &NewMessage,
+    watermark: &AtomicI64,
 ) -> (Vec<RecipientState>, Vec<(ConnHandle, Message)>, u64) {
     let state = mesh.lock();
+    watermark.fetch_max(m.seq, Ordering::SeqCst);
     let mut states = Vec::new();
     let mut pushes = Vec::new();
     let mut queued = 0;

@@ -3,7 +3,6 @@
 //! knowing one does not let anyone guess another.
 
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// `prefix` followed by 16 random bytes in hex, e.g. `mesh_3f…`.
 pub fn random_id(prefix: &str) -> anyhow::Result<String> {
@@ -13,12 +12,14 @@ pub fn random_id(prefix: &str) -> anyhow::Result<String> {
     Ok(format!("{prefix}{}", hex::encode(bytes)))
 }
 
-/// Message ids: a random per-process prefix plus a counter, so that minting
-/// one costs no system call on the hot path and ids never repeat across
-/// restarts.
-pub fn message_id() -> String {
+/// Message ids: a random per-process prefix plus the message's sequence
+/// number in the database (assigned by the writer), so that minting one
+/// costs no system call on the hot path, the store finds a message by the
+/// number without a text index, and ids never repeat across restarts (the
+/// store checks the whole id, so a number reused after every message
+/// expired cannot be mistaken for an old one).
+pub fn message_id(seq: i64) -> String {
     static PREFIX: OnceLock<String> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| {
         let mut bytes = [0u8; 10];
         // Falling back to the clock keeps ids unique per run even in the
@@ -29,6 +30,5 @@ pub fn message_id() -> String {
         }
         format!("msg_{}", hex::encode(bytes))
     });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    format!("{prefix}_{n:x}")
+    format!("{prefix}_{seq:x}")
 }

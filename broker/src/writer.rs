@@ -10,7 +10,7 @@
 //! `synchronous=NORMAL`) pays for a whole batch of messages.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -83,6 +83,9 @@ pub struct Writer {
     tx: mpsc::Sender<WriteOp>,
     thread: Mutex<Option<JoinHandle<()>>>,
     stop_checkpoints: Arc<AtomicBool>,
+    /// The highest message number whose pushes have been planned (see
+    /// [`Writer::dispatched`]).
+    dispatched: Arc<AtomicI64>,
 }
 
 impl Writer {
@@ -97,6 +100,7 @@ impl Writer {
         // commit that connections are waiting for.
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
+        let next_seq = messages::max_seq(&conn)? + 1;
         let checkpointer = store::open_connection(db_path)?;
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 8);
         // Answers (acks, pushes, receipts) are sent by a task on the async
@@ -104,16 +108,31 @@ impl Writer {
         // while batch n is being fanned out.
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Vec<Done>>();
         let dispatch_metrics = metrics.clone();
+        // Messages stored before this start are all "planned": a
+        // connection's redelivery read covers them.
+        let dispatched = Arc::new(AtomicI64::new(next_seq - 1));
+        let watermark = dispatched.clone();
         tokio::runtime::Handle::current().spawn(async move {
             while let Some(batch) = done_rx.recv().await {
                 for d in batch {
-                    complete(d, &dispatch_metrics);
+                    complete(d, &dispatch_metrics, &watermark);
                 }
             }
         });
+        let fallback_watermark = dispatched.clone();
         let thread = std::thread::Builder::new()
             .name("claudemesh-db-writer".into())
-            .spawn(move || run(conn, rx, done_tx, metrics, max_batch.max(1)))
+            .spawn(move || {
+                run(
+                    conn,
+                    next_seq,
+                    rx,
+                    done_tx,
+                    metrics,
+                    max_batch.max(1),
+                    &fallback_watermark,
+                )
+            })
             .map_err(|source| StoreError::Io {
                 path: db_path.to_owned(),
                 source,
@@ -131,7 +150,17 @@ impl Writer {
             tx,
             thread: Mutex::new(Some(thread)),
             stop_checkpoints: stop,
+            dispatched,
         })
+    }
+
+    /// The dispatch watermark: every message numbered up to it has had its
+    /// pushes planned, in number order, each under its mesh's lock. Read
+    /// under a mesh lock, it splits that mesh's messages into those planned
+    /// before (at or below: a new connection must read them from the
+    /// store) and those planned after (pushed to it live).
+    pub fn dispatched(&self) -> i64 {
+        self.dispatched.load(Ordering::SeqCst)
     }
 
     /// Queues an operation, waiting for room. False when the writer has
@@ -207,10 +236,12 @@ fn checkpoint_loop(conn: Connection, stop: &AtomicBool) {
 
 fn run(
     mut conn: Connection,
+    mut next_seq: i64,
     mut rx: mpsc::Receiver<WriteOp>,
     done_tx: mpsc::UnboundedSender<Vec<Done>>,
     metrics: Arc<Metrics>,
     max_batch: usize,
+    watermark: &AtomicI64,
 ) {
     let mut batch = Vec::with_capacity(max_batch);
     while let Some(first) = rx.blocking_recv() {
@@ -221,11 +252,11 @@ fn run(
                 Err(_) => break,
             }
         }
-        let (done, stop) = apply_batch(&mut conn, &mut batch, &metrics);
+        let (done, stop) = apply_batch(&mut conn, &mut next_seq, &mut batch, &metrics);
         if let Err(mpsc::error::SendError(done)) = done_tx.send(done) {
             // No runtime to dispatch on (it is shutting down): answer here.
             for d in done {
-                complete(d, &metrics);
+                complete(d, &metrics, watermark);
             }
         }
         if let Some(stop) = stop {
@@ -247,6 +278,7 @@ fn run(
 /// shutdown reply when the batch held a shutdown.
 fn apply_batch(
     conn: &mut Connection,
+    next_seq: &mut i64,
     batch: &mut Vec<WriteOp>,
     metrics: &Metrics,
 ) -> (Vec<Done>, Option<oneshot::Sender<()>>) {
@@ -264,7 +296,7 @@ fn apply_batch(
             done.push(fail(op, StoreError::Commit(e.to_string())));
             continue;
         }
-        done.push(apply(conn, op));
+        done.push(apply(conn, next_seq, op));
     }
     let t1 = std::time::Instant::now();
     if began.is_ok() {
@@ -290,10 +322,15 @@ fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
-fn apply(conn: &Connection, op: WriteOp) -> Done {
+fn apply(conn: &Connection, next_seq: &mut i64, op: WriteOp) -> Done {
     match op {
-        WriteOp::Send(job) => {
-            let outcome = messages::insert(conn, &job.message);
+        WriteOp::Send(mut job) => {
+            // Numbers of a failed batch are skipped, never reused.
+            let seq = *next_seq;
+            *next_seq += 1;
+            job.message.message_id = crate::ids::message_id(seq);
+            job.message.seq = seq;
+            let outcome = messages::insert(conn, seq, &job.message);
             Done::Send(job, outcome)
         }
         WriteOp::Delivered(job) => {
@@ -356,9 +393,9 @@ fn poison(d: Done, why: &str) -> Done {
     }
 }
 
-fn complete(d: Done, metrics: &Metrics) {
+fn complete(d: Done, metrics: &Metrics, watermark: &AtomicI64) {
     match d {
-        Done::Send(job, outcome) => delivery::send_committed(job, outcome, metrics),
+        Done::Send(job, outcome) => delivery::send_committed(job, outcome, metrics, watermark),
         Done::Receipt(job, state, Some(route)) => {
             if state == DeliveryState::Delivered {
                 Metrics::inc(&metrics.messages_delivered);

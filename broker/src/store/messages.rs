@@ -28,50 +28,137 @@ pub enum InsertOutcome {
     },
 }
 
-/// Stores a message and its copies, unless (mesh, sender member, client id)
-/// is already there.
-pub fn insert(conn: &Connection, m: &NewMessage) -> Result<InsertOutcome, StoreError> {
-    let n = conn
-        .prepare_cached(
-            "INSERT INTO messages (id, mesh_id, sender_member_id, client_id, sender_pubkey,
-                 sender_session, sender_name, target, priority, sent_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-             ON CONFLICT (mesh_id, sender_member_id, client_id) DO NOTHING",
-        )?
-        .execute(params![
-            m.message_id,
-            m.mesh_id,
-            m.sender.member_id,
-            m.client_id,
-            m.sender.pubkey,
-            m.sender.session_id,
-            m.sender.display_name,
-            m.target,
-            m.priority.as_str(),
-            m.sent_at,
-            m.expires_at
-        ])?;
-    if n == 0 {
-        return match find_by_client_id(conn, &m.mesh_id, &m.sender.member_id, &m.client_id)? {
-            Some(message_id) => {
-                let recipients = recipient_states(conn, &message_id)?;
-                Ok(InsertOutcome::Duplicate {
-                    message_id,
-                    recipients,
-                })
-            }
-            None => Err(StoreError::Corrupt(
-                "a send id conflicted but its message is missing".into(),
-            )),
-        };
+/// The send-id dedupe key: FNV-1a (64-bit) of (mesh, sender member, client
+/// id). Stored in the database, so it must never change: it is written out
+/// here rather than taken from `std`, whose hashers are not stable.
+pub fn dedupe_key(mesh_id: &str, sender_member_id: &str, client_id: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for (i, part) in [mesh_id, sender_member_id, client_id].iter().enumerate() {
+        if i > 0 {
+            // A separator no id contains, so ("a", "bc") and ("ab", "c") differ.
+            h ^= 0xff;
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        for b in part.bytes() {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
     }
+    h as i64
+}
+
+/// Fills the dedupe keys of messages carried over from schema version 1.
+pub(crate) fn fill_dedupe_keys(conn: &Connection) -> Result<(), StoreError> {
+    let rows: Vec<(i64, String, String, String)> = conn
+        .prepare("SELECT seq, mesh_id, sender_member_id, client_id FROM messages")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut stmt = conn.prepare("UPDATE messages SET dedupe = ?2 WHERE seq = ?1")?;
+    for (seq, mesh, member, client) in rows {
+        stmt.execute(params![seq, dedupe_key(&mesh, &member, &client)])?;
+    }
+    Ok(())
+}
+
+/// The highest message sequence number stored (0 when there is none).
+pub fn max_seq(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(
+        conn.query_row("SELECT COALESCE(MAX(seq), 0) FROM messages", [], |r| {
+            r.get(0)
+        })?,
+    )
+}
+
+/// The sequence number a message id of this broker ends with
+/// (`msg_<prefix>_<seq hex>`).
+fn seq_in_id(message_id: &str) -> Option<i64> {
+    let (_, hex) = message_id.rsplit_once('_')?;
+    if hex.is_empty() || hex.len() > 15 {
+        return None;
+    }
+    i64::from_str_radix(hex, 16).ok()
+}
+
+/// A stored message found by its id.
+struct Found {
+    seq: i64,
+    mesh_id: String,
+    sender_member_id: String,
+}
+
+/// Finds a message by id: by the sequence number in the id (a rowid
+/// lookup, checked against the full stored id), else among the ids
+/// carried over from schema version 1.
+fn find(conn: &Connection, message_id: &str) -> Result<Option<Found>, StoreError> {
+    let mut by_seq = conn.prepare_cached(
+        "SELECT seq, mesh_id, sender_member_id FROM messages WHERE seq = ?1 AND id = ?2",
+    )?;
+    let read = |r: &rusqlite::Row<'_>| {
+        Ok(Found {
+            seq: r.get(0)?,
+            mesh_id: r.get(1)?,
+            sender_member_id: r.get(2)?,
+        })
+    };
+    if let Some(seq) = seq_in_id(message_id)
+        && let Some(found) = by_seq
+            .query_row(params![seq, message_id], read)
+            .optional()?
+    {
+        return Ok(Some(found));
+    }
+    let legacy: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM message_legacy_ids WHERE id = ?1")?
+        .query_row([message_id], |r| r.get(0))
+        .optional()?;
+    match legacy {
+        Some(seq) => Ok(by_seq
+            .query_row(params![seq, message_id], read)
+            .optional()?),
+        None => Ok(None),
+    }
+}
+
+/// Stores a message (as sequence number `seq`, which its id ends with)
+/// and its copies, unless (mesh, sender member, client id) is already there.
+pub fn insert(conn: &Connection, seq: i64, m: &NewMessage) -> Result<InsertOutcome, StoreError> {
+    let dedupe = dedupe_key(&m.mesh_id, &m.sender.member_id, &m.client_id);
+    if let Some(message_id) =
+        find_by_key(conn, dedupe, &m.mesh_id, &m.sender.member_id, &m.client_id)?
+    {
+        let recipients = recipient_states(conn, &message_id)?;
+        return Ok(InsertOutcome::Duplicate {
+            message_id,
+            recipients,
+        });
+    }
+    conn.prepare_cached(
+        "INSERT INTO messages (seq, id, dedupe, mesh_id, sender_member_id, client_id, sender_pubkey,
+             sender_session, sender_name, target, priority, sent_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+    )?
+    .execute(params![
+        seq,
+        m.message_id,
+        dedupe,
+        m.mesh_id,
+        m.sender.member_id,
+        m.client_id,
+        m.sender.pubkey,
+        m.sender.session_id,
+        m.sender.display_name,
+        m.target,
+        m.priority.as_str(),
+        m.sent_at,
+        m.expires_at
+    ])?;
     let mut stmt = conn.prepare_cached(
-        "INSERT INTO recipients (message_id, member_id, pubkey, sessions, nonce, ciphertext)
+        "INSERT INTO recipients (msg_seq, member_id, pubkey, sessions, nonce, ciphertext)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for r in &m.recipients {
         stmt.execute(params![
-            m.message_id,
+            seq,
             r.member_id,
             r.pubkey,
             sessions_to_json(&r.sessions),
@@ -82,6 +169,24 @@ pub fn insert(conn: &Connection, m: &NewMessage) -> Result<InsertOutcome, StoreE
     Ok(InsertOutcome::Stored)
 }
 
+fn find_by_key(
+    conn: &Connection,
+    dedupe: i64,
+    mesh_id: &str,
+    sender_member_id: &str,
+    client_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT id FROM messages WHERE dedupe = ?1 AND mesh_id = ?2
+                 AND sender_member_id = ?3 AND client_id = ?4",
+        )?
+        .query_row(params![dedupe, mesh_id, sender_member_id, client_id], |r| {
+            r.get(0)
+        })
+        .optional()?)
+}
+
 /// The message a sender already sent with this client id.
 pub fn find_by_client_id(
     conn: &Connection,
@@ -89,29 +194,16 @@ pub fn find_by_client_id(
     sender_member_id: &str,
     client_id: &str,
 ) -> Result<Option<String>, StoreError> {
-    Ok(conn
-        .prepare_cached(
-            "SELECT id FROM messages WHERE mesh_id = ?1 AND sender_member_id = ?2 AND client_id = ?3",
-        )?
-        .query_row([mesh_id, sender_member_id, client_id], |r| r.get(0))
-        .optional()?)
+    let dedupe = dedupe_key(mesh_id, sender_member_id, client_id);
+    find_by_key(conn, dedupe, mesh_id, sender_member_id, client_id)
 }
 
-fn route_for(
-    conn: &Connection,
-    message_id: &str,
-    sessions: String,
-) -> Result<Option<ReceiptRoute>, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT mesh_id, sender_member_id FROM messages WHERE id = ?1")?
-        .query_row([message_id], |r| {
-            Ok(ReceiptRoute {
-                mesh_id: r.get(0)?,
-                sender_member_id: r.get(1)?,
-                sessions: sessions_from_json(&sessions),
-            })
-        })
-        .optional()?)
+fn route(found: Found, sessions: &str) -> ReceiptRoute {
+    ReceiptRoute {
+        mesh_id: found.mesh_id,
+        sender_member_id: found.sender_member_id,
+        sessions: sessions_from_json(sessions),
+    }
 }
 
 /// Marks `member_id`'s copy delivered (a `client_ack`) and drops its
@@ -122,18 +214,18 @@ pub fn mark_delivered(
     member_id: &str,
     at: i64,
 ) -> Result<Option<ReceiptRoute>, StoreError> {
+    let Some(found) = find(conn, message_id)? else {
+        return Ok(None);
+    };
     let sessions: Option<String> = conn
         .prepare_cached(
             "UPDATE recipients SET delivered_at = ?3, nonce = NULL, ciphertext = NULL
-             WHERE message_id = ?1 AND member_id = ?2 AND delivered_at IS NULL
+             WHERE msg_seq = ?1 AND member_id = ?2 AND delivered_at IS NULL
              RETURNING sessions",
         )?
-        .query_row(params![message_id, member_id, at], |r| r.get(0))
+        .query_row(params![found.seq, member_id, at], |r| r.get(0))
         .optional()?;
-    match sessions {
-        Some(s) => route_for(conn, message_id, s),
-        None => Ok(None),
-    }
+    Ok(sessions.map(|s| route(found, &s)))
 }
 
 /// Records that `session_id` of `member_id` has seen the message. `Some`
@@ -145,23 +237,26 @@ pub fn mark_seen(
     session_id: &str,
     at: i64,
 ) -> Result<Option<ReceiptRoute>, StoreError> {
+    let Some(found) = find(conn, message_id)? else {
+        return Ok(None);
+    };
     let sessions: Option<String> = conn
-        .prepare_cached("SELECT sessions FROM recipients WHERE message_id = ?1 AND member_id = ?2")?
-        .query_row([message_id, member_id], |r| r.get(0))
+        .prepare_cached("SELECT sessions FROM recipients WHERE msg_seq = ?1 AND member_id = ?2")?
+        .query_row(params![found.seq, member_id], |r| r.get(0))
         .optional()?;
     let Some(sessions) = sessions else {
         return Ok(None);
     };
     let n = conn
         .prepare_cached(
-            "INSERT INTO seen (message_id, member_id, session_id, at) VALUES (?1, ?2, ?3, ?4)
+            "INSERT INTO seen (msg_seq, member_id, session_id, at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT DO NOTHING",
         )?
-        .execute(params![message_id, member_id, session_id, at])?;
+        .execute(params![found.seq, member_id, session_id, at])?;
     if n == 0 {
         return Ok(None);
     }
-    route_for(conn, message_id, sessions)
+    Ok(Some(route(found, &sessions)))
 }
 
 /// Per-recipient states of a message, as `ack` (for a duplicate) and
@@ -172,16 +267,19 @@ pub fn recipient_states(
     conn: &Connection,
     message_id: &str,
 ) -> Result<Vec<RecipientState>, StoreError> {
+    let Some(found) = find(conn, message_id)? else {
+        return Ok(Vec::new());
+    };
     let mut seen_stmt =
-        conn.prepare_cached("SELECT member_id, session_id FROM seen WHERE message_id = ?1")?;
+        conn.prepare_cached("SELECT member_id, session_id FROM seen WHERE msg_seq = ?1")?;
     let seen: Vec<(String, String)> = seen_stmt
-        .query_map([message_id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .query_map([found.seq], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare_cached(
         "SELECT member_id, pubkey, sessions, delivered_at IS NOT NULL
-         FROM recipients WHERE message_id = ?1 ORDER BY rowid",
+         FROM recipients WHERE msg_seq = ?1 ORDER BY rowid",
     )?;
-    let rows = stmt.query_map([message_id], |r| {
+    let rows = stmt.query_map([found.seq], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
@@ -244,30 +342,39 @@ pub fn involves_member(
     mesh_id: &str,
     member_id: &str,
 ) -> Result<bool, StoreError> {
+    let Some(found) = find(conn, message_id)? else {
+        return Ok(false);
+    };
+    if found.mesh_id != mesh_id {
+        return Ok(false);
+    }
+    if found.sender_member_id == member_id {
+        return Ok(true);
+    }
     Ok(conn
-        .prepare_cached(
-            "SELECT 1 FROM messages m WHERE m.id = ?1 AND m.mesh_id = ?2 AND (m.sender_member_id = ?3
-               OR EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id AND r.member_id = ?3))",
-        )?
-        .query_row([message_id, mesh_id, member_id], |_| Ok(()))
+        .prepare_cached("SELECT 1 FROM recipients WHERE msg_seq = ?1 AND member_id = ?2")?
+        .query_row(params![found.seq, member_id], |_| Ok(()))
         .optional()?
         .is_some())
 }
 
-/// Undelivered, unexpired copies for `member_id`, oldest first.
+/// Undelivered, unexpired copies for `member_id` numbered up to `max_seq`,
+/// oldest first.
 pub fn pending_for_member(
     conn: &Connection,
     member_id: &str,
     now_ms: i64,
+    max_seq: i64,
 ) -> Result<Vec<PendingPush>, StoreError> {
     let mut stmt = conn.prepare_cached(
-        "SELECT r.message_id, r.sessions, r.nonce, r.ciphertext, m.sender_pubkey,
+        "SELECT m.id, r.sessions, r.nonce, r.ciphertext, m.sender_pubkey,
                 m.sender_session, m.sender_name, m.target, m.priority, m.sent_at
-         FROM recipients r JOIN messages m ON m.id = r.message_id
+         FROM recipients r JOIN messages m ON m.seq = r.msg_seq
          WHERE r.member_id = ?1 AND r.delivered_at IS NULL AND m.expires_at > ?2
+             AND r.msg_seq <= ?3
          ORDER BY m.sent_at, r.rowid",
     )?;
-    let rows = stmt.query_map(params![member_id, now_ms], |r| {
+    let rows = stmt.query_map(params![member_id, now_ms, max_seq], |r| {
         let priority: String = r.get(8)?;
         Ok(PendingPush {
             message_id: r.get(0)?,
@@ -293,14 +400,23 @@ pub fn queue_depth(conn: &Connection) -> Result<i64, StoreError> {
 }
 
 /// Deletes messages past their 7-day life, with their copies and receipts.
+///
+/// There is no expiry index (one less B-tree insert per message): message
+/// sequence numbers grow with time, so this walks the rowid range from the
+/// oldest message to the first one still alive and deletes everything
+/// before it. (A message stored while the clock stood further back than an
+/// older one waits for that older one; it is never pushed once expired.)
 pub fn purge_expired(conn: &Connection, now_ms: i64) -> Result<usize, StoreError> {
-    conn.execute(
-        "DELETE FROM recipients WHERE message_id IN (SELECT id FROM messages WHERE expires_at <= ?1)",
-        [now_ms],
-    )?;
-    conn.execute(
-        "DELETE FROM seen WHERE message_id IN (SELECT id FROM messages WHERE expires_at <= ?1)",
-        [now_ms],
-    )?;
-    Ok(conn.execute("DELETE FROM messages WHERE expires_at <= ?1", [now_ms])?)
+    let alive: Option<i64> = conn
+        .prepare_cached("SELECT seq FROM messages WHERE expires_at > ?1 ORDER BY seq LIMIT 1")?
+        .query_row([now_ms], |r| r.get(0))
+        .optional()?;
+    let cutoff = match alive {
+        Some(seq) => seq,
+        None => max_seq(conn)?.saturating_add(1),
+    };
+    conn.execute("DELETE FROM recipients WHERE msg_seq < ?1", [cutoff])?;
+    conn.execute("DELETE FROM seen WHERE msg_seq < ?1", [cutoff])?;
+    conn.execute("DELETE FROM message_legacy_ids WHERE seq < ?1", [cutoff])?;
+    Ok(conn.execute("DELETE FROM messages WHERE seq < ?1", [cutoff])?)
 }

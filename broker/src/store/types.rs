@@ -58,6 +58,8 @@ pub struct RecipientCopy {
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub message_id: String,
+    /// Its sequence number in the store (assigned by the writer).
+    pub seq: i64,
     pub mesh_id: String,
     pub client_id: String,
     pub sender: SenderInfo,

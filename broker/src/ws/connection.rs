@@ -208,10 +208,12 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
                 peers: state.peers(exclude.as_ref()),
             });
             handle.send_text(ack.to_json());
-            Some(())
+            // Read under the lock that made this connection visible to
+            // pushes: see `redeliver`.
+            Some(ctx.writer.dispatched())
         }
     };
-    if attached.is_none() {
+    let Some(dispatched) = attached else {
         ctx.metrics.connection_rejected("too_many_connections");
         let err = error_text(
             "too_many_connections",
@@ -221,7 +223,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
             ),
         );
         return close_direct(sink, stream, vec![err], 1008, "too_many_connections").await;
-    }
+    };
     crate::metrics::Metrics::inc(&ctx.metrics.connections_accepted);
     tracing::info!(
         mesh = %hello.mesh_id,
@@ -237,6 +239,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
         handle.clone(),
         member.id.clone(),
         None,
+        dispatched,
     ));
 
     let conn = Connection {
@@ -334,16 +337,23 @@ fn depart(ctx: &Arc<Ctx>, mesh: &Arc<Mesh>, conn: &Connection, departure: Depart
 
 /// Pushes the member's stored, unacknowledged messages to this connection
 /// (all of them, or those naming `session`).
+///
+/// `dispatched` is the writer's dispatch watermark read under the mesh lock
+/// that made the connection (or session) visible: every message numbered
+/// above it is planned after that moment, so it is pushed here live, and
+/// only those at or below it need this read (which also keeps a message
+/// from being pushed twice, live and again here).
 pub async fn redeliver(
     ctx: Arc<Ctx>,
     handle: ConnHandle,
     member_id: String,
     session: Option<String>,
+    dispatched: i64,
 ) {
     let now = ctx.now_ms();
     let store = ctx.store.clone();
     let pending = tokio::task::spawn_blocking(move || {
-        store.read(|c| messages::pending_for_member(c, &member_id, now))
+        store.read(|c| messages::pending_for_member(c, &member_id, now, dispatched))
     })
     .await;
     let pending = match pending {

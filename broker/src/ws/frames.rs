@@ -237,20 +237,24 @@ impl Connection {
             let name = state
                 .open_session(self.id, spec, now)
                 .map_err(|_| unknown_session(&sid))?;
+            // Read under the lock that made the session visible to pushes.
+            let dispatched = self.ctx.writer.dispatched();
             // Queued under the lock, so that it precedes any event about
             // this session on this connection.
             self.reply(ServerFrame::SessionOpened {
                 session_id: sid.clone(),
                 display_name: name.clone(),
             });
-            name
+            (name, dispatched)
         };
+        let (name, dispatched) = name;
         tracing::debug!(session = %sid, name = %name, "session opened");
         tokio::spawn(crate::ws::connection::redeliver(
             self.ctx.clone(),
             self.handle.clone(),
             self.member.id.clone(),
             Some(sid),
+            dispatched,
         ));
         Ok(())
     }
@@ -357,7 +361,9 @@ impl Connection {
             })
             .collect();
         let message = NewMessage {
-            message_id: crate::ids::message_id(),
+            // Assigned by the writer with the message's sequence number.
+            message_id: String::new(),
+            seq: 0,
             mesh_id: self.mesh.id.clone(),
             client_id: send.id.clone(),
             sender: SenderInfo {
