@@ -72,7 +72,7 @@ pub fn now_secs() -> i64 {
 
 /// This machine's name, short form.
 pub fn hostname() -> String {
-    let short = raw_hostname()
+    let short = claudemesh_daemon::host::host_name()
         .split('.')
         .next()
         .unwrap_or_default()
@@ -83,24 +83,6 @@ pub fn hostname() -> String {
     } else {
         short
     }
-}
-
-#[cfg(unix)]
-fn raw_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; the result is read only
-    // up to the first NUL (or the whole buffer if truncated).
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
-
-#[cfg(not(unix))]
-fn raw_hostname() -> String {
-    std::env::var("COMPUTERNAME").unwrap_or_default()
 }
 
 pub fn username() -> String {

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod config;
+pub mod host;
 #[cfg(feature = "keys")]
 pub mod keystore;
 pub mod paths;

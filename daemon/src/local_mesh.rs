@@ -117,7 +117,7 @@ fn enroll_self(
         }
     };
     let pubkey = key.public_key().to_hex();
-    let host = crate::sessions::host_name();
+    let host = crate::host::host_name();
     let member = admin.enroll_member(
         &mesh.id,
         &pubkey,

@@ -253,6 +253,18 @@ impl Core {
         }
     }
 
+    /// The mesh of an attached session.
+    pub fn session_mesh(&self, session_id: &str) -> Result<Arc<Mesh>, IpcError> {
+        let mesh_id = self
+            .sessions
+            .lock()
+            .get(session_id)
+            .map(|s| s.row.mesh_id.clone())
+            .ok_or_else(not_attached)?;
+        self.mesh(&mesh_id)
+            .ok_or_else(|| IpcError::new("unknown_mesh", "this session's mesh is no longer joined"))
+    }
+
     /// Ends a session for good: closed at the broker, its undelivered
     /// copies dropped.
     pub async fn end_session(&self, session_id: &str, why: &str) {

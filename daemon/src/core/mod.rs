@@ -75,7 +75,7 @@ impl Core {
             store,
             keystore: Arc::new(keystore),
             install_id,
-            host: crate::sessions::host_name(),
+            host: crate::host::host_name(),
             options,
             sessions: Sessions::default(),
             meshes: RwLock::new(HashMap::new()),

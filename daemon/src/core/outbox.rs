@@ -80,15 +80,8 @@ impl Core {
                 "`to` must be a display name, @group, *, a member key or key/sessionId",
             ));
         }
-        let mesh_id = self
-            .sessions
-            .lock()
-            .get(&sid)
-            .map(|s| s.row.mesh_id.clone())
-            .ok_or_else(super::attach::not_attached)?;
-        let mesh = self.mesh(&mesh_id).ok_or_else(|| {
-            IpcError::new("unknown_mesh", "this session's mesh is no longer joined")
-        })?;
+        let mesh = self.session_mesh(&sid)?;
+        let mesh_id = mesh.id().to_owned();
         if mesh.is_revoked() {
             return Err(IpcError::new(
                 "revoked",

@@ -27,15 +27,8 @@ impl Core {
         session_id: Option<&str>,
     ) -> Result<Vec<PeerView>, IpcError> {
         let sid = self.check_attached(conn_id, session_id)?;
-        let mesh_id = self
-            .sessions
-            .lock()
-            .get(&sid)
-            .map(|s| s.row.mesh_id.clone())
-            .ok_or_else(super::attach::not_attached)?;
-        let mesh = self.mesh(&mesh_id).ok_or_else(|| {
-            IpcError::new("unknown_mesh", "this session's mesh is no longer joined")
-        })?;
+        let mesh = self.session_mesh(&sid)?;
+        let mesh_id = mesh.id().to_owned();
         if mesh.link.is_connected() {
             self.refresh_peers(&mesh).await;
         }

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::process_info::ProcessId;
 use crate::store::SessionRow;
 
-pub use names::{default_display_name, host_name, validate_attach, validate_group};
+pub use names::{default_display_name, validate_attach, validate_group};
 
 /// The connection a session is attached to.
 pub struct Attachment {

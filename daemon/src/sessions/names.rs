@@ -4,6 +4,8 @@ use std::path::Path;
 
 use claudemesh_protocol::ipc::{AttachArgs, IpcError};
 
+use crate::host::host_name;
+
 /// Longest display name, cwd, group name, and group count accepted.
 const MAX_NAME_CHARS: usize = 64;
 const MAX_CWD_BYTES: usize = 4096;
@@ -67,19 +69,6 @@ pub fn default_display_name(cwd: &str) -> String {
         .filter(|c| !c.is_control())
         .take(MAX_NAME_CHARS)
         .collect()
-}
-
-/// This machine's host name (empty if it cannot be read).
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its full length, and gethostname
-    // writes at most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return String::new();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
 #[cfg(test)]
