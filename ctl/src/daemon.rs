@@ -127,6 +127,7 @@ pub async fn attach_self(
         cwd,
         claude_pid: std::process::id(),
         groups: Vec::new(),
+        transient: true,
     };
     match request(client, Request::Attach(args)).await {
         Ok(Response::Attached(info)) => Ok(info),

@@ -362,6 +362,7 @@ async fn run(n: usize, per_session: usize, rate: f64) {
                     cwd: format!("/tmp/bench/s{i}"),
                     claude_pid,
                     groups: vec![],
+                    transient: false,
                 }))
                 .await?
             {

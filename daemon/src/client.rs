@@ -22,4 +22,6 @@ mod start;
 
 pub use connection::{DaemonClient, Welcome};
 pub use error::ClientError;
-pub use start::{DAEMON_EXE_ENV, START_TIMEOUT, daemon_log_path, find_daemon_exe};
+pub use start::{
+    DAEMON_EXE_ENV, EXIT_ALREADY_RUNNING, START_TIMEOUT, daemon_log_path, find_daemon_exe,
+};

@@ -127,6 +127,10 @@ impl Mesh {
         lock(&self.pending_closes).insert(session_id.to_owned());
     }
 
+    pub fn cancel_pending_close(&self, session_id: &str) {
+        lock(&self.pending_closes).remove(session_id);
+    }
+
     pub fn take_pending_closes(&self) -> Vec<String> {
         lock(&self.pending_closes).drain().collect()
     }

@@ -22,8 +22,7 @@ use crate::local_mesh::LocalMesh;
 use crate::paths::Paths;
 use crate::store::Store;
 
-/// Exit code when another daemon already runs for this user.
-pub const EXIT_ALREADY_RUNNING: u8 = 3;
+pub use crate::client::EXIT_ALREADY_RUNNING;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {

@@ -331,3 +331,193 @@ async fn hook_context_finds_the_callers_session() {
         other => panic!("{other:?}"),
     }
 }
+
+/// This daemon's member key in its only mesh.
+async fn member_of(c: &mut support::client::TestClient) -> String {
+    match c.request(Request::DaemonStatus).await {
+        Ok(Response::DaemonStatus(s)) => s.meshes[0].member.clone(),
+        other => panic!("daemon_status answered {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_from_a_session_that_ended_while_the_broker_was_down_is_delivered() {
+    let mut broker = TestBroker::start().await;
+    let (home_a, home_b) = (Home::new(), Home::new());
+    broker.enroll(&home_a, "team", "a");
+    broker.enroll(&home_b, "team", "b");
+    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
+    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let me = std::process::id();
+    let mut b = db.client().await;
+    b.attach(me, "bob", None).await;
+    let mut a = da.client().await;
+    a.attach(me, "alice", None).await;
+    eventually(WAIT, async || {
+        b.peer_names()
+            .await
+            .contains(&"alice".to_owned())
+            .then_some(())
+    })
+    .await
+    .expect("bob sees alice");
+    let bob = member_of(&mut b).await;
+
+    broker.stop().await;
+    // A script's `claudemesh-ctl send`: attach, send (accepted: durable
+    // here), detach, exit — all before the broker is back.
+    let mut script = Relay::spawn(&home_a.socket(), RelayMode::SelfIsClaude).await;
+    script
+        .client
+        .attach(script.claude_pid, "script", None)
+        .await;
+    match script
+        .client
+        .request(send(&bob, "from a script", Priority::Now))
+        .await
+    {
+        Ok(Response::Sent(_)) => {}
+        other => panic!("send answered {other:?}"),
+    }
+    script
+        .client
+        .request(Request::Detach)
+        .await
+        .expect("detach");
+    script.kill_claude().await;
+    // Meanwhile alice's shim restarts: detach and attach again, offline.
+    a.request(Request::Detach).await.expect("alice detaches");
+    let mut a = da.client().await;
+    a.attach(me, "alice", None).await;
+    broker.restart().await;
+
+    let got = b
+        .next_message(Duration::from_secs(40))
+        .await
+        .expect("the script's message arrives");
+    assert_eq!(got.text, "from a script");
+    let drained = eventually(WAIT, async || match a.request(Request::ListOutbox).await {
+        Ok(Response::Outbox { messages }) if messages.is_empty() => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(drained.is_some(), "nothing stuck or failed in the outbox");
+    // The script's session ends once its message is in; alice, who came
+    // back, is not closed by the close owed for her earlier life.
+    let names = eventually(WAIT, async || {
+        let n = b.peer_names().await;
+        (!n.contains(&"script".to_owned())).then_some(n)
+    })
+    .await
+    .expect("the script's session ends");
+    assert!(names.contains(&"alice".to_owned()), "{names:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(b.peer_names().await.contains(&"alice".to_owned()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_lived_client_never_takes_messages_meant_for_the_next_session() {
+    let broker = TestBroker::start().await;
+    let (home_a, home_b) = (Home::new(), Home::new());
+    broker.enroll(&home_a, "team", "a");
+    broker.enroll(&home_b, "team", "b");
+    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
+    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let me = std::process::id();
+    let mut b_status = db.client().await;
+    let bob = member_of(&mut b_status).await;
+    let mut a = da.client().await;
+    a.attach(me, "alice", None).await;
+    // To bob's member while bob's daemon has no session: kept for the
+    // next session that attaches there.
+    a.request(send(&bob, "for whoever comes", Priority::Now))
+        .await
+        .expect("send");
+    let delivered = eventually(WAIT, async || match a.request(Request::ListOutbox).await {
+        Ok(Response::Outbox { messages }) if messages.is_empty() => Some(()),
+        _ => None,
+    })
+    .await;
+    assert!(delivered.is_some(), "the broker accepted the message");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // `claudemesh-ctl peers` or `send`: a transient attach takes nothing.
+    let mut ctl = Relay::spawn(&home_b.socket(), RelayMode::SelfIsClaude).await;
+    let attached = ctl
+        .client
+        .request(Request::Attach(claudemesh_protocol::ipc::AttachArgs {
+            mesh: None,
+            display_name: Some("ctl".into()),
+            cwd: "/tmp".into(),
+            claude_pid: ctl.claude_pid,
+            groups: vec![],
+            transient: true,
+        }))
+        .await;
+    match attached {
+        Ok(Response::Attached(info)) => assert_eq!(info.pending, 0),
+        other => panic!("attach answered {other:?}"),
+    }
+    assert!(ctl.client.fetch(true).await.is_empty());
+    ctl.client.request(Request::Detach).await.expect("detach");
+
+    let mut b = db.client().await;
+    let info = b.attach(me, "bob", None).await;
+    assert_eq!(info.pending, 1);
+    let texts: Vec<String> = b.fetch(true).await.into_iter().map(|m| m.text).collect();
+    assert_eq!(texts, ["for whoever comes"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_inbox_is_handed_over_in_answers_the_client_can_read() {
+    let home = Home::new();
+    let daemon = Daemon::start_ready(&home, &[]).await;
+    let mut a = Relay::spawn(&home.socket(), RelayMode::SelfIsClaude).await;
+    let mut b = Relay::spawn(&home.socket(), RelayMode::SelfIsClaude).await;
+    a.client.attach(a.claude_pid, "writer", None).await;
+    b.client.attach(b.claude_pid, "reader", None).await;
+    b.client
+        .request(Request::SetStatus {
+            status: PeerStatus::Working,
+        })
+        .await
+        .expect("working");
+    // 80 messages of 60 KB: 4.8 MB, more than one socket line may carry.
+    const COUNT: usize = 80;
+    for i in 0..COUNT {
+        let text = format!("{i:02}:{}", "x".repeat(60 * 1024));
+        a.client
+            .request(send("reader", &text, Priority::Low))
+            .await
+            .expect("send");
+    }
+    eventually(Duration::from_secs(30), async || {
+        match b.client.request(Request::Pending).await {
+            Ok(Response::Pending { count }) if count as usize == COUNT => Some(()),
+            _ => None,
+        }
+    })
+    .await
+    .expect("all stored");
+
+    let first = b.client.fetch(true).await;
+    assert!(
+        !first.is_empty() && first.len() < COUNT,
+        "one answer carried {} of {COUNT} messages",
+        first.len()
+    );
+    // Only what was handed over is marked seen: the rest are still pending.
+    match b.client.request(Request::Pending).await {
+        Ok(Response::Pending { count }) => assert_eq!(count as usize, COUNT - first.len()),
+        other => panic!("pending answered {other:?}"),
+    }
+    let mut all: Vec<String> = first.into_iter().map(|m| m.text[..2].to_owned()).collect();
+    while all.len() < COUNT {
+        let more = b.client.fetch(true).await;
+        assert!(!more.is_empty(), "pending messages were not handed over");
+        all.extend(more.into_iter().map(|m| m.text[..2].to_owned()));
+    }
+    let expected: Vec<String> = (0..COUNT).map(|i| format!("{i:02}")).collect();
+    assert_eq!(all, expected, "each message once, oldest first");
+    drop(daemon);
+}

@@ -124,6 +124,11 @@ pub struct AttachArgs {
     pub claude_pid: u32,
     #[serde(default)]
     pub groups: Vec<String>,
+    /// A short-lived client (a script's `claudemesh-ctl send`): the session
+    /// never takes the messages that arrived while the mesh had no session,
+    /// since it would end before showing them to anyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -465,6 +470,7 @@ mod tests {
                 cwd: "/tmp".into(),
                 claude_pid: 42,
                 groups: vec!["backend".into()],
+                transient: true,
             }),
             Request::Detach,
             Request::Send(SendArgs {

@@ -128,6 +128,7 @@ impl Settings {
                 cwd,
                 claude_pid,
                 groups,
+                transient: false,
             },
             channel,
         }

@@ -23,11 +23,14 @@ use crate::paths::Paths;
 pub const DAEMON_EXE_ENV: &str = "CLAUDEMESH_DAEMON";
 
 /// How long a client waits for a daemon it started to answer.
-pub const START_TIMEOUT: Duration = Duration::from_secs(5);
+pub const START_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long to keep trying after the started process exited with a failure:
-/// it may have lost the race to a daemon another client started, which is
-/// about to answer.
+/// `claudemeshd run` exits with this code when another daemon already runs
+/// for this user (it holds the instance lock).
+pub const EXIT_ALREADY_RUNNING: u8 = 3;
+
+/// How long to keep trying after the started process failed for another
+/// reason: a daemon started by someone else may still be about to answer.
 const GRACE_AFTER_EXIT: Duration = Duration::from_millis(1500);
 
 const DAEMON_EXE_NAME: &str = "claudemeshd";
@@ -125,7 +128,11 @@ pub(crate) async fn connect_or_start_at(
             && let Ok(Some(status)) = child.try_wait()
         {
             exited = Some(status);
-            if !status.success() {
+            // Losing the race to another client's daemon is the normal case
+            // when shims start together: that daemon holds the lock and will
+            // answer once it has started, so keep waiting for it.
+            let lost_the_race = status.code() == Some(i32::from(EXIT_ALREADY_RUNNING));
+            if !status.success() && !lost_the_race {
                 deadline = deadline.min(Instant::now() + GRACE_AFTER_EXIT);
             }
         }

@@ -119,6 +119,7 @@ impl Core {
                     }
                     s.row.cwd = args.cwd.clone();
                     s.attachment = Some(attachment);
+                    s.draining = false;
                     (s.row.clone(), true, reopen)
                 }
                 None => {
@@ -141,6 +142,7 @@ impl Core {
                         Session {
                             row: row.clone(),
                             attachment: Some(attachment),
+                            draining: false,
                         },
                     );
                     (row, false, true)
@@ -148,13 +150,23 @@ impl Core {
             }
         };
 
+        // Session ids are stable: a close still owed for an earlier life of
+        // this session must not follow its new open.
+        mesh.cancel_pending_close(&session_id);
         let saved = row.clone();
         let mesh_id = mesh.id().to_owned();
         let sid = session_id.clone();
+        let transient = args.transient;
         self.store
             .call(move |db| {
                 db.save_session(&saved)?;
-                db.assign_unassigned(&mesh_id, &sid)
+                // A short-lived client (ctl send, peers) would take them
+                // and end before showing them to anyone.
+                if transient {
+                    Ok(0)
+                } else {
+                    db.assign_unassigned(&mesh_id, &sid)
+                }
             })
             .await
             .map_err(internal)?;
@@ -267,9 +279,39 @@ impl Core {
 
     /// Ends a session for good: closed at the broker, its undelivered
     /// copies dropped.
+    ///
+    /// A session with messages still waiting for the broker is only
+    /// detached and marked draining; it ends when they are settled
+    /// ([`Core::settle_draining`]).
     pub async fn end_session(&self, session_id: &str, why: &str) {
-        let Some(session) = self.sessions.lock().remove(session_id) else {
-            return;
+        let sid = session_id.to_owned();
+        let unsent = match self
+            .store
+            .call(move |db| db.outbox_pending_for_session(&sid))
+            .await
+        {
+            Ok(n) => n,
+            Err(e) => {
+                internal(e);
+                0
+            }
+        };
+        let session = {
+            let mut map = self.sessions.lock();
+            if unsent > 0 {
+                if let Some(s) = map.get_mut(session_id) {
+                    s.attachment = None;
+                    if !s.draining {
+                        s.draining = true;
+                        tracing::info!(session = %session_id, unsent, reason = why, "session kept open until the broker accepts its messages");
+                    }
+                }
+                return;
+            }
+            match map.remove(session_id) {
+                Some(s) => s,
+                None => return,
+            }
         };
         tracing::info!(session = %session_id, reason = why, "session ended");
         if let Some(mesh) = self.mesh(&session.row.mesh_id) {
@@ -287,6 +329,21 @@ impl Core {
         let sid = session_id.to_owned();
         if let Err(e) = self.store.call(move |db| db.delete_session(&sid)).await {
             internal(e);
+        }
+    }
+
+    /// Ends the draining sessions whose messages have all been settled
+    /// (accepted by the broker, or failed for good).
+    pub async fn settle_draining(&self) {
+        let draining: Vec<String> = self
+            .sessions
+            .lock()
+            .values()
+            .filter(|s| s.draining)
+            .map(|s| s.row.session_id.clone())
+            .collect();
+        for sid in draining {
+            self.end_session(&sid, "its last message was settled").await;
         }
     }
 
@@ -313,7 +370,16 @@ impl Core {
 
     /// Loads the sessions saved by the previous run; those whose Claude
     /// Code still lives are carried on, the others closed.
+    ///
+    /// Until this has run, mesh workers handle no broker frame (see
+    /// `Core::restored`).
     pub async fn restore_sessions(&self) -> Result<(), crate::store::StoreError> {
+        let result = self.restore_saved_sessions().await;
+        self.restored.send_replace(true);
+        result
+    }
+
+    async fn restore_saved_sessions(&self) -> Result<(), crate::store::StoreError> {
         let rows = self.store.call(|db| db.load_sessions()).await?;
         let mut gone = Vec::new();
         for row in rows {
@@ -322,8 +388,17 @@ impl Core {
                 start_time: row.claude_start,
             };
             let mesh = self.mesh(&row.mesh_id);
+            let alive = process_info::is_alive(claude);
+            let sid = row.session_id.clone();
+            let unsent = if alive || mesh.is_none() {
+                0
+            } else {
+                self.store
+                    .call(move |db| db.outbox_pending_for_session(&sid))
+                    .await?
+            };
             match mesh {
-                Some(mesh) if process_info::is_alive(claude) => {
+                Some(mesh) if alive || unsent > 0 => {
                     // In the map first: a link that connects from now on
                     // reopens it; one already connected is told here.
                     self.sessions.lock().insert(
@@ -331,6 +406,7 @@ impl Core {
                         Session {
                             row: row.clone(),
                             attachment: None,
+                            draining: !alive,
                         },
                     );
                     if mesh.link.is_connected() {

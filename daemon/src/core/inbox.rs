@@ -17,6 +17,10 @@ use crate::mesh::Mesh;
 use crate::process_info;
 use crate::store::{InboxRow, ReceiptDue};
 
+/// The most message bytes one inbox answer carries: well under the
+/// client's line limit (`MAX_IPC_LINE_BYTES`), leaving room for the frame.
+const ANSWER_BUDGET_BYTES: usize = claudemesh_protocol::ipc::MAX_IPC_LINE_BYTES * 3 / 4;
+
 impl Core {
     /// Pushes from the broker, as many as arrived together. Each is
     /// opened, all are committed in one write, and only then acknowledged
@@ -182,10 +186,19 @@ impl Core {
         mark_seen: bool,
     ) -> Result<Vec<InboxMessage>, IpcError> {
         let sid = self.check_attached(conn_id, session_id)?;
-        self.take_unseen(&sid, mark_seen).await
+        let mut budget = ANSWER_BUDGET_BYTES;
+        self.take_unseen(&sid, mark_seen, &mut budget).await
     }
 
-    async fn take_unseen(&self, sid: &str, mark_seen: bool) -> Result<Vec<InboxMessage>, IpcError> {
+    /// The session's unseen messages, oldest first, as many as fit in
+    /// `budget` bytes of answer (at least one); only those returned are
+    /// marked seen, the rest stay pending for the next call.
+    async fn take_unseen(
+        &self,
+        sid: &str,
+        mark_seen: bool,
+        budget: &mut usize,
+    ) -> Result<Vec<InboxMessage>, IpcError> {
         let slug = self.slug_of_session(sid).unwrap_or_default();
         let owned = sid.to_owned();
         let rows = self
@@ -193,11 +206,23 @@ impl Core {
             .call(move |db| db.inbox_unseen(&owned))
             .await
             .map_err(internal)?;
-        if mark_seen && !rows.is_empty() {
-            let ids: Vec<String> = rows.iter().map(|r| r.message_id.clone()).collect();
+        let mut messages = Vec::new();
+        for row in &rows {
+            let message = to_message(row, &slug);
+            let size = serde_json::to_string(&message).map_or(usize::MAX, |j| j.len() + 1);
+            // One message always fits in an answer that holds nothing else.
+            let answer_is_empty = messages.is_empty() && *budget == ANSWER_BUDGET_BYTES;
+            if size > *budget && !answer_is_empty {
+                break;
+            }
+            *budget = budget.saturating_sub(size);
+            messages.push(message);
+        }
+        if mark_seen && !messages.is_empty() {
+            let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
             self.mark_seen_ids(sid, ids).await?;
         }
-        Ok(rows.iter().map(|r| to_message(r, &slug)).collect())
+        Ok(messages)
     }
 
     pub async fn pending(&self, conn_id: u64, session_id: Option<&str>) -> Result<u32, IpcError> {
@@ -291,8 +316,12 @@ impl Core {
                 .unwrap_or_default()
         };
         let mut messages = Vec::new();
+        let mut budget = ANSWER_BUDGET_BYTES;
         for sid in &sessions {
-            messages.extend(self.take_unseen(sid, true).await?);
+            if budget == 0 {
+                break;
+            }
+            messages.extend(self.take_unseen(sid, true, &mut budget).await?);
         }
         Ok((sessions.into_iter().next(), messages))
     }

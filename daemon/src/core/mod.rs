@@ -59,6 +59,10 @@ pub struct Core {
     waiters: Mutex<HashMap<String, oneshot::Sender<SendOutcome>>>,
     /// Config reloads run one at a time.
     reload: tokio::sync::Mutex<Option<std::time::SystemTime>>,
+    /// Set once the previous run's sessions are back in `sessions`: mesh
+    /// workers wait for it, so that a push naming a restored session never
+    /// arrives before that session does.
+    restored: tokio::sync::watch::Sender<bool>,
     next_id: AtomicU64,
 }
 
@@ -82,6 +86,7 @@ impl Core {
             problems: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             reload: tokio::sync::Mutex::new(None),
+            restored: tokio::sync::watch::Sender::new(false),
             next_id: AtomicU64::new(1),
         }))
     }

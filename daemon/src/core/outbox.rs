@@ -290,12 +290,15 @@ impl Core {
             internal(e);
             return;
         }
-        let mut waiters = self.waiters();
-        for ack in acks {
-            if let Some(waiter) = waiters.remove(&ack.id) {
-                let _ = waiter.send(SendOutcome::Acked(ack.recipients));
+        {
+            let mut waiters = self.waiters();
+            for ack in acks {
+                if let Some(waiter) = waiters.remove(&ack.id) {
+                    let _ = waiter.send(SendOutcome::Acked(ack.recipients));
+                }
             }
         }
+        self.settle_draining().await;
     }
 
     /// The broker refused a send.
@@ -334,6 +337,7 @@ impl Core {
             if let Some(waiter) = self.waiters().remove(&id) {
                 let _ = waiter.send(SendOutcome::Failed(IpcError::new(&code, message)));
             }
+            self.settle_draining().await;
             return;
         }
         let mut extra = row.extra_members.clone();
@@ -347,6 +351,7 @@ impl Core {
                 if let Some(waiter) = self.waiters().remove(&id) {
                     let _ = waiter.send(SendOutcome::Failed(IpcError::new(&code, message)));
                 }
+                self.settle_draining().await;
                 return;
             }
             for m in members.into_iter().chain(hex_keys_in(&message)) {

@@ -25,6 +25,8 @@ impl Core {
         mesh: Arc<Mesh>,
         mut events: mpsc::UnboundedReceiver<LinkEvent>,
     ) {
+        // Pushes and acks name sessions: handle none before they are back.
+        let _ = self.restored.subscribe().wait_for(|done| *done).await;
         let mut retry = tokio::time::interval(RETRY_TICK);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {

@@ -272,7 +272,7 @@ impl LinkTask {
                     match msg {
                         Some(Ok(Message::Text(text))) => {
                             if let Some(end) = self.on_text(text.as_str()) {
-                                let _ = ws.close(None).await;
+                                close_quietly(&mut ws).await;
                                 return end;
                             }
                         }
@@ -294,27 +294,27 @@ impl LinkTask {
                 }
                 cmd = self.commands.recv() => match cmd {
                     None | Some(Command::Shutdown) => {
-                        let _ = ws.close(None).await;
+                        close_quietly(&mut ws).await;
                         return Ended::Shutdown;
                     }
                     Some(Command::Send(frame)) => {
-                        if let Err(e) = ws.send(Message::text(frame.to_json())).await {
+                        if let Err(e) = write(&mut ws, Message::text(frame.to_json())).await {
                             return Ended::Lost(format!("sending failed: {e}"));
                         }
                     }
                     Some(Command::Request { frame, key, reply }) => {
                         self.pending.entry(key).or_default().push(reply);
-                        if let Err(e) = ws.send(Message::text(frame.to_json())).await {
+                        if let Err(e) = write(&mut ws, Message::text(frame.to_json())).await {
                             return Ended::Lost(format!("sending failed: {e}"));
                         }
                     }
                 },
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= idle_limit {
-                        let _ = ws.close(None).await;
+                        close_quietly(&mut ws).await;
                         return Ended::Lost("the broker went silent for 75 s".into());
                     }
-                    if let Err(e) = ws.send(Message::Ping(Vec::new().into())).await {
+                    if let Err(e) = write(&mut ws, Message::Ping(Vec::new().into())).await {
                         return Ended::Lost(format!("ping failed: {e}"));
                     }
                 }
@@ -362,4 +362,24 @@ impl LinkTask {
 fn is_revocation(code: &str) -> bool {
     let code = code.to_ascii_lowercase();
     code == "unauthorized" || code.contains("revoked")
+}
+
+/// A write the broker has not taken after this long means a dead network
+/// (a laptop's sleep, a dropped NAT entry): the connection is ended and
+/// made again rather than leaving the link unable to read or ping.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+async fn write(ws: &mut Ws, message: Message) -> Result<(), String> {
+    match tokio::time::timeout(WRITE_TIMEOUT, ws.send(message)).await {
+        Ok(result) => result.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "the broker took no data for {} s",
+            WRITE_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+/// Closes politely, without waiting on a connection that is gone.
+async fn close_quietly(ws: &mut Ws) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
 }

@@ -35,6 +35,11 @@ pub struct Attachment {
 pub struct Session {
     pub row: SessionRow,
     pub attachment: Option<Attachment>,
+    /// Its owner ended it (detach, or Claude Code exited) while messages
+    /// it sent were not yet accepted by the broker: it stays open there,
+    /// unattached, until they are, because the broker takes a `send` only
+    /// from an open session.
+    pub draining: bool,
 }
 
 impl Session {

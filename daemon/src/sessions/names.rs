@@ -82,6 +82,7 @@ mod tests {
             cwd: "/home/u/api".into(),
             claude_pid: 1,
             groups: vec![],
+            transient: false,
         }
     }
 

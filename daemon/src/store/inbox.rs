@@ -265,6 +265,14 @@ impl Db {
         tx.execute("DELETE FROM unassigned WHERE mesh_id = ?1", [mesh_id])?;
         tx.execute("DELETE FROM inbox WHERE mesh_id = ?1", [mesh_id])?;
         tx.execute("DELETE FROM sessions WHERE mesh_id = ?1", [mesh_id])?;
+        // Nothing will send them now: drop their plaintext, keep the row
+        // so that `list_outbox` says what happened.
+        tx.execute(
+            "UPDATE outbox SET state = 'failed', body = NULL,
+                 last_error = 'left: the mesh was left before its broker accepted the message'
+             WHERE mesh_id = ?1 AND state = 'pending'",
+            [mesh_id],
+        )?;
         tx.commit()?;
         Ok(())
     }

@@ -190,6 +190,16 @@ impl Db {
         Ok(out)
     }
 
+    /// How many messages sent by `session_id` wait for their broker.
+    pub fn outbox_pending_for_session(&self, session_id: &str) -> StoreResult<u32> {
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE session_id = ?1 AND state = 'pending'",
+            [session_id],
+            |r| r.get(0),
+        )?;
+        Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
+    }
+
     pub fn outbox_depth(&self, mesh_id: &str) -> StoreResult<u32> {
         let n: i64 = self.conn.query_row(
             "SELECT COUNT(*) FROM outbox WHERE mesh_id = ?1 AND state = 'pending'",

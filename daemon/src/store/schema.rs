@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -97,6 +97,12 @@ CREATE TABLE IF NOT EXISTS unassigned (
 );
 ";
 
+/// Version 2: a session that ends with messages not yet accepted by the
+/// broker stays open until they are, so ending a session counts them.
+const V2: &str = "
+CREATE INDEX IF NOT EXISTS outbox_pending_by_session ON outbox (session_id) WHERE state = 'pending';
+";
+
 /// Creates or upgrades the schema. Refuses a file from a newer daemon
 /// rather than guessing at it.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -108,7 +114,11 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     if version < 1 {
         conn.execute_batch(&format!(
-            "BEGIN; {V1} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {V1} {V2} PRAGMA user_version = {VERSION}; COMMIT;"
+        ))?;
+    } else if version < 2 {
+        conn.execute_batch(&format!(
+            "BEGIN; {V2} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     Ok(())

@@ -177,6 +177,7 @@ impl TestClient {
                 cwd: format!("/tmp/{name}"),
                 claude_pid,
                 groups: vec![],
+                transient: false,
             }))
             .await?;
         match r {
