@@ -11,7 +11,7 @@ use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::encoding::is_lower_hex;
 use claudemesh_protocol::envelope;
 use claudemesh_protocol::ipc::{IpcError, MAX_TEXT_BYTES, SendArgs, SentInfo};
-use claudemesh_protocol::wire::{Ack, ClientFrame, MessageBody, RecipientState, Send};
+use claudemesh_protocol::wire::{Ack, ClientFrame, MessageBody, RecipientState, Send, ServerFrame};
 use tokio::sync::oneshot;
 
 use super::{Core, internal};
@@ -411,10 +411,12 @@ impl Core {
             .await;
     }
 
-    /// Asks the broker for the current peer list (it updates the cache).
+    /// Asks the broker for the current peer list and caches it. The
+    /// worker caches the same reply too, but maybe only after the caller
+    /// has read the cache: the caller must see this answer.
     pub(super) async fn refresh_peers(&self, mesh: &Mesh) {
         let id = format!("r{}", self.next_id());
-        let _ = mesh
+        let reply = mesh
             .link
             .request(
                 ClientFrame::ListPeers {
@@ -424,6 +426,9 @@ impl Core {
                 Duration::from_secs(3),
             )
             .await;
+        if let Some(ServerFrame::PeersList { peers, .. }) = reply {
+            mesh.replace_peers(peers);
+        }
     }
 }
 
