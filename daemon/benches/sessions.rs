@@ -295,9 +295,11 @@ async fn wait_for_socket(socket: &Path, log: &Path) {
 }
 
 async fn run(n: usize, per_session: usize, rate: f64) {
+    // $TMPDIR picks the disk under test (e.g. /dev/shm to take fsync out);
+    // it must be short enough for a socket path.
     let home = tempfile::Builder::new()
         .prefix("cmbench-")
-        .tempdir_in("/tmp")
+        .tempdir()
         .expect("temp dir");
     let dir = |s: &str| -> PathBuf { home.path().join(s) };
     let log = dir("daemon.log");
