@@ -217,3 +217,68 @@ async fn sigterm_exits_cleanly_and_sessions_survive_a_restart() {
     assert_eq!(again.session_id, info.session_id);
     assert_eq!(again.pending, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_the_links_window_arrives_whole_after_a_restart() {
+    // More than the 2 048 frames a link lets wait for its worker, so the
+    // link must pause reading and resume without losing or repeating any.
+    const COUNT: usize = 2500;
+    let broker = TestBroker::start().await;
+    let (home_a, home_b) = (Home::new(), Home::new());
+    broker.enroll(&home_a, "team", "a");
+    broker.enroll(&home_b, "team", "b");
+    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
+    let mut db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let me = std::process::id();
+    let mut a = da.client().await;
+    a.attach(me, "alice", None).await;
+    let mut b = db.client().await;
+    let ib = b.attach(me, "bob", None).await;
+    let bob = format!("{}/{}", ib.member, ib.session_id);
+    drop(b);
+    assert!(db.terminate().is_some_and(|s| s.success()));
+
+    let mut ids = Vec::with_capacity(COUNT);
+    for i in 0..COUNT {
+        ids.push(
+            a.request_id(Request::Send(SendArgs {
+                to: bob.clone(),
+                text: format!("m{i:04}"),
+                priority: Priority::Low,
+            }))
+            .await,
+        );
+    }
+    for id in ids {
+        a.answer(id, Duration::from_secs(60))
+            .await
+            .expect("accepted");
+    }
+    let at_broker = eventually(Duration::from_secs(60), async || {
+        (outbox_len(&mut a).await == 0).then_some(())
+    })
+    .await;
+    assert!(at_broker.is_some(), "the broker took every message");
+
+    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let mut b = db.client().await;
+    let again = b.attach(me, "bob", None).await;
+    assert!(again.resumed);
+    let stored = eventually(Duration::from_secs(60), async || {
+        match b.request(Request::Pending).await {
+            Ok(Response::Pending { count }) if count as usize >= COUNT => Some(count),
+            _ => None,
+        }
+    })
+    .await;
+    assert_eq!(stored, Some(COUNT as u32), "every message stored once");
+    let mut texts = Vec::new();
+    while texts.len() < COUNT {
+        let more = b.fetch(true).await;
+        assert!(!more.is_empty(), "{} of {COUNT} handed over", texts.len());
+        texts.extend(more.into_iter().map(|m| m.text));
+    }
+    let expected: Vec<String> = (0..COUNT).map(|i| format!("m{i:04}")).collect();
+    texts.sort();
+    assert_eq!(texts, expected);
+}

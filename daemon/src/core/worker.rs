@@ -60,6 +60,15 @@ impl Core {
     /// ack's `messageId`, and a send error its row), send errors, pushes,
     /// and receipts last.
     async fn on_link_events(self: &Arc<Self>, mesh: &Arc<Mesh>, batch: Vec<LinkEvent>) {
+        let frames = batch
+            .iter()
+            .filter(|e| matches!(e, LinkEvent::Frame(_)))
+            .count();
+        self.handle_link_events(mesh, batch).await;
+        mesh.link.frames_handled(frames);
+    }
+
+    async fn handle_link_events(self: &Arc<Self>, mesh: &Arc<Mesh>, batch: Vec<LinkEvent>) {
         let mut acks = Vec::new();
         let mut errors = Vec::new();
         let mut pushes = Vec::new();

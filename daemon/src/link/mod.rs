@@ -21,7 +21,7 @@ use claudemesh_protocol::ipc::LinkState;
 use claudemesh_protocol::limits::IDLE_TIMEOUT_MS;
 use claudemesh_protocol::wire::{ClientFrame, HelloAck, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -76,7 +76,15 @@ pub struct LinkHandle {
     commands: mpsc::UnboundedSender<Command>,
     status: watch::Receiver<LinkStatus>,
     done: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Frames the link may still hand to the worker before it stops
+    /// reading the socket (see [`LinkHandle::frames_handled`]).
+    credit: Arc<Semaphore>,
 }
+
+/// How many broker frames may wait for the worker. A reconnect can bring
+/// a large backlog of pushes; past this, the link stops reading (TCP then
+/// slows the broker) instead of holding it all in memory.
+const MAX_UNHANDLED_FRAMES: usize = 2048;
 
 impl LinkHandle {
     /// Starts the link task. `accepted_before` says whether this member's
@@ -92,6 +100,7 @@ impl LinkHandle {
             state: LinkState::Connecting,
             detail: None,
         });
+        let credit = Arc::new(Semaphore::new(MAX_UNHANDLED_FRAMES));
         let task = LinkTask {
             identity,
             accepted: accepted_before,
@@ -99,6 +108,7 @@ impl LinkHandle {
             events,
             status: status_tx,
             pending: HashMap::new(),
+            credit: credit.clone(),
         };
         let join = tokio::spawn(task.run());
         (
@@ -106,6 +116,7 @@ impl LinkHandle {
                 commands,
                 status,
                 done: Arc::new(Mutex::new(Some(join))),
+                credit,
             },
             event_rx,
         )
@@ -113,6 +124,13 @@ impl LinkHandle {
 
     pub fn status(&self) -> LinkStatus {
         self.status.borrow().clone()
+    }
+
+    /// The worker has handled `n` frames: the link may read that many more.
+    pub fn frames_handled(&self, n: usize) {
+        if n > 0 {
+            self.credit.add_permits(n);
+        }
     }
 
     pub fn is_connected(&self) -> bool {
@@ -166,6 +184,8 @@ struct LinkTask {
     events: mpsc::UnboundedSender<LinkEvent>,
     status: watch::Sender<LinkStatus>,
     pending: HashMap<ReplyKey, Vec<oneshot::Sender<ServerFrame>>>,
+    /// One permit per frame handed to the worker, returned when handled.
+    credit: Arc<Semaphore>,
 }
 
 impl LinkTask {
@@ -271,6 +291,11 @@ impl LinkTask {
                     last_heard = Instant::now();
                     match msg {
                         Some(Ok(Message::Text(text))) => {
+                            // The worker is behind: wait for it before reading on.
+                            match self.credit.acquire().await {
+                                Ok(permit) => permit.forget(),
+                                Err(_) => return Ended::Shutdown,
+                            }
                             if let Some(end) = self.on_text(text.as_str()) {
                                 close_quietly(&mut ws).await;
                                 return end;
@@ -328,6 +353,7 @@ impl LinkTask {
             Ok(f) => f,
             Err(e) => {
                 tracing::debug!(mesh = %self.identity.mesh_id, error = %e, "ignoring an unreadable broker frame");
+                self.credit.add_permits(1);
                 return None;
             }
         };
