@@ -25,6 +25,9 @@ pub fn spawn(core: Arc<Core>, stop: watch::Receiver<bool>) -> Vec<tokio::task::J
                 let core = core.clone();
                 async move {
                     core.reap().await;
+                    // Also closes the window where a session's last send
+                    // was settled while it was being marked draining.
+                    core.settle_draining().await;
                     core.release_missed().await;
                 }
             }

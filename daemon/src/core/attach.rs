@@ -348,12 +348,14 @@ impl Core {
     }
 
     /// Ends every session whose Claude Code process has exited (the pid is
-    /// gone, or now belongs to a process that started later).
+    /// gone, or now belongs to a process that started later). Draining
+    /// sessions are left to [`Core::settle_draining`].
     pub async fn reap(&self) -> usize {
         let candidates: Vec<(String, process_info::ProcessId)> = self
             .sessions
             .lock()
             .values()
+            .filter(|s| !s.draining)
             .map(|s| (s.row.session_id.clone(), s.claude()))
             .collect();
         let dead: Vec<String> = candidates
@@ -369,7 +371,8 @@ impl Core {
     }
 
     /// Loads the sessions saved by the previous run; those whose Claude
-    /// Code still lives are carried on, the others closed.
+    /// Code still lives are carried on, those with sends still waiting for
+    /// the broker are kept draining, the others closed.
     ///
     /// Until this has run, mesh workers handle no broker frame (see
     /// `Core::restored`).
