@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use claudemesh_protocol::ipc::{Request, Response, SendArgs};
 use claudemesh_protocol::wire::Priority;
+use support::broker::TwoDaemons;
 use support::client::{TestClient, WAIT};
 use support::{Daemon, Home, TestBroker, eventually};
 
@@ -47,11 +48,12 @@ async fn outbox_len(c: &mut TestClient) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_between_accept_and_delivery_loses_and_duplicates_nothing() {
     let mut broker = TestBroker::start().await;
-    let (home_a, home_b) = (Home::new(), Home::new());
-    broker.enroll(&home_a, "team", "a");
-    broker.enroll(&home_b, "team", "b");
-    let mut da = Daemon::start_ready(&home_a, &["--no-local"]).await;
-    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let TwoDaemons {
+        home_a,
+        home_b: _home_b,
+        a: mut da,
+        b: db,
+    } = broker.two_daemons().await;
     let me = std::process::id();
     let mut a = da.client().await;
     a.attach(me, "alice", None).await;
@@ -84,11 +86,12 @@ async fn kill9_between_accept_and_delivery_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_receiver_after_storing_keeps_one_copy() {
     let broker = TestBroker::start().await;
-    let (home_a, home_b) = (Home::new(), Home::new());
-    broker.enroll(&home_a, "team", "a");
-    broker.enroll(&home_b, "team", "b");
-    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
-    let mut db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let TwoDaemons {
+        home_a: _home_a,
+        home_b,
+        a: da,
+        b: mut db,
+    } = broker.two_daemons().await;
     let me = std::process::id();
     let mut a = da.client().await;
     a.attach(me, "alice", None).await;
@@ -133,11 +136,12 @@ async fn kill9_of_the_receiver_after_storing_keeps_one_copy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_restart_loses_nothing() {
     let mut broker = TestBroker::start().await;
-    let (home_a, home_b) = (Home::new(), Home::new());
-    broker.enroll(&home_a, "team", "a");
-    broker.enroll(&home_b, "team", "b");
-    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
-    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let TwoDaemons {
+        home_a: _home_a,
+        home_b: _home_b,
+        a: da,
+        b: db,
+    } = broker.two_daemons().await;
     let me = std::process::id();
     let mut a = da.client().await;
     a.attach(me, "alice", None).await;
@@ -224,11 +228,12 @@ async fn a_backlog_larger_than_the_links_window_arrives_whole_after_a_restart() 
     // link must pause reading and resume without losing or repeating any.
     const COUNT: usize = 2500;
     let broker = TestBroker::start().await;
-    let (home_a, home_b) = (Home::new(), Home::new());
-    broker.enroll(&home_a, "team", "a");
-    broker.enroll(&home_b, "team", "b");
-    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
-    let mut db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let TwoDaemons {
+        home_a: _home_a,
+        home_b,
+        a: da,
+        b: mut db,
+    } = broker.two_daemons().await;
     let me = std::process::id();
     let mut a = da.client().await;
     a.attach(me, "alice", None).await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use claudemesh_protocol::ipc::{Event, Request, Response, SendArgs};
 use claudemesh_protocol::wire::{DeliveryState, PeerStatus, Priority};
+use support::broker::TwoDaemons;
 use support::client::WAIT;
 use support::{Daemon, Home, Relay, RelayMode, TestBroker, eventually};
 
@@ -253,11 +254,12 @@ async fn a_restarted_shim_resumes_its_session_and_inbox() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_claude_code_exits_leaves_the_broker() {
     let broker = TestBroker::start().await;
-    let (home_a, home_b) = (Home::new(), Home::new());
-    broker.enroll(&home_a, "team", "a");
-    broker.enroll(&home_b, "team", "b");
-    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
-    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let TwoDaemons {
+        home_a,
+        home_b: _home_b,
+        a: da,
+        b: db,
+    } = broker.two_daemons().await;
 
     let mut doomed = Relay::spawn(&home_a.socket(), RelayMode::ParentIsClaude).await;
     doomed
@@ -343,11 +345,12 @@ async fn member_of(c: &mut support::client::TestClient) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_send_from_a_session_that_ended_while_the_broker_was_down_is_delivered() {
     let mut broker = TestBroker::start().await;
-    let (home_a, home_b) = (Home::new(), Home::new());
-    broker.enroll(&home_a, "team", "a");
-    broker.enroll(&home_b, "team", "b");
-    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
-    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let TwoDaemons {
+        home_a,
+        home_b: _home_b,
+        a: da,
+        b: db,
+    } = broker.two_daemons().await;
     let me = std::process::id();
     let mut b = db.client().await;
     b.attach(me, "bob", None).await;
@@ -418,11 +421,12 @@ async fn a_send_from_a_session_that_ended_while_the_broker_was_down_is_delivered
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_lived_client_never_takes_messages_meant_for_the_next_session() {
     let broker = TestBroker::start().await;
-    let (home_a, home_b) = (Home::new(), Home::new());
-    broker.enroll(&home_a, "team", "a");
-    broker.enroll(&home_b, "team", "b");
-    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
-    let db = Daemon::start_ready(&home_b, &["--no-local"]).await;
+    let TwoDaemons {
+        home_a: _home_a,
+        home_b,
+        a: da,
+        b: db,
+    } = broker.two_daemons().await;
     let me = std::process::id();
     let mut b_status = db.client().await;
     let bob = member_of(&mut b_status).await;

@@ -11,7 +11,7 @@ use claudemesh_daemon::config::{Config, MeshConfig};
 use claudemesh_protocol::MemberSecretKey;
 use tempfile::TempDir;
 
-use super::daemon::Home;
+use super::daemon::{Daemon, Home};
 
 pub struct TestBroker {
     pub dir: TempDir,
@@ -92,6 +92,32 @@ impl TestBroker {
     pub fn revoke(&self, mesh: &str, pubkey: &str) {
         let admin = Admin::open(self.dir.path()).expect("admin");
         admin.revoke_member(mesh, pubkey).expect("revoke");
+    }
+}
+
+/// Two members of mesh `team` ("a" and "b"), each with its own home and a
+/// running daemon without the local mesh. The homes must outlive the
+/// daemons, so both are returned.
+pub struct TwoDaemons {
+    pub home_a: Home,
+    pub home_b: Home,
+    pub a: Daemon,
+    pub b: Daemon,
+}
+
+impl TestBroker {
+    pub async fn two_daemons(&self) -> TwoDaemons {
+        let (home_a, home_b) = (Home::new(), Home::new());
+        self.enroll(&home_a, "team", "a");
+        self.enroll(&home_b, "team", "b");
+        let a = Daemon::start_ready(&home_a, &["--no-local"]).await;
+        let b = Daemon::start_ready(&home_b, &["--no-local"]).await;
+        TwoDaemons {
+            home_a,
+            home_b,
+            a,
+            b,
+        }
     }
 }
 
