@@ -9,5 +9,6 @@ pub mod home;
 pub mod inbox;
 pub mod mcp;
 pub mod process;
+pub mod rpc;
 pub mod scenario;
 pub mod wait;

@@ -1,25 +1,35 @@
 //! A minimal MCP client over a shim's stdio: newline-delimited JSON-RPC,
 //! as Claude Code speaks it. Notifications are collected for the test.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::ops::{Deref, DerefMut};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::bins;
 use crate::home::Home;
 use crate::process::Guarded;
+use crate::rpc::StdioRpc;
 
+/// A shim under its own stand-in Claude Code; derefs to its JSON-RPC
+/// connection (`name`, `notifications`, `request`, `wait_notification`).
 pub struct McpClient {
-    pub name: String,
+    rpc: StdioRpc,
     process: Guarded,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<Value>,
-    next_id: u64,
-    /// Notifications received so far and not yet taken.
-    pub notifications: Vec<Value>,
+}
+
+impl Deref for McpClient {
+    type Target = StdioRpc;
+    fn deref(&self) -> &StdioRpc {
+        &self.rpc
+    }
+}
+
+impl DerefMut for McpClient {
+    fn deref_mut(&mut self) -> &mut StdioRpc {
+        &mut self.rpc
+    }
 }
 
 impl McpClient {
@@ -56,46 +66,20 @@ impl McpClient {
             .expect("the shim starts");
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(v) => {
-                        if tx.send(v).is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) => panic!("the shim wrote a non-JSON line to stdout ({e}): {line}"),
-                }
-            }
-        });
         let mut client = Self {
-            name: display_name.to_owned(),
+            rpc: StdioRpc::new(display_name, stdin, stdout),
             process: Guarded {
                 child,
                 name: format!("shim {display_name}"),
             },
-            stdin: Some(stdin),
-            lines,
-            next_id: 1,
-            notifications: Vec::new(),
         };
         client.initialize();
         client
     }
 
     fn initialize(&mut self) {
-        let init = self.request(
-            "initialize",
-            json!({
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "claudemesh-e2e", "version": "0"}
-            }),
-        );
+        let init = self.rpc.initialize("claudemesh-e2e");
         assert!(init.get("result").is_some(), "initialize failed: {init}");
-        self.notify("notifications/initialized", json!({}));
     }
 
     /// Kills the shim (not its Claude Code); the parent starts a new one,
@@ -127,63 +111,10 @@ impl McpClient {
         self.process.pid()
     }
 
-    fn write(&mut self, msg: &Value) {
-        let mut line = msg.to_string();
-        line.push('\n');
-        let stdin = self.stdin.as_mut().expect("the client is not stopped");
-        stdin
-            .write_all(line.as_bytes())
-            .and_then(|_| stdin.flush())
-            .expect("the shim reads its stdin");
-    }
-
-    pub fn notify(&mut self, method: &str, params: Value) {
-        self.write(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
-    }
-
-    /// Sends a request and returns the whole response (result or error).
-    pub fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(msg) if msg.get("id") == Some(&json!(id)) => return msg,
-                Ok(msg) if msg.get("method").is_some() && msg.get("id").is_none() => {
-                    self.notifications.push(msg)
-                }
-                Ok(other) => panic!("unexpected message from the shim: {other}"),
-                Err(RecvTimeoutError::Timeout) => panic!("{method} got no answer in 60 s"),
-                Err(RecvTimeoutError::Disconnected) => panic!("the shim closed stdout"),
-            }
-        }
-    }
-
-    /// Calls a tool; returns (is_error, text of all text content).
+    /// Calls a tool; returns (is_error, text of all text content, result).
     pub fn call_tool(&mut self, name: &str, arguments: Value) -> (bool, String, Value) {
-        let resp = self.request("tools/call", json!({"name": name, "arguments": arguments}));
-        let result = resp
-            .get("result")
-            .unwrap_or_else(|| panic!("tools/call {name} returned no result: {resp}"))
-            .clone();
-        let is_error = result
-            .get("isError")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
-        let text = result
-            .get("content")
-            .and_then(Value::as_array)
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|c| c.get("text").and_then(Value::as_str))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .unwrap_or_default();
-        (is_error, text, result)
+        let r = self.rpc.tool(name, arguments);
+        (r.is_error, r.text, r.result)
     }
 
     /// A tool call that must succeed.
@@ -193,34 +124,6 @@ impl McpClient {
         (text, result)
     }
 
-    /// Waits for a notification with `method` whose params satisfy `pred`.
-    pub fn wait_notification(
-        &mut self,
-        method: &str,
-        limit: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let matches = |n: &Value| {
-            n.get("method").and_then(Value::as_str) == Some(method)
-                && pred(n.get("params").unwrap_or(&Value::Null))
-        };
-        if let Some(i) = self.notifications.iter().position(matches) {
-            return self.notifications.remove(i);
-        }
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(msg) if matches(&msg) => return msg,
-                Ok(msg) => self.notifications.push(msg),
-                Err(_) => panic!(
-                    "{}: no {method} notification within {limit:?}; got {:?}",
-                    self.name, self.notifications
-                ),
-            }
-        }
-    }
-
     /// Ends the session as Claude Code does on exit: closes the shim's
     /// stdin, and kills the shim and its parent if they linger.
     pub fn stop(self) {}
@@ -228,7 +131,7 @@ impl McpClient {
     /// Kills the shim's "Claude Code" parent (and the shim) at once, as a
     /// crash would: the daemon must reap the session.
     pub fn kill_claude(mut self) {
-        self.stdin.take();
+        self.rpc.close_stdin();
         kill_children(self.process.pid());
         self.process.kill9();
     }
@@ -236,7 +139,7 @@ impl McpClient {
 
 impl Drop for McpClient {
     fn drop(&mut self) {
-        self.stdin.take();
+        self.rpc.close_stdin();
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.process.is_running() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));

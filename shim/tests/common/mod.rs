@@ -11,14 +11,14 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Write};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use claudemesh_e2e::rpc::StdioRpc;
+use serde_json::Value;
 
 pub const SHIM: &str = env!("CARGO_BIN_EXE_claudemesh-shim");
 
@@ -209,13 +209,25 @@ pub fn kill9(pid: u32) {
 /// Each shim runs under its own `sh`, which stays as its parent: that `sh`
 /// plays the Claude Code process, so every shim is its own session (the
 /// daemon keys sessions by the shim's parent).
+///
+/// It derefs to its JSON-RPC connection (`name`, `notifications`,
+/// `request`, `initialize`, `wait_notification`, `drain_for`).
 pub struct Shim {
-    pub name: String,
+    rpc: StdioRpc,
     child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<Value>,
-    next_id: u64,
-    pub notifications: Vec<Value>,
+}
+
+impl Deref for Shim {
+    type Target = StdioRpc;
+    fn deref(&self) -> &StdioRpc {
+        &self.rpc
+    }
+}
+
+impl DerefMut for Shim {
+    fn deref_mut(&mut self) -> &mut StdioRpc {
+        &mut self.rpc
+    }
 }
 
 impl Shim {
@@ -275,97 +287,23 @@ impl Shim {
             .stderr(log)
             .spawn()
             .expect("the shim starts");
-        let stdin = child.stdin.take();
+        let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let value: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("the shim wrote a non-JSON line ({e}): {line}"));
-                if tx.send(value).is_err() {
-                    break;
-                }
-            }
-        });
         Shim {
-            name: name.to_owned(),
+            rpc: StdioRpc::new(name, stdin, stdout),
             child,
-            stdin,
-            lines,
-            next_id: 1,
-            notifications: Vec::new(),
         }
     }
 
+    /// `initialize` then `notifications/initialized`.
     pub fn initialize(&mut self) -> Value {
-        let init = self.request(
-            "initialize",
-            json!({
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": {"name": "shim-test", "version": "0"}
-            }),
-        );
-        self.notify("notifications/initialized", json!({}));
-        init
-    }
-
-    fn write(&mut self, msg: &Value) {
-        let mut line = msg.to_string();
-        line.push('\n');
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        stdin
-            .write_all(line.as_bytes())
-            .and_then(|_| stdin.flush())
-            .expect("the shim reads its stdin");
-    }
-
-    pub fn notify(&mut self, method: &str, params: Value) {
-        self.write(&json!({"jsonrpc": "2.0", "method": method, "params": params}));
-    }
-
-    /// Sends a request; returns the whole response.
-    pub fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.write(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(msg) if msg.get("id") == Some(&json!(id)) => return msg,
-                Ok(msg) if msg.get("method").is_some() && msg.get("id").is_none() => {
-                    self.notifications.push(msg)
-                }
-                Ok(other) => panic!("{}: unexpected message: {other}", self.name),
-                Err(RecvTimeoutError::Timeout) => panic!("{}: {method} got no answer", self.name),
-                Err(RecvTimeoutError::Disconnected) => {
-                    panic!("{}: the shim closed stdout", self.name)
-                }
-            }
-        }
+        self.rpc.initialize("shim-test")
     }
 
     /// Calls a tool: (is_error, all text content, the whole result).
     pub fn call(&mut self, tool: &str, arguments: Value) -> (bool, String, Value) {
-        let response = self.request("tools/call", json!({"name": tool, "arguments": arguments}));
-        let result = response
-            .get("result")
-            .unwrap_or_else(|| panic!("{}: tools/call {tool} failed: {response}", self.name))
-            .clone();
-        let is_error = result["isError"].as_bool().unwrap_or(false);
-        let text = result["content"]
-            .as_array()
-            .map(|items| {
-                items
-                    .iter()
-                    .filter_map(|c| c["text"].as_str())
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .unwrap_or_default();
-        (is_error, text, result)
+        let r = self.rpc.tool(tool, arguments);
+        (r.is_error, r.text, r.result)
     }
 
     /// A tool call that must succeed: (text, structured content).
@@ -397,48 +335,12 @@ impl Shim {
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-
-    /// Waits for a notification `method` whose params satisfy `pred`.
-    pub fn wait_notification(
-        &mut self,
-        method: &str,
-        limit: Duration,
-        pred: impl Fn(&Value) -> bool,
-    ) -> Value {
-        let matches = |n: &Value| n["method"].as_str() == Some(method) && pred(&n["params"]);
-        if let Some(i) = self.notifications.iter().position(matches) {
-            return self.notifications.remove(i);
-        }
-        let deadline = Instant::now() + limit;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(msg) if matches(&msg) => return msg,
-                Ok(msg) => self.notifications.push(msg),
-                Err(_) => panic!(
-                    "{}: no {method} within {limit:?}; got {:?}",
-                    self.name, self.notifications
-                ),
-            }
-        }
-    }
-
-    /// Collects notifications for `d`.
-    pub fn drain_for(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        while let Ok(msg) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
-            self.notifications.push(msg);
-        }
-    }
 }
 
 impl Drop for Shim {
     fn drop(&mut self) {
         // Closing stdin ends the shim, as when Claude Code exits.
-        self.stdin.take();
+        self.rpc.close_stdin();
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
