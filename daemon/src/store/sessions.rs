@@ -91,9 +91,20 @@ impl Db {
         let mut out = Vec::new();
         for row in rows {
             let (mut s, groups, status) = row?;
-            s.groups = serde_json::from_str(&groups).map_err(|_| corrupt("groups", &groups))?;
-            s.status = parse_status(&status).ok_or_else(|| corrupt("status", &status))?;
-            out.push(s);
+            // One damaged row costs that session, not the daemon's start.
+            match (serde_json::from_str(&groups), parse_status(&status)) {
+                (Ok(g), Some(st)) => {
+                    s.groups = g;
+                    s.status = st;
+                    out.push(s);
+                }
+                (Err(_), _) => {
+                    tracing::warn!(session = %s.session_id, error = %corrupt("groups", &groups), "skipping a damaged session row")
+                }
+                (_, None) => {
+                    tracing::warn!(session = %s.session_id, error = %corrupt("status", &status), "skipping a damaged session row")
+                }
+            }
         }
         Ok(out)
     }
@@ -143,6 +154,28 @@ mod tests {
                 assert_eq!(db.load_sessions()?, vec![s.clone()]);
                 db.delete_session("s1")?;
                 assert!(db.load_sessions()?.is_empty());
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_damaged_row_is_skipped_and_the_others_load() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .call_sync(|db| {
+                db.save_session(&row("good", "m"))?;
+                db.save_session(&row("bad", "m"))?;
+                db.conn.execute(
+                    "UPDATE sessions SET status = 'sleepy' WHERE session_id = 'bad'",
+                    [],
+                )?;
+                let loaded: Vec<String> = db
+                    .load_sessions()?
+                    .into_iter()
+                    .map(|s| s.session_id)
+                    .collect();
+                assert_eq!(loaded, ["good"]);
                 Ok(())
             })
             .unwrap();
