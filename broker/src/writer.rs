@@ -29,8 +29,11 @@ use crate::store::{self, ReceiptRoute, StoreError, messages, replay};
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 
 /// WAL size (in 4 KiB frames, so 128 MiB) past which the background
-/// checkpoint makes the WAL start over.
+/// checkpoint makes the WAL start over, at the first pause in the writes.
 const WAL_RESTART_FRAMES: i64 = 32 * 1024;
+
+/// WAL size (1 GiB) past which it starts over even under unbroken load.
+const WAL_FORCE_RESTART_FRAMES: i64 = 256 * 1024;
 
 /// Page cache of the writer's connection, in KiB: the pages it touches
 /// stay in memory instead of being read back from the WAL.
@@ -120,6 +123,7 @@ impl Writer {
             }
         });
         let fallback_watermark = dispatched.clone();
+        let commits = metrics.clone();
         let thread = std::thread::Builder::new()
             .name("claudemesh-db-writer".into())
             .spawn(move || {
@@ -141,7 +145,7 @@ impl Writer {
         let stop_checkpoints = stop.clone();
         std::thread::Builder::new()
             .name("claudemesh-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, &stop_checkpoints))
+            .spawn(move || checkpoint_loop(checkpointer, &stop_checkpoints, &commits))
             .map_err(|source| StoreError::Io {
                 path: db_path.to_owned(),
                 source,
@@ -213,17 +217,24 @@ impl Drop for Writer {
 /// PASSIVE checkpoints never block the writer, but under sustained load
 /// they never catch up with it either, and SQLite only rewinds a WAL that
 /// was fully copied: the WAL would grow without bound. So once it passes
-/// [`WAL_RESTART_FRAMES`], one RESTART checkpoint (which briefly holds the
-/// writer off while it copies the few frames the passive ones left) lets
-/// the WAL start over.
-fn checkpoint_loop(conn: Connection, stop: &AtomicBool) {
+/// [`WAL_RESTART_FRAMES`], one RESTART checkpoint lets the WAL start over.
+/// A RESTART holds the writer off while it runs (tens of milliseconds
+/// here, which showed as the load test's p99), so it waits for a
+/// checkpoint interval with no commit, unless the WAL has passed
+/// [`WAL_FORCE_RESTART_FRAMES`].
+fn checkpoint_loop(conn: Connection, stop: &AtomicBool, metrics: &Metrics) {
+    let commits = || metrics.db_commits.load(Ordering::Relaxed);
+    let mut seen = commits();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(CHECKPOINT_EVERY);
+        let now = commits();
+        let writer_paused = now == seen;
+        seen = now;
         let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
             Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         });
         match passive {
-            Ok((log, _)) if log > WAL_RESTART_FRAMES => {
+            Ok((log, _)) if should_restart(log, writer_paused) => {
                 if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
                     tracing::debug!(error = %e, "restart checkpoint skipped");
                 }
@@ -232,6 +243,11 @@ fn checkpoint_loop(conn: Connection, stop: &AtomicBool) {
             Err(e) => tracing::debug!(error = %e, "background checkpoint skipped"),
         }
     }
+}
+
+/// Whether a WAL of `frames` frames should start over now.
+fn should_restart(frames: i64, writer_paused: bool) -> bool {
+    frames > WAL_FORCE_RESTART_FRAMES || (frames > WAL_RESTART_FRAMES && writer_paused)
 }
 
 fn run(
@@ -409,5 +425,22 @@ fn complete(d: Done, metrics: &Metrics, watermark: &AtomicI64) {
         Done::Barrier(reply) => {
             let _ = reply.send(());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WAL_FORCE_RESTART_FRAMES, WAL_RESTART_FRAMES, should_restart};
+
+    #[test]
+    fn the_wal_starts_over_at_a_pause_or_when_far_too_large() {
+        // Small WALs are left to passive checkpoints.
+        assert!(!should_restart(WAL_RESTART_FRAMES, true));
+        // Past the soft limit: only while the writer pauses.
+        assert!(should_restart(WAL_RESTART_FRAMES + 1, true));
+        assert!(!should_restart(WAL_RESTART_FRAMES + 1, false));
+        assert!(!should_restart(WAL_FORCE_RESTART_FRAMES, false));
+        // Past the hard limit: even under unbroken load.
+        assert!(should_restart(WAL_FORCE_RESTART_FRAMES + 1, false));
     }
 }
