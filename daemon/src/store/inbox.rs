@@ -120,8 +120,8 @@ impl Db {
     pub fn assign_unassigned(&mut self, mesh_id: &str, session_id: &str) -> StoreResult<usize> {
         let tx = self.conn.savepoint()?;
         let n = tx.execute(
-            "INSERT OR IGNORE INTO deliveries (mesh_id, message_id, session_id)
-             SELECT mesh_id, message_id, ?2 FROM unassigned WHERE mesh_id = ?1",
+            "INSERT OR IGNORE INTO deliveries (mesh_id, message_id, session_id, from_pool)
+             SELECT mesh_id, message_id, ?2, 1 FROM unassigned WHERE mesh_id = ?1",
             params![mesh_id, session_id],
         )?;
         tx.execute("DELETE FROM unassigned WHERE mesh_id = ?1", [mesh_id])?;
@@ -339,6 +339,29 @@ mod tests {
                 db.purge_inbox(now)?;
                 assert!(!db.inbox_has("mesh", "m1")?);
                 assert_eq!(db.inbox_pending("s9")?, 0);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn pool_messages_a_session_never_saw_go_back_when_it_ends() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .call_sync(|db| {
+                db.inbox_insert(&msg("m1", 1), &[])?;
+                db.inbox_insert(&msg("m2", 2), &[])?;
+                assert_eq!(db.assign_unassigned("mesh", "brief")?, 2);
+                db.inbox_mark_seen("brief", &["m1".to_owned()], 3)?;
+                db.delete_session("brief")?;
+                // m1 was shown; m2 waits for whoever comes next.
+                assert_eq!(db.assign_unassigned("mesh", "next")?, 1);
+                let unseen: Vec<String> = db
+                    .inbox_unseen("next")?
+                    .into_iter()
+                    .map(|m| m.message_id)
+                    .collect();
+                assert_eq!(unseen, ["m2"]);
                 Ok(())
             })
             .unwrap();

@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -103,6 +103,12 @@ const V2: &str = "
 CREATE INDEX IF NOT EXISTS outbox_pending_by_session ON outbox (session_id) WHERE state = 'pending';
 ";
 
+/// Version 3: a delivery taken from the "no session" pool goes back to it
+/// when its session ends without having seen it.
+const V3: &str = "
+ALTER TABLE deliveries ADD COLUMN from_pool INTEGER NOT NULL DEFAULT 0;
+";
+
 /// Creates or upgrades the schema. Refuses a file from a newer daemon
 /// rather than guessing at it.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -112,14 +118,62 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
             "the database was written by a newer claudemeshd (schema {version}, this one knows {VERSION}); upgrade claudemeshd"
         )));
     }
-    if version < 1 {
+    // Step `i` takes the schema from version `i` to `i + 1`.
+    let steps = [V1, V2, V3];
+    let from = usize::try_from(version).unwrap_or(0);
+    if from < steps.len() {
+        let todo = steps[from..].concat();
         conn.execute_batch(&format!(
-            "BEGIN; {V1} {V2} PRAGMA user_version = {VERSION}; COMMIT;"
-        ))?;
-    } else if version < 2 {
-        conn.execute_batch(&format!(
-            "BEGIN; {V2} PRAGMA user_version = {VERSION}; COMMIT;"
+            "BEGIN; {todo} PRAGMA user_version = {VERSION}; COMMIT;"
         ))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::{V1, VERSION, migrate};
+
+    fn user_version(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_version_1_file_is_brought_up_to_date_keeping_its_rows() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!("{V1} PRAGMA user_version = 1;"))
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO inbox (mesh_id, message_id, from_member, from_session, from_name,
+                 to_target, priority, body, sent_at, received_at)
+             VALUES ('m', 'x', 'pk', 's', 'n', 'me', 'now', 'hi', 1, 1);
+             INSERT INTO deliveries (mesh_id, message_id, session_id) VALUES ('m', 'x', 's1');",
+        )
+        .unwrap();
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn), VERSION);
+        let from_pool: i64 = conn
+            .query_row(
+                "SELECT from_pool FROM deliveries WHERE message_id = 'x'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(from_pool, 0);
+        // Running it again changes nothing.
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn), VERSION);
+    }
+
+    #[test]
+    fn a_file_from_a_newer_daemon_is_refused() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!("PRAGMA user_version = {};", VERSION + 1))
+            .unwrap();
+        let err = migrate(&conn).unwrap_err().to_string();
+        assert!(err.contains("newer claudemeshd"), "{err}");
+    }
 }

@@ -110,9 +110,16 @@ impl Db {
     }
 
     /// Deletes a session with its undelivered inbox rows (a session that
-    /// ended will never show them).
+    /// ended will never show them). Those it took from the "no session"
+    /// pool go back to it, for the next session of the mesh.
     pub fn delete_session(&mut self, session_id: &str) -> StoreResult<()> {
         let tx = self.conn.savepoint()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO unassigned (mesh_id, message_id)
+             SELECT mesh_id, message_id FROM deliveries
+             WHERE session_id = ?1 AND seen_at IS NULL AND from_pool = 1",
+            [session_id],
+        )?;
         tx.execute("DELETE FROM deliveries WHERE session_id = ?1", [session_id])?;
         tx.execute("DELETE FROM sessions WHERE session_id = ?1", [session_id])?;
         tx.commit()?;
