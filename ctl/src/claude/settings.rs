@@ -126,43 +126,39 @@ fn parse(path: &Path, text: &str) -> Result<Map<String, Value>, SettingsError> {
     }
 }
 
-/// Counts our hook commands in `root`, and whether exactly `command` is
-/// registered once for each event (the "already installed" test).
-fn our_entries(root: &Map<String, Value>, command: &str) -> (usize, bool) {
+/// Our hook commands in `root`, with the event each is registered for.
+fn our_commands(root: &Map<String, Value>) -> Vec<(&'static str, &str)> {
     let Some(Value::Object(hooks)) = root.get("hooks") else {
-        return (0, false);
+        return Vec::new();
     };
-    let mut ours = 0;
-    let mut exact = 0;
+    let mut found = Vec::new();
     for event in EVENTS {
-        let mut exact_here = 0;
-        for group in hooks
-            .get(event)
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            for hook in group
-                .get("hooks")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+        let groups = hooks.get(event).and_then(Value::as_array);
+        for group in groups.into_iter().flatten() {
+            let entries = group.get("hooks").and_then(Value::as_array);
+            for hook in entries.into_iter().flatten() {
                 if let Some(c) = hook.get("command").and_then(Value::as_str)
                     && is_our_command(c)
                 {
-                    ours += 1;
-                    if c == command {
-                        exact_here += 1;
-                    }
+                    found.push((event, c));
                 }
             }
         }
-        if exact_here == 1 {
-            exact += 1;
-        }
     }
-    (ours, exact == EVENTS.len() && ours == EVENTS.len())
+    found
+}
+
+/// Counts our hook commands in `root`, and whether exactly `command` is
+/// registered once for each event (the "already installed" test).
+fn our_entries(root: &Map<String, Value>, command: &str) -> (usize, bool) {
+    let ours = our_commands(root);
+    let once_each = EVENTS.iter().all(|event| {
+        ours.iter()
+            .filter(|(e, c)| e == event && *c == command)
+            .count()
+            == 1
+    });
+    (ours.len(), once_each && ours.len() == EVENTS.len())
 }
 
 /// Adds our hook entries to `root` (pure). Entries of ours with another
@@ -363,31 +359,10 @@ pub fn registered_commands(path: &Path) -> Result<Vec<(String, String)>, Setting
         return Ok(Vec::new());
     };
     let root = parse(path, &text)?;
-    let mut found = Vec::new();
-    if let Some(Value::Object(hooks)) = root.get("hooks") {
-        for event in EVENTS {
-            for group in hooks
-                .get(event)
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                for hook in group
-                    .get("hooks")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some(c) = hook.get("command").and_then(Value::as_str)
-                        && is_our_command(c)
-                    {
-                        found.push((event.to_owned(), c.to_owned()));
-                    }
-                }
-            }
-        }
-    }
-    Ok(found)
+    Ok(our_commands(&root)
+        .into_iter()
+        .map(|(event, c)| (event.to_owned(), c.to_owned()))
+        .collect())
 }
 
 #[cfg(test)]

@@ -32,6 +32,20 @@ fn mock_store() -> Arc<CredentialStore> {
     mock::Store::new().unwrap()
 }
 
+/// A keystore over the in-memory mock (standing in for Secret Service,
+/// which the unit tests cannot reach), in a private temporary home.
+fn mock_keystore() -> (tempfile::TempDir, Arc<CredentialStore>, Keystore) {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = mock_store();
+    let ks = Keystore::with_store(
+        &paths_in(tmp.path()),
+        KeystoreKind::SecretService,
+        store.clone(),
+    )
+    .unwrap();
+    (tmp, store, ks)
+}
+
 fn raw_get(store: &Arc<CredentialStore>, account: &str) -> Option<Vec<u8>> {
     match Entry::new_in_store(store, SERVICE, account)
         .unwrap()
@@ -160,14 +174,7 @@ fn choice_parses_the_environment_value() {
 
 #[test]
 fn mock_round_trip_stores_hex_seed() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = mock_store();
-    let ks = Keystore::with_store(
-        &paths_in(tmp.path()),
-        KeystoreKind::SecretService,
-        store.clone(),
-    )
-    .unwrap();
+    let (tmp, store, ks) = mock_keystore();
     assert_eq!(ks.kind(), KeystoreKind::SecretService);
     assert!(!ks.durable(), "the mock keeps keys in memory only");
     assert!(ks.warning().is_none());
@@ -200,14 +207,7 @@ fn mock_round_trip_stores_hex_seed() {
 
 #[test]
 fn malformed_stored_value_is_a_clear_error_without_the_value() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = mock_store();
-    let ks = Keystore::with_store(
-        &paths_in(tmp.path()),
-        KeystoreKind::SecretService,
-        store.clone(),
-    )
-    .unwrap();
+    let (_tmp, store, ks) = mock_keystore();
     let junk = "zz-not-a-seed-but-maybe-sensitive";
     Entry::new_in_store(&store, SERVICE, "mesh-b")
         .unwrap()
@@ -225,14 +225,7 @@ fn malformed_stored_value_is_a_clear_error_without_the_value() {
 
 #[test]
 fn backend_errors_never_carry_secret_bytes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = mock_store();
-    let ks = Keystore::with_store(
-        &paths_in(tmp.path()),
-        KeystoreKind::SecretService,
-        store.clone(),
-    )
-    .unwrap();
+    let (_tmp, store, ks) = mock_keystore();
     let k = key(9);
     ks.store("mesh-c", &k).unwrap();
     let secret = seed_hex(&k);
@@ -263,13 +256,7 @@ fn backend_errors_never_carry_secret_bytes() {
 
 #[test]
 fn accounts_that_could_escape_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let ks = Keystore::with_store(
-        &paths_in(tmp.path()),
-        KeystoreKind::SecretService,
-        mock_store(),
-    )
-    .unwrap();
+    let (_tmp, _store, ks) = mock_keystore();
     let long = "x".repeat(MAX_ACCOUNT_BYTES + 1);
     for bad in [
         "",

@@ -5,7 +5,7 @@
 use claudemesh_protocol::wire::{MessageSender, Priority};
 use rusqlite::{Row, params};
 
-use super::{Db, StoreResult, corrupt};
+use super::{Db, StoreResult, corrupt, count};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxRow {
@@ -59,10 +59,6 @@ fn finish(raw: (InboxRow, String)) -> StoreResult<InboxRow> {
     let (mut row, priority) = raw;
     row.priority = Priority::parse(&priority).ok_or_else(|| corrupt("priority", &priority))?;
     Ok(row)
-}
-
-fn count(n: i64) -> u32 {
-    n.clamp(0, i64::from(u32::MAX)) as u32
 }
 
 impl Db {

@@ -262,6 +262,11 @@ fn run_job(db: &mut Db, job: Job, savepoint: bool) -> (bool, Option<Finish>) {
 }
 
 /// Stored strings that must parse back into an enum.
+/// A row count or counter read from SQLite, as the `u32` the API reports.
+fn count(n: i64) -> u32 {
+    n.clamp(0, i64::from(u32::MAX)) as u32
+}
+
 fn corrupt(what: &str, value: &str) -> StoreError {
     StoreError::Corrupt(format!("{what} `{value}`"))
 }

@@ -4,7 +4,7 @@
 use claudemesh_protocol::wire::{DeliveryState, Priority, RecipientState};
 use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Db, StoreResult, corrupt};
+use super::{Db, StoreResult, corrupt, count};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxState {
@@ -81,7 +81,7 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<(OutboxRow, String, String, String)
             extra_members: Vec::new(),
             state: OutboxState::Pending,
             broker_message_id: r.get(8)?,
-            attempts: r.get::<_, i64>(9)?.clamp(0, i64::from(u32::MAX)) as u32,
+            attempts: count(r.get(9)?),
             last_error: r.get(10)?,
             created_at: r.get(11)?,
             updated_at: r.get(12)?,
@@ -192,21 +192,22 @@ impl Db {
 
     /// How many messages sent by `session_id` wait for their broker.
     pub fn outbox_pending_for_session(&self, session_id: &str) -> StoreResult<u32> {
-        let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM outbox WHERE session_id = ?1 AND state = 'pending'",
-            [session_id],
-            |r| r.get(0),
-        )?;
-        Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
+        self.count_pending("session_id", session_id)
     }
 
+    /// How many messages of `mesh_id` wait for their broker.
     pub fn outbox_depth(&self, mesh_id: &str) -> StoreResult<u32> {
+        self.count_pending("mesh_id", mesh_id)
+    }
+
+    /// Pending rows whose `column` (one of ours, never user input) is `value`.
+    fn count_pending(&self, column: &'static str, value: &str) -> StoreResult<u32> {
         let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM outbox WHERE mesh_id = ?1 AND state = 'pending'",
-            [mesh_id],
+            &format!("SELECT COUNT(*) FROM outbox WHERE {column} = ?1 AND state = 'pending'"),
+            [value],
             |r| r.get(0),
         )?;
-        Ok(n.clamp(0, i64::from(u32::MAX)) as u32)
+        Ok(count(n))
     }
 
     /// Counts one more transmission of a pending message.
