@@ -87,6 +87,17 @@ pub fn send_committed(
         request_id,
     } = job;
     match outcome {
+        Err(e) if e.is_disk_full() => {
+            tracing::error!(error = %e, "the disk is full: a message was refused");
+            metrics.message_rejected("storage_full");
+            let err = ServerFrame::error(
+                "unavailable",
+                "the broker's disk is full, so this message was not stored; send it again \
+                 with the same id later (it is kept once space is freed)",
+                Some(request_id),
+            );
+            conn.send(text(&err));
+        }
         Err(e) => {
             tracing::error!(error = %e, "storing a message failed");
             metrics.message_rejected("internal_error");

@@ -10,7 +10,12 @@ pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // A log line that cannot be written (stderr on a full disk) is
+        // dropped. With internal-error reporting on, tracing-subscriber
+        // would `eprintln!` the failure, which panics when stderr fails:
+        // that panic killed the database threads on a full disk.
+        .log_internal_errors(false);
     let _ = if std::io::stderr().is_terminal() {
         builder.try_init()
     } else {

@@ -124,9 +124,10 @@ impl Writer {
         });
         let fallback_watermark = dispatched.clone();
         let commits = metrics.clone();
-        let thread = std::thread::Builder::new()
-            .name("claudemesh-db-writer".into())
-            .spawn(move || {
+        // Without its writer the broker can only refuse: a panic there
+        // ends the process so that it is restarted.
+        let thread =
+            claudemesh_protocol::critical_thread::spawn("claudemesh-db-writer", move || {
                 run(
                     conn,
                     next_seq,
@@ -143,13 +144,14 @@ impl Writer {
             })?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_checkpoints = stop.clone();
-        std::thread::Builder::new()
-            .name("claudemesh-db-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, &stop_checkpoints, &commits))
-            .map_err(|source| StoreError::Io {
-                path: db_path.to_owned(),
-                source,
-            })?;
+        // Without checkpoints the WAL grows until the disk is full.
+        claudemesh_protocol::critical_thread::spawn("claudemesh-db-checkpoint", move || {
+            checkpoint_loop(checkpointer, &stop_checkpoints, &commits)
+        })
+        .map_err(|source| StoreError::Io {
+            path: db_path.to_owned(),
+            source,
+        })?;
         Ok(Self {
             tx,
             thread: Mutex::new(Some(thread)),
@@ -165,6 +167,16 @@ impl Writer {
     /// store) and those planned after (pushed to it live).
     pub fn dispatched(&self) -> i64 {
         self.dispatched.load(Ordering::SeqCst)
+    }
+
+    /// False once the writer thread has ended (shut down, or died).
+    pub fn is_alive(&self) -> bool {
+        let finished = self
+            .thread
+            .lock()
+            .map(|t| t.as_ref().is_none_or(JoinHandle::is_finished))
+            .unwrap_or(true);
+        !finished && !self.tx.is_closed()
     }
 
     /// Queues an operation, waiting for room. False when the writer has

@@ -46,19 +46,27 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
         .into_response()
 }
 
-/// 200 `ok` when the database answers, 503 otherwise.
+/// 200 `ok` when the broker can serve: its database writer runs and the
+/// database file opens and reads afresh. Otherwise 503 with the reason.
 async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
-    let store = ctx.store.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        store.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
-    })
-    .await
-    .ok()
-    .and_then(Result::ok)
-        == Some(1);
-    if ok {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+    if !ctx.writer.is_alive() {
+        return unhealthy("the database writer has stopped".to_owned());
     }
+    let path = ctx.store.path().to_owned();
+    let checked = tokio::task::spawn_blocking(move || crate::store::health::check(&path))
+        .await
+        .unwrap_or_else(|e| Err(format!("the database check did not finish: {e}")));
+    match checked {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(why) => unhealthy(why),
+    }
+}
+
+fn unhealthy(why: String) -> Response {
+    tracing::warn!(reason = %why, "health check failed");
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!("unhealthy: {why}\n"),
+    )
+        .into_response()
 }

@@ -11,6 +11,7 @@
 //! write-ahead log (the OS page cache) before it returns, which survives a
 //! `kill -9` of the broker; only a power loss may drop the last commits.
 
+pub mod health;
 pub mod invites;
 pub mod members;
 pub mod meshes;
@@ -57,6 +58,32 @@ pub enum StoreError {
     Commit(String),
     #[error("the database writer has stopped (the broker is shutting down)")]
     WriterGone,
+}
+
+/// How SQLite words `SQLITE_FULL` (a write failed with `ENOSPC`, or the
+/// file reached its size limit). Commit failures travel as text, so the
+/// text is what is matched.
+const DISK_FULL_TEXT: &str = "database or disk is full";
+
+impl StoreError {
+    /// True when the write failed for want of disk space: nothing was
+    /// stored, and the same write can succeed once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                true
+            }
+            Self::Io { source, .. } if source.kind() == std::io::ErrorKind::StorageFull => true,
+            other => is_disk_full_text(&other.to_string()),
+        }
+    }
+}
+
+/// True when an error's text says the disk is full (see [`StoreError::is_disk_full`]).
+pub fn is_disk_full_text(text: &str) -> bool {
+    text.contains(DISK_FULL_TEXT)
 }
 
 /// Opens one connection to `path` with the broker's pragmas.

@@ -155,6 +155,15 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
             let err = error_text(r.code(), r.to_string());
             return close_direct(sink, stream, vec![err], 1008, r.code()).await;
         }
+        Err(HelloFailure::Internal(e)) if crate::store::is_disk_full_text(&e) => {
+            tracing::error!(error = %e, "the disk is full: a hello was refused");
+            let err = error_text(
+                "unavailable",
+                "the broker's disk is full and it cannot accept connections now; try again later",
+            );
+            // 1013: try again later.
+            return close_direct(sink, stream, vec![err], 1013, "unavailable").await;
+        }
         Err(HelloFailure::Internal(e)) => {
             tracing::error!(error = %e, "hello could not be verified");
             let err = error_text(

@@ -39,6 +39,10 @@ type Answer = Result<Response, IpcError>;
 /// Requests waiting for their answer; `None` once the connection closed.
 type Pending = Arc<Mutex<Option<HashMap<u64, oneshot::Sender<Answer>>>>>;
 
+/// The refusal the daemon sent before closing, if it did: the answer to
+/// every request on this connection, even one made after the close.
+type Refusal = Arc<Mutex<Option<IpcError>>>;
+
 /// What the daemon said in its `welcome`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Welcome {
@@ -52,6 +56,7 @@ pub struct Welcome {
 pub struct DaemonClient {
     lines: mpsc::UnboundedSender<String>,
     pending: Pending,
+    refusal: Refusal,
     next_id: AtomicU64,
     events: Option<mpsc::Receiver<Event>>,
     welcome: Welcome,
@@ -118,13 +123,20 @@ impl DaemonClient {
     fn over(stream: Stream) -> Self {
         let stream = Arc::new(stream);
         let pending: Pending = Arc::new(Mutex::new(Some(HashMap::new())));
+        let refusal: Refusal = Arc::new(Mutex::new(None));
         let (lines, lines_rx) = mpsc::unbounded_channel();
         let (events_tx, events) = mpsc::channel(EVENT_BUFFER);
-        let writer = tokio::spawn(write_lines(stream.clone(), lines_rx, pending.clone()));
-        let reader = tokio::spawn(read_frames(stream, pending.clone(), events_tx));
+        let writer = tokio::spawn(write_lines(stream.clone(), lines_rx));
+        let reader = tokio::spawn(read_frames(
+            stream,
+            pending.clone(),
+            refusal.clone(),
+            events_tx,
+        ));
         Self {
             lines,
             pending,
+            refusal,
             next_id: AtomicU64::new(1),
             events: Some(events),
             welcome: Welcome {
@@ -153,17 +165,30 @@ impl DaemonClient {
         let (tx, rx) = oneshot::channel();
         match lock(&self.pending).as_mut() {
             Some(waiting) => waiting.insert(id, tx),
-            None => return Err(ClientError::Disconnected),
+            None => return Err(self.refused_or(ClientError::Disconnected)),
         };
         let line = RequestFrame { id, request }.to_line();
         if self.lines.send(line).is_err() {
             forget(&self.pending, id);
-            return Err(ClientError::Disconnected);
+            return Err(self.refused_or(ClientError::Disconnected));
         }
         match rx.await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(error)) => Err(ClientError::Daemon(error)),
-            Err(_) => Err(ClientError::ConnectionLost),
+            Err(_) => Err(self.refused_or(ClientError::ConnectionLost)),
+        }
+    }
+
+    /// The daemon's refusal of this connection if it sent one, else `other`.
+    fn refused_or(&self, other: ClientError) -> ClientError {
+        match self
+            .refusal
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        {
+            Some(error) => ClientError::Daemon(error),
+            None => other,
         }
     }
 
@@ -218,22 +243,25 @@ fn is_not_running(e: &io::Error) -> bool {
     )
 }
 
-async fn write_lines(
-    stream: Arc<Stream>,
-    mut lines: mpsc::UnboundedReceiver<String>,
-    pending: Pending,
-) {
+/// Writes requests until one fails. The waiters are left to the reader:
+/// a daemon that refused the connection may have said why before closing
+/// (the reader reads that, then the end of the stream, and answers them).
+async fn write_lines(stream: Arc<Stream>, mut lines: mpsc::UnboundedReceiver<String>) {
     let mut out = &*stream;
     while let Some(line) = lines.recv().await {
         if let Err(e) = out.write_all(line.as_bytes()).await {
             tracing::debug!("writing to the daemon failed: {e}");
-            close(&pending);
             return;
         }
     }
 }
 
-async fn read_frames(stream: Arc<Stream>, pending: Pending, events: mpsc::Sender<Event>) {
+async fn read_frames(
+    stream: Arc<Stream>,
+    pending: Pending,
+    refusal: Refusal,
+    events: mpsc::Sender<Event>,
+) {
     let mut input = BufReader::new(&*stream);
     let mut line = Vec::new();
     loop {
@@ -261,6 +289,13 @@ async fn read_frames(stream: Arc<Stream>, pending: Pending, events: mpsc::Sender
                 id: Some(id),
                 error,
             }) => answer(&pending, id, Err(error)),
+            Ok(DaemonFrame::Err { id: None, error }) if refuses_connection(&error.code) => {
+                // The daemon closes right after this frame: it is the answer
+                // to everything asked on this connection.
+                *refusal.lock().unwrap_or_else(|p| p.into_inner()) = Some(error.clone());
+                refuse_all(&pending, &error);
+                break;
+            }
             Ok(DaemonFrame::Err { id: None, error }) => {
                 tracing::warn!("the daemon could not read a request: {error}");
             }
@@ -274,6 +309,21 @@ async fn read_frames(stream: Arc<Stream>, pending: Pending, events: mpsc::Sender
         }
     }
     close(&pending);
+}
+
+/// Codes of the frame a daemon sends before closing a connection it will
+/// not serve (another user's, or one too many).
+fn refuses_connection(code: &str) -> bool {
+    matches!(code, "forbidden" | "busy")
+}
+
+/// Answers every request waiting on this connection with `error`, and
+/// marks the connection closed.
+fn refuse_all(pending: &Pending, error: &IpcError) {
+    let waiting = lock(pending).take().unwrap_or_default();
+    for (_, tx) in waiting {
+        let _ = tx.send(Err(error.clone()));
+    }
 }
 
 fn answer(pending: &Pending, id: u64, result: Answer) {

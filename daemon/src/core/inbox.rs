@@ -25,9 +25,14 @@ impl Core {
     /// Pushes from the broker, as many as arrived together. Each is
     /// opened, all are committed in one write, and only then acknowledged
     /// (repeats included: a repeat is acknowledged and dropped).
-    pub(super) async fn on_pushes(&self, mesh: &Mesh, pushes: Vec<Push>) {
+    ///
+    /// When the write fails (a full disk) nothing is acknowledged and the
+    /// pushes are given back: the worker keeps them and stores them again
+    /// on its retry tick, so they arrive once space returns, with no wait
+    /// for a reconnect.
+    pub(super) async fn on_pushes(&self, mesh: &Mesh, pushes: Vec<Push>) -> Vec<Push> {
         if pushes.is_empty() {
-            return;
+            return pushes;
         }
         let received_at = ids::now_ms();
         let mut acks = Vec::with_capacity(pushes.len());
@@ -68,9 +73,9 @@ impl Core {
         {
             Ok(fresh) => fresh,
             Err(e) => {
-                // Not acknowledged: the broker pushes them again later.
+                // Not acknowledged: the sender is not told `delivered`.
                 internal(e);
-                return;
+                return pushes;
             }
         };
         for ack in acks {
@@ -82,6 +87,7 @@ impl Core {
                 self.offer(sid, std::slice::from_ref(row), mesh.slug());
             }
         }
+        Vec::new()
     }
 
     /// The local sessions a push is for: those it names that live here, or

@@ -193,6 +193,14 @@ impl Core {
 /// A store failure as the client sees it: no detail beyond "internal",
 /// the detail goes to the log.
 pub fn internal(e: StoreError) -> IpcError {
+    if e.is_disk_full() {
+        tracing::error!(error = %e, "the disk is full: a write was refused");
+        return IpcError::new(
+            "storage_full",
+            "the daemon's disk is full, so nothing was stored; free space on the disk that \
+             holds the daemon's data directory and try again (no restart needed)",
+        );
+    }
     tracing::error!(error = %e, "a database operation failed");
     IpcError::new(
         "internal",

@@ -91,7 +91,14 @@ impl Core {
                 ),
             ));
         }
-        if mesh.link.is_connected() && self.names_no_one(&mesh, &to, &sid) {
+        // Right after a connect the peer list may lack a recipient whose
+        // daemon is not back yet (a restarted broker knows no session until
+        // it is): within the settle window the name is queued and retried,
+        // as the broker's own `unknown_target` is (see `on_send_error`), and
+        // as it would be while the link is down. The local mesh's broker
+        // lives in this daemon: its peer list is whole from the start.
+        let settling = !mesh.config.local && mesh.connected_within(SETTLE_WINDOW);
+        if mesh.link.is_connected() && !settling && self.names_no_one(&mesh, &to, &sid) {
             return Err(IpcError::new(
                 "unknown_target",
                 format!(

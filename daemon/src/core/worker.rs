@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claudemesh_protocol::ipc::Event;
-use claudemesh_protocol::wire::{ClientFrame, DeliveryState, HelloAck, PeerEvent, ServerFrame};
+use claudemesh_protocol::wire::{
+    ClientFrame, DeliveryState, HelloAck, PeerEvent, Push, ServerFrame,
+};
 use tokio::sync::mpsc;
 
 use super::attach::session_open_frame;
@@ -17,6 +19,10 @@ use crate::mesh::Mesh;
 const RETRY_TICK: Duration = Duration::from_secs(5);
 /// At most this many link events are handled as one batch.
 const MAX_BATCH: usize = 512;
+/// Pushes that could not be stored (a full disk) are kept for the next
+/// retry tick up to this many ciphertext bytes; past it they are dropped
+/// unacknowledged, and the broker pushes them again on the next connect.
+const MAX_UNSTORED_BYTES: usize = 32 * 1024 * 1024;
 
 impl Core {
     /// Runs until the link's event channel closes (the mesh was stopped).
@@ -29,6 +35,7 @@ impl Core {
         let _ = self.restored.subscribe().wait_for(|done| *done).await;
         let mut retry = tokio::time::interval(RETRY_TICK);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut unstored = Unstored::default();
         loop {
             tokio::select! {
                 event = events.recv() => match event {
@@ -40,11 +47,16 @@ impl Core {
                                 Err(_) => break,
                             }
                         }
-                        self.on_link_events(&mesh, batch).await;
+                        let failed = self.on_link_events(&mesh, batch).await;
+                        unstored.keep(mesh.slug(), failed);
                     }
                     None => return,
                 },
                 _ = retry.tick() => {
+                    if !unstored.is_empty() {
+                        let failed = self.on_pushes(&mesh, unstored.take()).await;
+                        unstored.keep(mesh.slug(), failed);
+                    }
                     if mesh.link.is_connected() {
                         self.transmit_pending(&mesh, true).await;
                     }
@@ -59,16 +71,26 @@ impl Core {
     /// control events first as they came, then acks (a receipt needs its
     /// ack's `messageId`, and a send error its row), send errors, pushes,
     /// and receipts last.
-    async fn on_link_events(self: &Arc<Self>, mesh: &Arc<Mesh>, batch: Vec<LinkEvent>) {
+    /// Returns the pushes that could not be stored.
+    async fn on_link_events(
+        self: &Arc<Self>,
+        mesh: &Arc<Mesh>,
+        batch: Vec<LinkEvent>,
+    ) -> Vec<Push> {
         let frames = batch
             .iter()
             .filter(|e| matches!(e, LinkEvent::Frame(_)))
             .count();
-        self.handle_link_events(mesh, batch).await;
+        let unstored = self.handle_link_events(mesh, batch).await;
         mesh.link.frames_handled(frames);
+        unstored
     }
 
-    async fn handle_link_events(self: &Arc<Self>, mesh: &Arc<Mesh>, batch: Vec<LinkEvent>) {
+    async fn handle_link_events(
+        self: &Arc<Self>,
+        mesh: &Arc<Mesh>,
+        batch: Vec<LinkEvent>,
+    ) -> Vec<Push> {
         let mut acks = Vec::new();
         let mut errors = Vec::new();
         let mut pushes = Vec::new();
@@ -102,8 +124,9 @@ impl Core {
                 }
             }
         }
-        self.on_pushes(mesh, pushes).await;
+        let unstored = self.on_pushes(mesh, pushes).await;
         self.on_receipts(receipts).await;
+        unstored
     }
 
     /// The hello was accepted: reopen sessions, close those that ended
@@ -205,5 +228,39 @@ impl Core {
                 });
             }
         }
+    }
+}
+
+/// Pushes waiting to be stored again, within [`MAX_UNSTORED_BYTES`].
+#[derive(Default)]
+struct Unstored {
+    pushes: Vec<Push>,
+    bytes: usize,
+}
+
+impl Unstored {
+    fn keep(&mut self, mesh: &str, failed: Vec<Push>) {
+        let mut dropped = 0usize;
+        for push in failed {
+            let size = push.ciphertext.len();
+            if self.bytes + size > MAX_UNSTORED_BYTES {
+                dropped += 1;
+                continue;
+            }
+            self.bytes += size;
+            self.pushes.push(push);
+        }
+        if dropped > 0 {
+            tracing::warn!(%mesh, dropped, "too many unstored pushes held; the broker sends the rest again on the next connect");
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pushes.is_empty()
+    }
+
+    fn take(&mut self) -> Vec<Push> {
+        self.bytes = 0;
+        std::mem::take(&mut self.pushes)
     }
 }

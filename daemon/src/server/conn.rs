@@ -48,7 +48,11 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
         tracing::warn!(peer_uid = ?peer_uid, peer_pid = ?peer_pid, "refused a connection from another user");
         let refusal = DaemonFrame::Err {
             id: None,
-            error: IpcError::new("forbidden", "this daemon serves only the user that runs it"),
+            error: IpcError::new(
+                "forbidden",
+                "this daemon serves only the user that runs it; run the command as that user, \
+                 or start your own daemon with `claudemeshd run` (each user has their own)",
+            ),
         };
         let _ = write.write_all(refusal.to_line().as_bytes()).await;
         let _ = write.shutdown().await;

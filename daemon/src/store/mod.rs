@@ -43,6 +43,24 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// How SQLite words `SQLITE_FULL`; commit failures travel as text.
+const DISK_FULL_TEXT: &str = "database or disk is full";
+
+impl StoreError {
+    /// True when a write failed for want of disk space: nothing was
+    /// stored, and the same write can succeed once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            Self::Sqlite(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DiskFull =>
+            {
+                true
+            }
+            other => other.to_string().contains(DISK_FULL_TEXT),
+        }
+    }
+}
+
 /// The open database. Its methods live in the submodules, one table group
 /// each.
 pub struct Db {
@@ -95,9 +113,9 @@ impl Store {
         schema::migrate(&conn)?;
         let (jobs, queue) = mpsc::channel();
         let db = Db { conn };
-        std::thread::Builder::new()
-            .name("claudemeshd-db".into())
-            .spawn(move || run(db, queue))
+        // Every request needs this thread: a panic outside a job ends the
+        // process, so that it is restarted rather than answering nothing.
+        claudemesh_protocol::critical_thread::spawn("claudemeshd-db", move || run(db, queue))
             .map_err(|e| StoreError::Commit(format!("cannot start the database thread: {e}")))?;
         Ok(Store { jobs })
     }
@@ -182,7 +200,7 @@ fn run(mut db: Db, queue: mpsc::Receiver<Msg>) {
     while let Some(msg) = next.take() {
         match msg {
             Msg::Alone(job) => {
-                let (_, finish) = run_job(&mut db, job, false);
+                let (_, finish, _) = run_job(&mut db, job, false);
                 if let Some(finish) = finish {
                     finish(Ok(()));
                 }
@@ -215,8 +233,17 @@ fn run_group(db: &mut Db, group: Vec<Job>) {
     let began = db.conn.execute_batch("BEGIN IMMEDIATE").is_ok();
     let mut finishers = Vec::with_capacity(group.len());
     for job in group {
-        if let (_, Some(finish)) = run_job(db, job, true) {
+        let (_, finish, released) = run_job(db, job, true);
+        let Some(finish) = finish else { continue };
+        if began {
             finishers.push(finish);
+        } else {
+            // Its savepoint was its own transaction: RELEASE committed it,
+            // or failed (a full disk), and that is the job's outcome.
+            if released.is_err() && !db.conn.is_autocommit() {
+                let _ = db.conn.execute_batch("ROLLBACK");
+            }
+            finish(released);
         }
     }
     let commit = if began {
@@ -234,29 +261,35 @@ fn run_group(db: &mut Db, group: Vec<Job>) {
 }
 
 /// Runs one job inside its own savepoint (when `savepoint`), undoing it if
-/// it fails or panics. A panicking job's caller sees `Cancelled`.
-fn run_job(db: &mut Db, job: Job, savepoint: bool) -> (bool, Option<Finish>) {
+/// it fails or panics. A panicking job's caller sees `Cancelled`. Also
+/// returns how the savepoint's RELEASE went: outside a group transaction
+/// that RELEASE is the job's commit.
+fn run_job(db: &mut Db, job: Job, savepoint: bool) -> (bool, Option<Finish>, Result<(), String>) {
     if savepoint && db.conn.execute_batch("SAVEPOINT job").is_err() {
         // Cannot isolate it: run it anyway, as SQLite would statement by
         // statement.
         return match catch_unwind(AssertUnwindSafe(|| job(db))) {
-            Ok((ok, finish)) => (ok, Some(finish)),
-            Err(_) => (false, None),
+            Ok((ok, finish)) => (ok, Some(finish), Ok(())),
+            Err(_) => (false, None, Ok(())),
         };
     }
     let outcome = catch_unwind(AssertUnwindSafe(|| job(db)));
     let ok = matches!(outcome, Ok((true, _)));
+    let mut released = Ok(());
     if savepoint {
         if !ok {
             let _ = db.conn.execute_batch("ROLLBACK TO job");
         }
-        let _ = db.conn.execute_batch("RELEASE job");
+        released = db
+            .conn
+            .execute_batch("RELEASE job")
+            .map_err(|e| e.to_string());
     }
     match outcome {
-        Ok((ok, finish)) => (ok, Some(finish)),
+        Ok((ok, finish)) => (ok, Some(finish), released),
         Err(_) => {
             tracing::error!("a database job panicked; its changes were rolled back");
-            (false, None)
+            (false, None, released)
         }
     }
 }
