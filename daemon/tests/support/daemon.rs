@@ -67,7 +67,11 @@ impl Daemon {
     /// Starts `claudemeshd run ARGS` for `home`, appending its logs to
     /// `home/daemon.log`.
     pub fn start(home: &Home, args: &[&str]) -> Daemon {
-        let log = home.dir.path().join("daemon.log");
+        Self::start_with_log(home, args, home.dir.path().join("daemon.log"))
+    }
+
+    /// As [`Daemon::start`], its logs appended to `log`.
+    pub fn start_with_log(home: &Home, args: &[&str], log: PathBuf) -> Daemon {
         let out = File::options()
             .create(true)
             .append(true)

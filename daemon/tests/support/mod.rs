@@ -8,6 +8,7 @@ pub mod broker;
 pub mod client;
 pub mod daemon;
 pub mod relay;
+pub mod tmpfs;
 
 use std::time::Duration;
 
