@@ -442,7 +442,22 @@ fn complete(d: Done, metrics: &Metrics, watermark: &AtomicI64) {
 
 #[cfg(test)]
 mod tests {
-    use super::{WAL_FORCE_RESTART_FRAMES, WAL_RESTART_FRAMES, should_restart};
+    use std::sync::Arc;
+
+    use super::{WAL_FORCE_RESTART_FRAMES, WAL_RESTART_FRAMES, Writer, should_restart};
+    use crate::metrics::Metrics;
+    use crate::store::{self, DB_FILE};
+
+    #[tokio::test]
+    async fn the_writer_is_alive_until_it_stops() {
+        // What `/healthz` reads: a stopped writer must not look alive.
+        let dir = tempfile::tempdir().unwrap();
+        drop(store::open_data_dir(dir.path()).unwrap());
+        let writer = Writer::spawn(&dir.path().join(DB_FILE), Arc::new(Metrics::new()), 8).unwrap();
+        assert!(writer.is_alive());
+        writer.shutdown().await;
+        assert!(!writer.is_alive());
+    }
 
     #[test]
     fn the_wal_starts_over_at_a_pause_or_when_far_too_large() {
