@@ -106,8 +106,8 @@ impl Config {
     /// [`CONFIG_VERSION`]); an unreadable, corrupt or newer-format file is
     /// an error that names the file and what to do.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Config {
                     version: CONFIG_VERSION,
@@ -121,6 +121,11 @@ impl Config {
                 });
             }
         };
+        // Bytes that are not UTF-8 are a damaged file, not an unreadable one.
+        let text = String::from_utf8(bytes).map_err(|e| ConfigError::Corrupt {
+            path: path.to_path_buf(),
+            detail: format!("it is not UTF-8 text: {e}"),
+        })?;
         let config: Config = serde_json::from_str(&text).map_err(|e| ConfigError::Corrupt {
             path: path.to_path_buf(),
             detail: e.to_string(),
