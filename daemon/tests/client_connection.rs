@@ -272,3 +272,48 @@ async fn nothing_listening_means_not_running() {
         assert!(matches!(err, ClientError::NotRunning { .. }), "{err:?}");
     }
 }
+
+/// The refusal a daemon sends to another user's connection, then closes.
+fn forbidden() -> DaemonFrame {
+    DaemonFrame::Err {
+        id: None,
+        error: IpcError::new("forbidden", "this daemon serves only the user that runs it"),
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_says_why_even_before_the_hello_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let listener = listen(&socket);
+    // As the daemon does: the refusal goes out at once and the connection
+    // closes, whatever the client has written.
+    let server = tokio::spawn(async move {
+        let mut peer = accept(&listener).await;
+        peer.send(forbidden()).await;
+    });
+    let err = DaemonClient::connect(&socket, "test/1").await.unwrap_err();
+    assert_eq!(err.daemon_code(), Some("forbidden"), "{err}");
+    assert!(err.to_string().contains("only the user"), "{err}");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn a_refusal_after_the_hello_answers_the_requests_in_flight() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = socket_in(dir.path());
+    let listener = listen(&socket);
+    let server = tokio::spawn(async move {
+        let mut peer = accept(&listener).await;
+        peer.welcome(IPC_VERSION).await;
+        peer.recv().await.expect("a request");
+        peer.send(forbidden()).await;
+    });
+    let client = DaemonClient::connect(&socket, "test/1").await.unwrap();
+    let err = client.request(Request::DaemonStatus).await.unwrap_err();
+    assert_eq!(err.daemon_code(), Some("forbidden"), "{err}");
+    server.await.unwrap();
+    // Later requests on the closed connection say the same.
+    let again = client.request(Request::DaemonStatus).await.unwrap_err();
+    assert_eq!(again.daemon_code(), Some("forbidden"), "{again}");
+}
