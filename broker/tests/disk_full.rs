@@ -144,6 +144,23 @@ async fn a_full_disk_refuses_sends_clearly_and_recovers_without_a_restart() {
         assert_eq!(again["type"], "error", "{again}");
         assert_eq!(again["code"], "unavailable", "{again}");
     }
+    // A new hello cannot record its signature (replay protection): it is
+    // refused as "try again later", not as an internal error.
+    let mut c = Client::connect(&url).await;
+    c.send(bob.hello_frame(
+        "b-full",
+        Some("bob-full"),
+        ConnectionRole::Session,
+        fresh_ts(),
+    ))
+    .await;
+    let (frames, closed) = c.recv_close().await;
+    assert_eq!(
+        (closed.code, closed.reason.as_str()),
+        (1013, "unavailable"),
+        "{frames:?}"
+    );
+    assert_eq!(frames[0]["code"], "unavailable", "{frames:?}");
     let log = std::fs::metadata(data.join("broker.log")).unwrap().len();
     assert!(
         log < 64 * 200,
