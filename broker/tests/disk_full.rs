@@ -6,6 +6,9 @@
 //! recipient.
 
 mod common;
+// The daemon's tests use the same tmpfs helper; the two test crates share
+// no support crate, so this one includes the file by path.
+#[path = "../../daemon/tests/support/tmpfs.rs"]
 mod tmpfs;
 
 use std::collections::HashMap;

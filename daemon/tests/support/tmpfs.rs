@@ -3,8 +3,7 @@
 //! root; elsewhere [`Tmpfs::mount`] returns `None` and the test is skipped,
 //! except under CI, where it must run. Unmounted when dropped.
 //!
-//! (The same file is in broker/tests/tmpfs and daemon/tests/support: two
-//! test crates, no shared test-support crate between them.)
+//! broker/tests/disk_full.rs includes this file by path.
 
 #![allow(dead_code)]
 
