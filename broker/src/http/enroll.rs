@@ -81,7 +81,7 @@ pub async fn join(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
         Err(e) => return error(StatusCode::FORBIDDEN, e.code(), e.to_string()),
     }
     if let Some(name) = &req.display_name
-        && let Err(e) = limits::check_name("displayName", name.trim(), MAX_DISPLAY_NAME_CHARS)
+        && let Err(e) = limits::check_name("displayName", name, MAX_DISPLAY_NAME_CHARS)
     {
         return error(StatusCode::BAD_REQUEST, "malformed", e.to_string());
     }
