@@ -46,6 +46,11 @@ pub struct BrokerConfig {
     pub max_unauthenticated: usize,
     /// Connections not yet authenticated from one IP address.
     pub max_unauthenticated_per_ip: usize,
+    /// Whether the per-IP cap also applies to loopback addresses. Off by
+    /// default: behind a local TLS proxy every client comes from 127.0.0.1,
+    /// and the per-IP cap would become a second, smaller global cap (the
+    /// proxy must limit per client; the global cap still applies).
+    pub per_ip_cap_on_loopback: bool,
     /// A connection not authenticated by then is closed (HTTP requests
     /// included: this bounds slow headers, slow bodies and idle keep-alive).
     pub unauthenticated_deadline: Duration,
@@ -72,6 +77,7 @@ impl BrokerConfig {
             outbound_queue: limits::MAX_OUTBOUND_QUEUE_FRAMES,
             max_unauthenticated: limits::MAX_UNAUTHENTICATED_CONNECTIONS,
             max_unauthenticated_per_ip: limits::MAX_UNAUTHENTICATED_PER_IP,
+            per_ip_cap_on_loopback: false,
             unauthenticated_deadline: Duration::from_millis(limits::UNAUTHENTICATED_DEADLINE_MS),
             max_write_batch: 1024,
             clock: Clock::system(),

@@ -82,6 +82,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         Admission::new(
             unauthenticated_cap(ctx.config.max_unauthenticated),
             ctx.config.max_unauthenticated_per_ip,
+            ctx.config.per_ip_cap_on_loopback,
         ),
         ctx.config.unauthenticated_deadline,
         ctx.metrics.clone(),

@@ -142,6 +142,7 @@ async fn unauthenticated_connections_are_capped_per_ip() {
     let b = TestBroker::start_with(|c| {
         c.max_unauthenticated = 100;
         c.max_unauthenticated_per_ip = 4;
+        c.per_ip_cap_on_loopback = true;
         c.unauthenticated_deadline = Duration::from_secs(120);
     })
     .await;

@@ -21,6 +21,7 @@ pub struct Admission {
     counts: Mutex<Counts>,
     max_total: usize,
     max_per_ip: usize,
+    per_ip_on_loopback: bool,
 }
 
 /// Why a connection was not admitted.
@@ -41,11 +42,12 @@ impl Refused {
 }
 
 impl Admission {
-    pub fn new(max_total: usize, max_per_ip: usize) -> Arc<Self> {
+    pub fn new(max_total: usize, max_per_ip: usize, per_ip_on_loopback: bool) -> Arc<Self> {
         Arc::new(Self {
             counts: Mutex::new(Counts::default()),
             max_total: max_total.max(1),
             max_per_ip: max_per_ip.max(1),
+            per_ip_on_loopback,
         })
     }
 
@@ -59,8 +61,9 @@ impl Admission {
         if c.total >= self.max_total {
             return Err(Refused::Global);
         }
+        let capped = self.per_ip_on_loopback || !ip.is_loopback();
         let from_ip = c.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= self.max_per_ip {
+        if capped && *from_ip >= self.max_per_ip {
             return Err(Refused::PerIp);
         }
         *from_ip += 1;
@@ -124,7 +127,7 @@ mod tests {
 
     #[test]
     fn caps_hold_and_slots_come_back() {
-        let a = Admission::new(3, 2);
+        let a = Admission::new(3, 2, true);
         let ip1: IpAddr = "10.0.0.1".parse().unwrap();
         let ip2: IpAddr = "10.0.0.2".parse().unwrap();
         let s1 = a.admit(ip1).unwrap();
@@ -139,5 +142,15 @@ mod tests {
         drop(s3);
         assert_eq!(a.unauthenticated(), 2);
         assert!(a.admit(ip1).is_ok());
+    }
+
+    #[test]
+    fn loopback_is_exempt_from_the_per_ip_cap_unless_asked() {
+        let lo: IpAddr = "127.0.0.1".parse().unwrap();
+        let a = Admission::new(10, 1, false);
+        let _s: Vec<_> = (0..5).map(|_| a.admit(lo).unwrap()).collect();
+        let b = Admission::new(10, 1, true);
+        let _t = b.admit(lo).unwrap();
+        assert_eq!(b.admit(lo).err(), Some(Refused::PerIp));
     }
 }

@@ -30,7 +30,7 @@ pub const HARD_CAP_BYTES: usize = 2 * MAX_FRAME_BYTES;
 /// Bytes read from the socket at a time. tungstenite's default (128 KiB,
 /// allocated per connection) made an idle connection cost ~137 KB; a
 /// larger frame still grows the buffer while it is read.
-const READ_CHUNK_BYTES: usize = 4096;
+const READ_CHUNK_BYTES: usize = 2048;
 
 /// Frames are buffered up to this before a write; the outbound task
 /// flushes after each burst anyway.
