@@ -12,9 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use claudemesh_protocol::limits::{
-    MAX_CWD_BYTES, MAX_FRAME_BYTES, MAX_GROUP_CHARS, MAX_GROUPS_PER_SESSION, MAX_HOST_BYTES,
-    MAX_PEERS_LIST_BYTES, MAX_SESSIONS_PER_CONNECTION, MAX_SESSIONS_PER_MEMBER, MAX_SUMMARY_BYTES,
-    RECEIPT_BURST,
+    MAX_CIPHERTEXT_CHARS, MAX_CWD_BYTES, MAX_FRAME_BYTES, MAX_GROUP_CHARS, MAX_GROUPS_PER_SESSION,
+    MAX_HOST_BYTES, MAX_PEERS_LIST_BYTES, MAX_SESSIONS_PER_CONNECTION, MAX_SESSIONS_PER_MEMBER,
+    MAX_SUMMARY_BYTES, RECEIPT_BURST,
 };
 use claudemesh_protocol::wire::ConnectionRole;
 use common::*;
@@ -335,6 +335,67 @@ async fn peer_lists_stay_within_a_frame_and_every_member_is_listed() {
     let a = small.member("a");
     let (_, ack) = small.session(&a, "s", "a").await;
     assert!(ack.get("truncated").is_none(), "{ack}");
+}
+
+#[tokio::test]
+async fn every_push_fits_the_frame_limit_of_a_daemon_link() {
+    let b = TestBroker::start().await;
+    let alice = b.member("alice");
+    let bob = b.member("bob");
+    let (mut a, _) = b.session(&alice, "a1", "alice").await;
+    // Bob's daemon link carries as many sessions, with ids as long, as
+    // allowed, all in one group: a push to the group names them all.
+    let mut ws = daemon_link_client(&b.ws_url()).await;
+    let hello = bob.hello_frame("daemon", None, ConnectionRole::Daemon, fresh_ts());
+    ws.send(Message::Text(hello.to_string().into()))
+        .await
+        .unwrap();
+    for i in 0..MAX_SESSIONS_PER_CONNECTION {
+        let sid = format!("{i:0>64}");
+        let open = json!({"type":"session_open","sessionId":sid,"groups":["g"]});
+        ws.send(Message::Text(open.to_string().into()))
+            .await
+            .unwrap();
+    }
+    let mut opened = 0;
+    while opened < MAX_SESSIONS_PER_CONNECTION {
+        if let Message::Text(t) = ws.next().await.unwrap().unwrap()
+            && t.as_str().contains("session_opened")
+        {
+            opened += 1;
+        }
+    }
+    let nonce = alice.envelope(&bob, "x")["nonce"].clone();
+    let envelope = |chars: usize| json!({"member": bob.pubkey(), "nonce": nonce, "ciphertext": "A".repeat(chars)});
+
+    // One past the cap: refused, naming it.
+    let over = (MAX_CIPHERTEXT_CHARS / 4 + 1) * 4;
+    a.send(send_frame("big", "@g", vec![envelope(over)])).await;
+    let err = a.recv_type("error").await;
+    assert_eq!(err["code"], "too_large", "{err}");
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains(&MAX_CIPHERTEXT_CHARS.to_string())
+    );
+
+    // At the cap: the push reaches the 1 MiB link.
+    let at = MAX_CIPHERTEXT_CHARS / 4 * 4;
+    a.send(send_frame("max", "@g", vec![envelope(at)])).await;
+    assert_eq!(a.recv_type("ack").await["id"], "max");
+    let push = loop {
+        match ws
+            .next()
+            .await
+            .unwrap()
+            .expect("the push fits the link's limit")
+        {
+            Message::Text(t) if t.as_str().contains("\"push\"") => break t,
+            _ => {}
+        }
+    };
+    assert!(push.len() <= MAX_FRAME_BYTES, "{}", push.len());
 }
 
 #[tokio::test]

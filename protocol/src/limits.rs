@@ -66,6 +66,17 @@ pub const MAX_CLIENT_BYTES: usize = 128;
 /// client that accepts 1 MiB frames always gets its `hello_ack`.
 pub const MAX_PEERS_LIST_BYTES: usize = 256 * 1024;
 
+/// Room a `push` needs besides its ciphertext: the sender, the target, the
+/// sessions it names (at most [`MAX_SESSIONS_PER_CONNECTION`] ids of
+/// [`MAX_ID_CHARS`]) and the JSON around them.
+pub const PUSH_HEADROOM_BYTES: usize = 32 * 1024;
+
+/// An envelope's ciphertext is at most this many characters of base64, so
+/// that the `push` carrying it fits in [`MAX_FRAME_BYTES`] and every
+/// recipient can read it (a push it cannot read would come back on every
+/// reconnect and keep it from ever connecting).
+pub const MAX_CIPHERTEXT_CHARS: usize = MAX_FRAME_BYTES - PUSH_HEADROOM_BYTES;
+
 /// Bytes of frames waiting to be written to one connection; a connection
 /// that lets more pile up (it does not read) is closed with 1013
 /// `slow_consumer`. Its messages stay queued in the database.

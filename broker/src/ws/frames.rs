@@ -11,9 +11,9 @@ use serde_json::json;
 
 use claudemesh_protocol::encoding::{b64_decode, is_lower_hex, is_valid_id};
 use claudemesh_protocol::limits::{
-    self, MAX_CWD_BYTES, MAX_DISPLAY_NAME_CHARS, MAX_GROUP_CHARS, MAX_GROUPS_PER_SESSION,
-    MAX_HOST_BYTES, MAX_SUMMARY_BYTES, NONCE_BYTES, QUEUE_TTL_MS, RECEIPT_BURST,
-    RECEIPT_RATE_PER_SEC, TextError,
+    self, MAX_CIPHERTEXT_CHARS, MAX_CWD_BYTES, MAX_DISPLAY_NAME_CHARS, MAX_GROUP_CHARS,
+    MAX_GROUPS_PER_SESSION, MAX_HOST_BYTES, MAX_SUMMARY_BYTES, NONCE_BYTES, QUEUE_TTL_MS,
+    RECEIPT_BURST, RECEIPT_RATE_PER_SEC, TextError,
 };
 use claudemesh_protocol::wire::{
     ClientFrame, ConnectionRole, DeliveryState, Envelope, Send, ServerFrame, SessionOpen,
@@ -631,6 +631,14 @@ fn check_envelopes(envelopes: &[Envelope]) -> Result<HashMap<&str, &Envelope>, R
             return Err(refuse(
                 "malformed",
                 "an envelope's nonce must be 24 bytes of standard base64",
+            ));
+        }
+        if env.ciphertext.len() > MAX_CIPHERTEXT_CHARS {
+            return Err(refuse(
+                "too_large",
+                format!(
+                    "an envelope's ciphertext is limited to {MAX_CIPHERTEXT_CHARS} characters of base64, so that its push fits in a frame"
+                ),
             ));
         }
         if b64_decode(&env.ciphertext).is_none_or(|c| c.len() < 16) {
