@@ -73,6 +73,7 @@ async fn unauthenticated_connections_are_capped_and_members_keep_their_room() {
     let bob = b.member("bob");
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
 
+    let before = rss_bytes();
     // A stranger fills every unauthenticated slot with idle sockets.
     let mut idle = Vec::new();
     for _ in 0..8 {
@@ -83,6 +84,13 @@ async fn unauthenticated_connections_are_capped_and_members_keep_their_room() {
     // Wait until the broker has admitted all eight: one more is closed.
     let mut extra = TcpStream::connect(b.addr).await.unwrap();
     assert!(closed_by_broker(&mut extra).await, "a ninth was kept open");
+    // Hundreds more are turned away without holding anything.
+    for _ in 0..300 {
+        let mut s = TcpStream::connect(b.addr).await.unwrap();
+        assert!(closed_by_broker(&mut s).await);
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 50 << 20, "RSS grew by {} MB", grown >> 20);
     let metrics = {
         // The members' connection is authenticated: it is still served.
         a.sync().await;

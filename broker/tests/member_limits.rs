@@ -19,17 +19,6 @@ use claudemesh_protocol::limits::{
 use claudemesh_protocol::wire::ConnectionRole;
 use common::*;
 
-/// Resident memory of this process in bytes.
-fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/self/status");
-    kb * 1024
-}
-
 /// A session as big as the limits allow.
 fn fat_session(sid: &str) -> Value {
     let groups: Vec<String> = (0..MAX_GROUPS_PER_SESSION)
@@ -90,6 +79,7 @@ async fn sessions_are_capped_per_connection_and_per_member() {
     let bystander = b.member("bystander");
     let (mut other, _) = b.session(&bystander, "b1", "bystander").await;
     let m = b.member("many");
+    let before = rss_bytes();
     let mut d1 = b.daemon(&m).await;
     let refused = open_sessions(&mut d1, "s", MAX_SESSIONS_PER_CONNECTION + 1).await;
     assert_eq!(refused.len(), 1, "{refused:?}");
@@ -120,6 +110,12 @@ async fn sessions_are_capped_per_connection_and_per_member() {
     let (frames, closed) = c.recv_close().await;
     assert_eq!(frames[0]["code"], "too_many_sessions", "{frames:?}");
     assert_eq!(closed.reason, "too_many_sessions");
+
+    // Past the cap, more attempts cost nothing.
+    let refused = open_sessions(&mut d2, "more", 500).await;
+    assert_eq!(refused.len(), 500);
+    let grown = rss_bytes().saturating_sub(before);
+    assert!(grown < 100 << 20, "RSS grew by {} MB", grown >> 20);
 
     // Closing one makes room again.
     d1.send(json!({"type":"session_close","sessionId":"s0"}))
