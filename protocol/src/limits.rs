@@ -48,8 +48,8 @@ pub const MAX_GROUP_CHARS: usize = 64;
 /// A session belongs to at most this many groups.
 pub const MAX_GROUPS_PER_SESSION: usize = 32;
 
-/// A session's `cwd` is at most this many bytes.
-pub const MAX_CWD_BYTES: usize = 1024;
+/// A session's `cwd` is at most this many bytes (Linux's `PATH_MAX`).
+pub const MAX_CWD_BYTES: usize = 4096;
 
 /// A session's `host` is at most this many bytes (a DNS name's limit).
 pub const MAX_HOST_BYTES: usize = 255;
@@ -151,13 +151,14 @@ pub fn check_text_bytes(
     Ok(())
 }
 
-/// Checks a name: at most `max_chars` characters and no control character
-/// (a name is printed on terminals and must not carry escape sequences).
+/// Checks a name: no control character (a name is printed on terminals
+/// and must not carry escape sequences) and at most `max_chars`
+/// characters once trimmed (names are stored trimmed).
 pub fn check_name(field: &'static str, value: &str, max_chars: usize) -> Result<(), TextError> {
     if value.chars().any(char::is_control) {
         return Err(TextError::ControlCharacter { field });
     }
-    if value.chars().count() > max_chars {
+    if value.trim().chars().count() > max_chars {
         return Err(TextError::TooLong {
             field,
             max: max_chars,
