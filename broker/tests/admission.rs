@@ -258,3 +258,62 @@ async fn http_bodies_are_capped() {
     let (status, _) = post(b.addr, "/v1/join", &big).await;
     assert_eq!(status, 413);
 }
+
+/// The broker binary raises its soft open-file limit at start (started
+/// here with a soft limit of 256, as a default 1 024 would leave a
+/// thousand idle sockets able to exhaust it).
+#[test]
+fn the_broker_raises_its_open_file_limit_at_start() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::process::CommandExt;
+    use std::process::{Command, Stdio};
+
+    let dir = tempfile::tempdir().unwrap();
+    claudemesh_broker::admin::Admin::open(dir.path())
+        .unwrap()
+        .create_mesh("team")
+        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_claudemesh-broker"));
+    cmd.arg("--data")
+        .arg(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; the closure touches no
+    // memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut l = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut l);
+            l.rlim_cur = 256.min(l.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("broker listening")),
+        "the broker did not start"
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.id())).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let (soft, hard) = (fields[3], fields[4]);
+    let hard_n: u64 = hard.parse().unwrap_or(u64::MAX);
+    let expected = hard_n.min(1 << 20);
+    assert_eq!(soft.parse::<u64>().unwrap(), expected, "{line}");
+    assert!(expected > 256, "{line}");
+}
