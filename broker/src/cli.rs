@@ -195,7 +195,10 @@ pub fn run_admin(cli: &Cli) -> anyhow::Result<()> {
                 let state = if m.revoked { "revoked" } else { "active" };
                 println!(
                     "{}\t{}\t{}\t{}\t{state}",
-                    m.id, m.pubkey, m.display_name, m.role
+                    m.id,
+                    m.pubkey,
+                    printable(&m.display_name),
+                    m.role
                 );
             }
         }
@@ -203,11 +206,27 @@ pub fn run_admin(cli: &Cli) -> anyhow::Result<()> {
             let m = admin.revoke_member(mesh, member)?;
             println!(
                 "member {} ({}) revoked; a running server closes its connections within a second",
-                m.display_name, m.pubkey
+                printable(&m.display_name),
+                m.pubkey
             );
         }
     }
     Ok(())
+}
+
+/// A stored name made safe for a terminal: control characters (a name
+/// recorded before joins refused them could hold escape sequences) are
+/// shown escaped, as `\u{1b}`, never written raw.
+pub fn printable(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 fn unreachable_serve() {

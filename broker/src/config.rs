@@ -40,6 +40,20 @@ pub struct BrokerConfig {
     /// Frames waiting to be written to one connection before it is judged
     /// too slow and closed (1013 `slow_consumer`); its messages stay queued.
     pub outbound_queue: usize,
+    /// Connections not yet authenticated, over all clients (further ones
+    /// are closed at accept). [`crate::start`] lowers it to half the
+    /// open-file limit, keeping the other half for members.
+    pub max_unauthenticated: usize,
+    /// Connections not yet authenticated from one IP address.
+    pub max_unauthenticated_per_ip: usize,
+    /// Whether the per-IP cap also applies to loopback addresses. Off by
+    /// default: behind a local TLS proxy every client comes from 127.0.0.1,
+    /// and the per-IP cap would become a second, smaller global cap (the
+    /// proxy must limit per client; the global cap still applies).
+    pub per_ip_cap_on_loopback: bool,
+    /// A connection not authenticated by then is closed (HTTP requests
+    /// included: this bounds slow headers, slow bodies and idle keep-alive).
+    pub unauthenticated_deadline: Duration,
     /// At most this many writes are committed in one transaction.
     pub max_write_batch: usize,
     /// The broker's clock (hello and leave timestamps, message times).
@@ -60,7 +74,11 @@ impl BrokerConfig {
             send_burst: 1000.0,
             max_connections_per_member: 32,
             revocation_poll: Duration::from_millis(500),
-            outbound_queue: 8192,
+            outbound_queue: limits::MAX_OUTBOUND_QUEUE_FRAMES,
+            max_unauthenticated: limits::MAX_UNAUTHENTICATED_CONNECTIONS,
+            max_unauthenticated_per_ip: limits::MAX_UNAUTHENTICATED_PER_IP,
+            per_ip_cap_on_loopback: false,
+            unauthenticated_deadline: Duration::from_millis(limits::UNAUTHENTICATED_DEADLINE_MS),
             max_write_batch: 1024,
             clock: Clock::system(),
         }

@@ -17,6 +17,7 @@
 //! - [`router`]: what a `to` names; [`delivery`]: acks, pushes, receipts;
 //! - [`writer`]: the group-commit database writer; [`store`]: all SQL;
 //! - [`admin`], [`cli`]: administration of a data directory;
+//! - [`net`]: admission of TCP connections (caps, deadline, open-file limit);
 //! - [`metrics`], [`logging`], [`shutdown`].
 
 pub mod admin;
@@ -31,6 +32,7 @@ mod hub;
 mod ids;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 mod router;
 mod server;
 pub mod shutdown;

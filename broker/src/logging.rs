@@ -5,6 +5,8 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
@@ -16,9 +18,19 @@ pub fn init() {
         // would `eprintln!` the failure, which panics when stderr fails:
         // that panic killed the database threads on a full disk.
         .log_internal_errors(false);
+    let frames = tracing_subscriber::filter::filter_fn(|meta| !logs_frame_contents(meta));
     let _ = if std::io::stderr().is_terminal() {
-        builder.try_init()
+        builder.finish().with(frames).try_init()
     } else {
-        builder.json().try_init()
+        builder.json().finish().with(frames).try_init()
     };
+}
+
+/// The WebSocket library traces every frame it reads and writes, whole
+/// (ciphertext, nonces, signatures): such events are dropped whatever
+/// `RUST_LOG` asks for. Its debug events (close frames) are kept.
+pub fn logs_frame_contents(meta: &tracing::Metadata<'_>) -> bool {
+    let target = meta.target();
+    *meta.level() == tracing::Level::TRACE
+        && (target.starts_with("tungstenite") || target.starts_with("tokio_tungstenite"))
 }

@@ -21,6 +21,7 @@ fn main() -> std::process::ExitCode {
 
 fn serve(cli: &Cli, args: &cli::ServeArgs) -> anyhow::Result<()> {
     claudemesh_broker::logging::init();
+    claudemesh_broker::net::fdlimit::raise_nofile();
     let config = cli::serve_config(cli, args)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -16,6 +16,8 @@ use crate::ctx::{Ctx, TaskCounter};
 use crate::hello::ReplayCache;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::net::admission::Admission;
+use crate::net::listener::GuardedListener;
 use crate::store::{Store, members, settings};
 use crate::writer::{WriteOp, Writer};
 
@@ -73,7 +75,18 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         tokio::spawn(watch_revocations(ctx.clone())),
         tokio::spawn(housekeeping(ctx.clone())),
     ];
-    let app = crate::http::router(ctx.clone());
+    let app = crate::http::router(ctx.clone())
+        .into_make_service_with_connect_info::<crate::net::listener::ConnSlot>();
+    let listener = GuardedListener::new(
+        listener,
+        Admission::new(
+            unauthenticated_cap(ctx.config.max_unauthenticated),
+            ctx.config.max_unauthenticated_per_ip,
+            ctx.config.per_ip_cap_on_loopback,
+        ),
+        ctx.config.unauthenticated_deadline,
+        ctx.metrics.clone(),
+    );
     let (stop_http, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
@@ -130,6 +143,21 @@ impl Drop for RunningBroker {
             task.abort();
         }
     }
+}
+
+/// The configured cap, lowered to half the open-file limit so that the
+/// other half stays for authenticated connections and the database.
+fn unauthenticated_cap(configured: usize) -> usize {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid, owned struct.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return configured;
+    }
+    let half = usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX);
+    configured.min(half.max(1))
 }
 
 /// Closes the connections of members revoked by another process (the admin

@@ -90,23 +90,7 @@ fn prepare() -> anyhow::Result<Paths> {
 /// Each session holds a socket: raise the soft descriptor limit to the
 /// hard one so that a thousand sessions fit.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a valid, owned struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
-        {
-            let wanted = libc::rlimit {
-                rlim_cur: limit.rlim_max.min(1 << 20),
-                rlim_max: limit.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &wanted) != 0 {
-                tracing::debug!("could not raise the open-file limit");
-            }
-        }
-    }
+    claudemesh_broker::net::fdlimit::raise_nofile();
 }
 
 async fn serve(paths: Paths, options: RunOptions) -> anyhow::Result<()> {

@@ -29,9 +29,12 @@ pub fn b64_decode(s: &str) -> Option<Vec<u8>> {
     STANDARD.decode(s).ok()
 }
 
-/// True when `s` is a valid protocol identifier: 1 to 64 characters.
+/// True when `s` is a valid protocol identifier: 1 to 64 characters, none
+/// of them a control character (ids are logged and printed).
 pub fn is_valid_id(s: &str) -> bool {
-    !s.is_empty() && s.chars().count() <= crate::limits::MAX_ID_CHARS
+    !s.is_empty()
+        && s.chars().count() <= crate::limits::MAX_ID_CHARS
+        && !s.chars().any(char::is_control)
 }
 
 #[cfg(test)]
@@ -61,5 +64,8 @@ mod tests {
         assert!(!is_valid_id(""));
         assert!(is_valid_id(&"x".repeat(64)));
         assert!(!is_valid_id(&"x".repeat(65)));
+        assert!(!is_valid_id("s\u{1b}[2J"));
+        assert!(!is_valid_id("a\nb"));
+        assert!(!is_valid_id("a\0b"));
     }
 }

@@ -10,7 +10,10 @@
 use serde_json::Value;
 
 use crate::keys::{MemberPublicKey, MemberSecretKey, Signature};
-use crate::limits::HELLO_SKEW_MS;
+use crate::limits::{
+    HELLO_SKEW_MS, MAX_CLIENT_BYTES, MAX_CWD_BYTES, MAX_DISPLAY_NAME_CHARS, TextError, check_line,
+    check_name,
+};
 use crate::wire::Hello;
 
 /// Why a hello was refused, in PROTOCOL.md's order.
@@ -19,7 +22,7 @@ pub enum HelloRejection {
     #[error("the hello timestamp is more than 60 seconds from the broker's clock")]
     TimestampSkew,
     #[error(
-        "the hello is malformed: a required field is missing or ill-typed, or the key or signature is not lowercase hex of the right length"
+        "the hello is malformed: a required field is missing or ill-typed, an id or name has control characters, a field is over its limit, or the key or signature is not lowercase hex of the right length"
     )]
     Malformed,
     #[error("the hello signature does not verify with the given public key")]
@@ -90,6 +93,9 @@ pub fn verify_hello(hello: &Hello, now: i64) -> Result<VerifiedHello, HelloRejec
     {
         return Err(HelloRejection::Malformed);
     }
+    if check_hello_texts(hello).is_err() {
+        return Err(HelloRejection::Malformed);
+    }
     let (pubkey, signature) = decode_key_and_signature(&hello.pubkey, &hello.signature)?;
     let message = canonical(
         &hello.mesh_id,
@@ -105,6 +111,18 @@ pub fn verify_hello(hello: &Hello, now: i64) -> Result<VerifiedHello, HelloRejec
         pubkey,
         signature,
     })
+}
+
+/// The free-text fields of a hello within their limits (part of check 2).
+pub fn check_hello_texts(hello: &Hello) -> Result<(), TextError> {
+    check_line("cwd", &hello.cwd, MAX_CWD_BYTES)?;
+    if let Some(name) = &hello.display_name {
+        check_name("displayName", name, MAX_DISPLAY_NAME_CHARS)?;
+    }
+    if let Some(client) = &hello.client {
+        check_line("client", client, MAX_CLIENT_BYTES)?;
+    }
+    Ok(())
 }
 
 /// Check 2 (both fields are lowercase hex of the right length, else

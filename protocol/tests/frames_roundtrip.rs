@@ -226,6 +226,7 @@ fn server_examples() -> Vec<(String, ServerFrame)> {
                 display_name: s("…"),
                 server_time: 1_764_168_000_123,
                 peers: vec![peer()],
+                truncated: false,
             }),
         ),
         (
@@ -240,6 +241,7 @@ fn server_examples() -> Vec<(String, ServerFrame)> {
             ServerFrame::PeersList {
                 id: Some(s("r1")),
                 peers: vec![peer()],
+                truncated: false,
             },
         ),
         (

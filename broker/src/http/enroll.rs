@@ -23,6 +23,7 @@ use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::hello::HelloRejection;
 use claudemesh_protocol::invite::{self, InviteError};
 use claudemesh_protocol::leave::LeaveRequest;
+use claudemesh_protocol::limits::{self, MAX_DISPLAY_NAME_CHARS};
 
 use crate::ctx::Ctx;
 use crate::store::invites::{JoinRefusal, JoinRequest};
@@ -79,15 +80,18 @@ pub async fn join(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
         Ok(_) | Err(InviteError::Expired { .. }) => {}
         Err(e) => return error(StatusCode::FORBIDDEN, e.code(), e.to_string()),
     }
+    if let Some(name) = &req.display_name
+        && let Err(e) = limits::check_name("displayName", name, MAX_DISPLAY_NAME_CHARS)
+    {
+        return error(StatusCode::BAD_REQUEST, "malformed", e.to_string());
+    }
     let display_name: String = req
         .display_name
         .as_deref()
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .unwrap_or("member")
-        .chars()
-        .take(64)
-        .collect();
+        .to_owned();
     let new_id = match crate::ids::random_id("mem_") {
         Ok(id) => id,
         Err(e) => {

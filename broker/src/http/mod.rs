@@ -6,10 +6,11 @@ pub mod enroll;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use claudemesh_protocol::limits::MAX_HTTP_BODY_BYTES;
 
 use crate::ctx::Ctx;
 use crate::metrics::Gauges;
@@ -22,6 +23,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/v1/leave", post(enroll::leave))
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES))
         .with_state(ctx)
 }
 

@@ -10,7 +10,8 @@
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use tokio::sync::{Notify, mpsc};
+use claudemesh_protocol::limits::MAX_OUTBOUND_QUEUE_BYTES;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 
 /// Process-wide connection number.
 pub type ConnId = u64;
@@ -24,22 +25,45 @@ struct CloseSignal {
     reason: Mutex<Option<(u16, String)>>,
 }
 
+/// A frame waiting to be written, holding its bytes' share of the
+/// connection's byte budget until it is written.
+pub struct Queued {
+    pub msg: Message,
+    pub bytes: OwnedSemaphorePermit,
+}
+
 /// Cheap to clone; all clones talk to the same connection.
 #[derive(Clone)]
 pub struct ConnHandle {
     pub id: ConnId,
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Queued>,
+    /// Bytes that may still be queued: [`MAX_OUTBOUND_QUEUE_BYTES`] minus
+    /// those of the frames waiting.
+    budget: Arc<Semaphore>,
     close: Arc<CloseSignal>,
+}
+
+/// The budget a frame takes: its payload, at least one byte, at most the
+/// whole budget (so that any frame can be queued on an idle connection).
+fn cost(msg: &Message) -> u32 {
+    let n = match msg {
+        Message::Text(t) => t.len(),
+        Message::Binary(b) => b.len(),
+        Message::Ping(b) | Message::Pong(b) => b.len(),
+        Message::Close(c) => c.as_ref().map_or(0, |c| c.reason.len() + 2),
+    };
+    u32::try_from(n.clamp(1, MAX_OUTBOUND_QUEUE_BYTES)).unwrap_or(u32::MAX)
 }
 
 impl ConnHandle {
     /// A handle and the receiving end of its frame queue.
-    pub fn new(id: ConnId, capacity: usize) -> (Self, mpsc::Receiver<Message>) {
+    pub fn new(id: ConnId, capacity: usize) -> (Self, mpsc::Receiver<Queued>) {
         let (tx, rx) = mpsc::channel(capacity.max(16));
         (
             Self {
                 id,
                 tx,
+                budget: Arc::new(Semaphore::new(MAX_OUTBOUND_QUEUE_BYTES)),
                 close: Arc::new(CloseSignal::default()),
             },
             rx,
@@ -52,9 +76,14 @@ impl ConnHandle {
         self.send(Message::Text(text.into()))
     }
 
-    /// Queues any frame without waiting.
+    /// Queues any frame without waiting. Over the frame or byte budget the
+    /// connection is judged too slow and asked to close.
     pub fn send(&self, msg: Message) -> bool {
-        match self.tx.try_send(msg) {
+        let Ok(bytes) = self.budget.clone().try_acquire_many_owned(cost(&msg)) else {
+            self.close(CLOSE_TRY_AGAIN_LATER, "slow_consumer");
+            return false;
+        };
+        match self.tx.try_send(Queued { msg, bytes }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.close(CLOSE_TRY_AGAIN_LATER, "slow_consumer");
@@ -67,14 +96,17 @@ impl ConnHandle {
     /// Queues a frame, waiting for room: for bulk sends from the
     /// connection's own tasks (redelivery), which may wait.
     pub async fn send_wait(&self, msg: Message) -> bool {
-        self.tx.send(msg).await.is_ok()
+        let Ok(bytes) = self.budget.clone().acquire_many_owned(cost(&msg)).await else {
+            return false;
+        };
+        self.tx.send(Queued { msg, bytes }).await.is_ok()
     }
 
     /// Like [`ConnHandle::send_wait`], giving up after `limit`.
     pub async fn send_wait_timeout(&self, msg: Message, limit: std::time::Duration) -> bool {
         matches!(
-            tokio::time::timeout(limit, self.tx.send(msg)).await,
-            Ok(Ok(()))
+            tokio::time::timeout(limit, self.send_wait(msg)).await,
+            Ok(true)
         )
     }
 

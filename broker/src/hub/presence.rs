@@ -7,6 +7,11 @@ use std::collections::HashMap;
 use axum::extract::ws::{Message, Utf8Bytes};
 use claudemesh_protocol::wire::{ConnectionRole, Peer, PeerEvent, PeerStatus, ServerFrame};
 
+use claudemesh_protocol::limits::{
+    MAX_DISPLAY_NAME_CHARS, MAX_GROUP_CHARS, MAX_PEERS_LIST_BYTES, MAX_SESSIONS_PER_CONNECTION,
+    MAX_SESSIONS_PER_MEMBER,
+};
+
 use super::conn::{ConnHandle, ConnId};
 use super::ratelimit::TokenBucket;
 
@@ -53,6 +58,34 @@ pub struct SessionSpec {
 pub enum SessionError {
     /// The session is not carried by this connection.
     Unknown,
+    /// The connection already carries [`MAX_SESSIONS_PER_CONNECTION`].
+    TooManyOnConnection,
+    /// The member already has [`MAX_SESSIONS_PER_MEMBER`] listed.
+    TooManyForMember,
+}
+
+impl SessionError {
+    /// The error code and sentence sent to the client.
+    pub fn code_and_message(self, session_id: &str) -> (&'static str, String) {
+        match self {
+            Self::Unknown => (
+                "unknown_session",
+                format!("session {session_id} is not open on this connection"),
+            ),
+            Self::TooManyOnConnection => (
+                "too_many_sessions",
+                format!(
+                    "a connection carries at most {MAX_SESSIONS_PER_CONNECTION} sessions; close one first"
+                ),
+            ),
+            Self::TooManyForMember => (
+                "too_many_sessions",
+                format!(
+                    "a member has at most {MAX_SESSIONS_PER_MEMBER} sessions listed; close one first"
+                ),
+            ),
+        }
+    }
 }
 
 /// Why a connection is leaving the mesh.
@@ -72,6 +105,7 @@ pub struct MeshState {
     sessions: HashMap<SessionKey, SessionEntry>,
     names: HashMap<String, SessionKey>,
     buckets: HashMap<String, TokenBucket>,
+    receipt_buckets: HashMap<String, TokenBucket>,
     epoch: u64,
 }
 
@@ -85,7 +119,7 @@ pub fn sanitize_name(requested: Option<&str>, session_id: &str) -> String {
         .replace('/', "-")
         .chars()
         .filter(|c| !c.is_control())
-        .take(64)
+        .take(MAX_DISPLAY_NAME_CHARS)
         .collect();
     if name.is_empty() || name == "*" {
         name = session_id
@@ -127,6 +161,11 @@ impl MeshState {
 
     pub fn conn(&self, id: ConnId) -> Option<&ConnEntry> {
         self.conns.get(&id)
+    }
+
+    /// Sessions of a member listed now (live or in their grace period).
+    pub fn member_session_count(&self, member_id: &str) -> usize {
+        self.sessions.keys().filter(|k| k.0 == member_id).count()
     }
 
     /// The connections of a member.
@@ -180,6 +219,14 @@ impl MeshState {
     /// One send token for the member, if it has one.
     pub fn take_token(&mut self, member_id: &str, rate: f64, burst: f64) -> bool {
         self.buckets
+            .entry(member_id.to_owned())
+            .or_insert_with(|| TokenBucket::full(burst))
+            .take(rate, burst)
+    }
+
+    /// One `seen` receipt token for the member, if it has one.
+    pub fn take_receipt_token(&mut self, member_id: &str, rate: f64, burst: f64) -> bool {
+        self.receipt_buckets
             .entry(member_id.to_owned())
             .or_insert_with(|| TokenBucket::full(burst))
             .take(rate, burst)
@@ -247,6 +294,7 @@ impl MeshState {
         };
         let member_id = conn.member_id.clone();
         let pubkey = conn.pubkey.clone();
+        let carried = conn.sessions.len();
         let key: SessionKey = (member_id.clone(), spec.session_id.clone());
         let requested = sanitize_name(spec.display_name.as_deref(), &spec.session_id);
         let epoch = self.next_epoch();
@@ -308,6 +356,12 @@ impl MeshState {
             return Ok(name);
         }
 
+        if carried >= MAX_SESSIONS_PER_CONNECTION {
+            return Err(SessionError::TooManyOnConnection);
+        }
+        if self.member_session_count(&member_id) >= MAX_SESSIONS_PER_MEMBER {
+            return Err(SessionError::TooManyForMember);
+        }
         let name = self.assign_name(&requested, &key);
         let peer = Peer {
             member: pubkey,
@@ -378,16 +432,18 @@ impl MeshState {
         Ok(())
     }
 
-    /// Every listed peer but `exclude`.
-    pub fn peers(&self, exclude: Option<&SessionKey>) -> Vec<Peer> {
-        let mut peers: Vec<Peer> = self
+    /// Every listed peer but `exclude`, within [`MAX_PEERS_LIST_BYTES`].
+    pub fn peers(&self, exclude: Option<&SessionKey>) -> PeerList {
+        let listed: Vec<&Peer> = self
             .sessions
             .iter()
             .filter(|(k, _)| Some(*k) != exclude)
-            .map(|(_, s)| s.peer.clone())
+            .map(|(_, s)| &s.peer)
             .collect();
-        peers.sort_by(|a, b| a.display_name.cmp(&b.display_name));
-        peers
+        let mut list = bounded_peers(listed, MAX_PEERS_LIST_BYTES);
+        list.peers
+            .sort_by(|a, b| a.display_name.cmp(&b.display_name));
+        list
     }
 
     /// Removes a connection. On [`Departure::Dropped`] its sessions stay
@@ -472,6 +528,63 @@ impl MeshState {
     }
 }
 
+/// A list of peers, cut to a size.
+pub struct PeerList {
+    pub peers: Vec<Peer>,
+    /// Some peers were left out to stay within the size.
+    pub truncated: bool,
+}
+
+/// The peers whose JSON fits in `max_bytes`. When they do not all fit, the
+/// members take turns (each member's first session, then each one's
+/// second, …), so that a member with many or large sessions cannot push
+/// the others out of the list.
+pub fn bounded_peers(listed: Vec<&Peer>, max_bytes: usize) -> PeerList {
+    let sized: Vec<(&Peer, usize)> = listed
+        .into_iter()
+        .map(|p| {
+            (
+                p,
+                serde_json::to_string(p).map_or(usize::MAX, |j| j.len() + 1),
+            )
+        })
+        .collect();
+    let total = sized
+        .iter()
+        .fold(0usize, |acc, (_, n)| acc.saturating_add(*n));
+    if total <= max_bytes {
+        return PeerList {
+            peers: sized.into_iter().map(|(p, _)| p.clone()).collect(),
+            truncated: false,
+        };
+    }
+    let mut by_member: std::collections::BTreeMap<&str, Vec<(&Peer, usize)>> =
+        std::collections::BTreeMap::new();
+    for (p, n) in sized {
+        by_member.entry(p.member.as_str()).or_default().push((p, n));
+    }
+    for sessions in by_member.values_mut() {
+        sessions.sort_by(|a, b| a.0.display_name.cmp(&b.0.display_name));
+    }
+    let mut peers = Vec::new();
+    let mut used = 0usize;
+    let rounds = by_member.values().map(Vec::len).max().unwrap_or(0);
+    for round in 0..rounds {
+        for sessions in by_member.values() {
+            if let Some((p, n)) = sessions.get(round)
+                && used + n <= max_bytes
+            {
+                used += n;
+                peers.push((*p).clone());
+            }
+        }
+    }
+    PeerList {
+        peers,
+        truncated: true,
+    }
+}
+
 /// Groups are named without the `@` of the target form; duplicates and
 /// empty names are dropped.
 pub fn normalize_groups(groups: Vec<String>) -> Vec<String> {
@@ -487,7 +600,12 @@ pub fn normalize_groups(groups: Vec<String>) -> Vec<String> {
 
 /// `@backend` and `backend` name the same group.
 pub fn normalize_group(g: &str) -> String {
-    g.trim().trim_start_matches('@').chars().take(64).collect()
+    g.trim()
+        .trim_start_matches('@')
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_GROUP_CHARS)
+        .collect()
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ use crate::delivery::pending_push_frame;
 use crate::hello::{self, HelloFailure};
 use crate::hub::presence::sanitize_name;
 use crate::hub::{ConnEntry, ConnHandle, Departure, Mesh, SessionSpec, close_frame};
+use crate::net::admission::Slot;
 use crate::store::messages;
 use crate::ws::frames::Connection;
 use crate::ws::outbound;
@@ -116,7 +117,7 @@ fn error_text(code: &str, message: impl Into<String>) -> Message {
 }
 
 /// Runs one connection to its end.
-pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
+pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
     let _task = ctx.tasks.enter();
     let (sink, mut stream) = socket.split();
 
@@ -178,10 +179,16 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
     let (handle, rx) = ConnHandle::new(conn_id, ctx.config.outbound_queue);
     let mesh = ctx.hub.mesh(&hello.mesh_id);
     let now = ctx.now_ms();
-    let attached = {
+    let attached: Result<i64, (&'static str, String)> = {
         let mut state = mesh.lock();
         if state.member_conns(&member.id).len() >= ctx.config.max_connections_per_member {
-            None
+            Err((
+                "too_many_connections",
+                format!(
+                    "this member already has {} connections open; close one and retry",
+                    ctx.config.max_connections_per_member
+                ),
+            ))
         } else {
             state.add_conn(ConnEntry {
                 handle: handle.clone(),
@@ -190,7 +197,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
                 role: hello.role,
                 sessions: Vec::new(),
             });
-            let (display_name, exclude) = match hello.role {
+            let named = match hello.role {
                 ConnectionRole::Session => {
                     let spec = SessionSpec {
                         session_id: hello.session_id.clone(),
@@ -198,41 +205,49 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
                         cwd: hello.cwd.clone(),
                         ..SessionSpec::default()
                     };
-                    let name = state
+                    state
                         .open_session(conn_id, spec, now)
-                        .unwrap_or_else(|_| hello.session_id.clone());
-                    (name, Some((member.id.clone(), hello.session_id.clone())))
+                        .map(|name| (name, Some((member.id.clone(), hello.session_id.clone()))))
+                        .map_err(|e| e.code_and_message(&hello.session_id))
                 }
-                ConnectionRole::Daemon => (
+                ConnectionRole::Daemon => Ok((
                     sanitize_name(hello.display_name.as_deref(), &hello.session_id),
                     None,
-                ),
+                )),
             };
-            let ack = ServerFrame::HelloAck(HelloAck {
-                mesh_id: hello.mesh_id.clone(),
-                member_id: member.id.clone(),
-                session_id: hello.session_id.clone(),
-                display_name,
-                server_time: now,
-                peers: state.peers(exclude.as_ref()),
-            });
-            handle.send_text(ack.to_json());
-            // Read under the lock that made this connection visible to
-            // pushes: see `redeliver`.
-            Some(ctx.writer.dispatched())
+            match named {
+                Ok((display_name, exclude)) => {
+                    let list = state.peers(exclude.as_ref());
+                    let ack = ServerFrame::HelloAck(HelloAck {
+                        mesh_id: hello.mesh_id.clone(),
+                        member_id: member.id.clone(),
+                        session_id: hello.session_id.clone(),
+                        display_name,
+                        server_time: now,
+                        peers: list.peers,
+                        truncated: list.truncated,
+                    });
+                    handle.send_text(ack.to_json());
+                    // Read under the lock that made this connection visible to
+                    // pushes: see `redeliver`.
+                    Ok(ctx.writer.dispatched())
+                }
+                Err(refusal) => {
+                    state.remove_conn(conn_id, Departure::Dropped);
+                    Err(refusal)
+                }
+            }
         }
     };
-    let Some(dispatched) = attached else {
-        ctx.metrics.connection_rejected("too_many_connections");
-        let err = error_text(
-            "too_many_connections",
-            format!(
-                "this member already has {} connections open; close one and retry",
-                ctx.config.max_connections_per_member
-            ),
-        );
-        return close_direct(sink, stream, vec![err], 1008, "too_many_connections").await;
+    let dispatched = match attached {
+        Ok(d) => d,
+        Err((code, message)) => {
+            ctx.metrics.connection_rejected(code);
+            let err = error_text(code, message);
+            return close_direct(sink, stream, vec![err], 1008, code).await;
+        }
     };
+    slot.authenticated();
     crate::metrics::Metrics::inc(&ctx.metrics.connections_accepted);
     tracing::info!(
         mesh = %hello.mesh_id,
@@ -242,7 +257,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
         client = hello.client.as_deref().unwrap_or(""),
         "connection accepted"
     );
-    let writer = tokio::spawn(outbound::run(sink, rx));
+    let mut writer = tokio::spawn(outbound::run(sink, rx, handle.clone()));
     tokio::spawn(redeliver(
         ctx.clone(),
         handle.clone(),
@@ -266,7 +281,11 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>) {
     // The writer ends once the close frame is out (or the queue is gone).
     handle.send(close_frame(1000, "bye"));
     drop(handle);
-    let _ = tokio::time::timeout(CLOSE_WAIT, writer).await;
+    // A peer that does not read keeps the writer stuck in a write: it
+    // goes with the connection rather than holding the socket open.
+    if tokio::time::timeout(CLOSE_WAIT, &mut writer).await.is_err() {
+        writer.abort();
+    }
 }
 
 async fn reject_no_hello(

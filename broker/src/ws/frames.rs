@@ -10,7 +10,11 @@ use std::sync::Arc;
 use serde_json::json;
 
 use claudemesh_protocol::encoding::{b64_decode, is_lower_hex, is_valid_id};
-use claudemesh_protocol::limits::{NONCE_BYTES, QUEUE_TTL_MS};
+use claudemesh_protocol::limits::{
+    self, MAX_CIPHERTEXT_CHARS, MAX_CWD_BYTES, MAX_DISPLAY_NAME_CHARS, MAX_GROUP_CHARS,
+    MAX_GROUPS_PER_SESSION, MAX_HOST_BYTES, MAX_SUMMARY_BYTES, NONCE_BYTES, QUEUE_TTL_MS,
+    RECEIPT_BURST, RECEIPT_RATE_PER_SEC, TextError,
+};
 use claudemesh_protocol::wire::{
     ClientFrame, ConnectionRole, DeliveryState, Envelope, Send, ServerFrame, SessionOpen,
 };
@@ -22,9 +26,6 @@ use crate::hub::{ConnHandle, ConnId, Mesh, SessionError, SessionSpec};
 use crate::router::{self, Recipient, Unresolved};
 use crate::store::{MemberInfo, NewMessage, RecipientCopy, SenderInfo, members, messages};
 use crate::writer::{ReceiptJob, WriteOp};
-
-/// A summary longer than this is refused with `too_large`.
-const MAX_SUMMARY_BYTES: usize = 4096;
 
 /// An authenticated connection, as the frame handlers see it.
 pub struct Connection {
@@ -53,10 +54,37 @@ fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
 }
 
 fn unknown_session(sid: &str) -> Refusal {
-    refuse(
-        "unknown_session",
-        format!("session {sid} is not open on this connection"),
-    )
+    session_refusal(SessionError::Unknown, sid)
+}
+
+fn session_refusal(e: SessionError, sid: &str) -> Refusal {
+    let (code, message) = e.code_and_message(sid);
+    refuse(code, message)
+}
+
+fn text_refusal(e: TextError) -> Refusal {
+    refuse(e.code(), e.to_string())
+}
+
+/// The free-text fields of a `session_open` within their limits.
+fn check_session_open(open: &SessionOpen) -> Result<(), TextError> {
+    if let Some(name) = &open.display_name {
+        limits::check_name("displayName", name, MAX_DISPLAY_NAME_CHARS)?;
+    }
+    limits::check_line("cwd", &open.cwd, MAX_CWD_BYTES)?;
+    limits::check_line("host", &open.host, MAX_HOST_BYTES)?;
+    limits::check_text_bytes("summary", &open.summary, MAX_SUMMARY_BYTES)?;
+    if open.groups.len() > MAX_GROUPS_PER_SESSION {
+        return Err(TextError::TooLong {
+            field: "groups",
+            max: MAX_GROUPS_PER_SESSION,
+            unit: "groups",
+        });
+    }
+    for g in &open.groups {
+        limits::check_name("groups", g, MAX_GROUP_CHARS + 1)?;
+    }
+    Ok(())
 }
 
 impl Connection {
@@ -91,8 +119,12 @@ impl Connection {
             ClientFrame::SessionClose { session_id } => self.session_close(&session_id),
             ClientFrame::ListPeers { id } => {
                 let exclude = self.own_session_key();
-                let peers = self.mesh.lock().peers(exclude.as_ref());
-                self.reply(ServerFrame::PeersList { id, peers });
+                let list = self.mesh.lock().peers(exclude.as_ref());
+                self.reply(ServerFrame::PeersList {
+                    id,
+                    peers: list.peers,
+                    truncated: list.truncated,
+                });
                 Ok(())
             }
             ClientFrame::SetStatus { session_id, status } => self.update(session_id, move |p| {
@@ -104,8 +136,8 @@ impl Connection {
                 session_id,
                 summary,
             } => {
-                if summary.len() > MAX_SUMMARY_BYTES {
-                    Err(refuse("too_large", "a summary is limited to 4096 bytes"))
+                if let Err(e) = limits::check_text_bytes("summary", &summary, MAX_SUMMARY_BYTES) {
+                    Err(text_refusal(e))
                 } else {
                     self.update(session_id, move |p| {
                         let changed = p.summary != summary;
@@ -116,16 +148,33 @@ impl Connection {
             }
             ClientFrame::JoinGroup { session_id, group } => {
                 let g = normalize_group(&group);
-                if g.is_empty() {
+                if let Err(e) = limits::check_name("group", &group, MAX_GROUP_CHARS + 1) {
+                    Err(text_refusal(e))
+                } else if g.is_empty() {
                     Err(refuse("malformed", "a group needs a name"))
                 } else {
-                    self.update(session_id, move |p| {
+                    let mut full = false;
+                    let result = self.update(session_id, |p| {
                         if p.groups.contains(&g) {
+                            return false;
+                        }
+                        if p.groups.len() >= MAX_GROUPS_PER_SESSION {
+                            full = true;
                             return false;
                         }
                         p.groups.push(g);
                         true
-                    })
+                    });
+                    if full {
+                        Err(refuse(
+                            "too_large",
+                            format!(
+                                "a session belongs to at most {MAX_GROUPS_PER_SESSION} groups; leave one first"
+                            ),
+                        ))
+                    } else {
+                        result
+                    }
                 }
             }
             ClientFrame::LeaveGroup { session_id, group } => {
@@ -208,7 +257,7 @@ impl Connection {
         self.mesh
             .lock()
             .update_session(self.id, &sid, change)
-            .map_err(|SessionError::Unknown| unknown_session(&sid))
+            .map_err(|e| session_refusal(e, &sid))
     }
 
     async fn session_open(&self, open: SessionOpen) -> Result<(), Refusal> {
@@ -219,8 +268,15 @@ impl Connection {
             ));
         }
         if !is_valid_id(&open.session_id) {
-            return Err(refuse("malformed", "sessionId must be 1 to 64 characters"));
+            return Err(refuse(
+                "malformed",
+                format!(
+                    "sessionId must be 1 to {} characters, none of them a control character",
+                    limits::MAX_ID_CHARS
+                ),
+            ));
         }
+        check_session_open(&open).map_err(text_refusal)?;
         let sid = open.session_id.clone();
         let spec = SessionSpec {
             session_id: open.session_id,
@@ -236,7 +292,7 @@ impl Connection {
             let mut state = self.mesh.lock();
             let name = state
                 .open_session(self.id, spec, now)
-                .map_err(|_| unknown_session(&sid))?;
+                .map_err(|e| session_refusal(e, &sid))?;
             // Read under the lock that made the session visible to pushes.
             let dispatched = self.ctx.writer.dispatched();
             // Queued under the lock, so that it precedes any event about
@@ -467,11 +523,42 @@ impl Connection {
             DeliveryState::Seen => {
                 let sid = self.session_of(session_id)?;
                 if !is_valid_id(&sid) {
-                    return Err(refuse("malformed", "sessionId must be 1 to 64 characters"));
+                    return Err(refuse(
+                        "malformed",
+                        format!(
+                            "sessionId must be 1 to {} characters, none of them a control character",
+                            limits::MAX_ID_CHARS
+                        ),
+                    ));
                 }
+                self.admit_seen(&sid)?;
                 self.receipt(message_id, Some(sid), state).await
             }
         }
+    }
+
+    /// A `seen` receipt is only taken for a listed session of this member
+    /// (a whole-member copy would otherwise record any made-up session),
+    /// and within the member's receipt rate. Repeats are dropped by the
+    /// store (one row per message, session and state).
+    fn admit_seen(&self, sid: &str) -> Result<(), Refusal> {
+        let mut state = self.mesh.lock();
+        let key = (self.member.id.clone(), sid.to_owned());
+        if state.session(&key).is_none() {
+            return Err(refuse(
+                "unknown_session",
+                format!("session {sid} is not a listed session of this member"),
+            ));
+        }
+        if !state.take_receipt_token(&self.member.id, RECEIPT_RATE_PER_SEC, RECEIPT_BURST) {
+            return Err(refuse(
+                "rate_limited",
+                format!(
+                    "at most {RECEIPT_RATE_PER_SEC} seen receipts per second per member (bursts of {RECEIPT_BURST}); slow down"
+                ),
+            ));
+        }
+        Ok(())
     }
 
     async fn receipt(
@@ -544,6 +631,14 @@ fn check_envelopes(envelopes: &[Envelope]) -> Result<HashMap<&str, &Envelope>, R
             return Err(refuse(
                 "malformed",
                 "an envelope's nonce must be 24 bytes of standard base64",
+            ));
+        }
+        if env.ciphertext.len() > MAX_CIPHERTEXT_CHARS {
+            return Err(refuse(
+                "too_large",
+                format!(
+                    "an envelope's ciphertext is limited to {MAX_CIPHERTEXT_CHARS} characters of base64, so that its push fits in a frame"
+                ),
             ));
         }
         if b64_decode(&env.ciphertext).is_none_or(|c| c.len() < 16) {

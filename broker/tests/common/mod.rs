@@ -378,6 +378,18 @@ impl Client {
     }
 }
 
+/// Resident memory of this process (which runs the broker) in bytes,
+/// from /proc.
+pub fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status");
+    kb * 1024
+}
+
 /// A tiny HTTP/1.1 client: (status, body).
 pub async fn http(
     addr: SocketAddr,

@@ -6,10 +6,11 @@ use claudemesh_protocol::ipc::{AttachArgs, IpcError};
 
 use crate::host::host_name;
 
-/// Longest display name, cwd, group name, and group count accepted.
-const MAX_NAME_CHARS: usize = 64;
-const MAX_CWD_BYTES: usize = 4096;
-const MAX_GROUPS: usize = 32;
+/// Longest display name, cwd, group name, and group count accepted: the
+/// broker's limits, so that what attaches here is never refused there.
+use claudemesh_protocol::limits::{
+    MAX_CWD_BYTES, MAX_DISPLAY_NAME_CHARS as MAX_NAME_CHARS, MAX_GROUPS_PER_SESSION as MAX_GROUPS,
+};
 
 /// Refuses attach arguments that the broker would refuse or that make no
 /// sense, with a sentence saying which.
@@ -25,6 +26,9 @@ pub fn validate_attach(args: &AttachArgs) -> Result<(), IpcError> {
     }
     if args.cwd.len() > MAX_CWD_BYTES {
         return bad(format!("cwd is longer than {MAX_CWD_BYTES} bytes"));
+    }
+    if args.cwd.chars().any(char::is_control) {
+        return bad("cwd must not contain control characters".into());
     }
     if args.groups.len() > MAX_GROUPS {
         return bad(format!("a session joins at most {MAX_GROUPS} groups"));

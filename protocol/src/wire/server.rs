@@ -22,6 +22,14 @@ pub struct HelloAck {
     pub display_name: String,
     pub server_time: i64,
     pub peers: Vec<Peer>,
+    /// True when `peers` was cut to stay within
+    /// [`crate::limits::MAX_PEERS_LIST_BYTES`]; absent when complete.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub truncated: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +78,9 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
         peers: Vec<Peer>,
+        /// As in [`HelloAck::truncated`].
+        #[serde(default, skip_serializing_if = "is_false")]
+        truncated: bool,
     },
     Event {
         event: PeerEvent,
