@@ -86,9 +86,14 @@ need_apt npm npm
 need_apt python3 python3
 
 provision_apt() {
-    # One package may provide several commands: install each once.
-    local packages
+    apt-get update -qq
+    # shellcheck disable=SC2086 # one word per package
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages
+}
+if [ "${#apt_missing[@]}" -gt 0 ]; then
+    # One package may provide several commands: name each once.
     packages=$(printf '%s\n' "${apt_missing[@]}" | sort -u | tr '\n' ' ')
+    packages="${packages% }"
     if [ "$(id -u)" -ne 0 ]; then
         echo "test.sh: the tests need these Debian packages, which are missing: $packages" >&2
         echo "Install them (as root) with:" >&2
@@ -96,11 +101,6 @@ provision_apt() {
         echo "then run ./test.sh again." >&2
         exit 1
     fi
-    apt-get update -qq
-    # shellcheck disable=SC2086 # one word per package
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $packages
-}
-if [ "${#apt_missing[@]}" -gt 0 ]; then
     stage "apt-get install" provision_apt
 fi
 
