@@ -589,3 +589,44 @@ async fn receipts_and_message_status() {
         "seen"
     );
 }
+
+/// A display name with no listed session falls back to the active member
+/// enrolled with that name: one whole-member copy, queued while the member
+/// is offline and pushed when it comes back. A name two active members
+/// share addresses neither; a revoked member's name addresses no one.
+#[tokio::test]
+async fn a_name_without_a_session_reaches_the_member_enrolled_with_it() {
+    let b = TestBroker::start().await;
+    let (alice, bob) = (b.member("alice"), b.member("bob"));
+    let (_twin1, _twin2) = (b.member("twin"), b.member("twin"));
+    let (mut a, _) = b.session(&alice, "a1", "alice").await;
+
+    a.send(send_frame(
+        "n1",
+        "bob",
+        vec![alice.envelope(&bob, "while away")],
+    ))
+    .await;
+    let ack = a.recv_type("ack").await;
+    assert_eq!(
+        ack["recipients"],
+        json!([{"member": bob.pubkey(), "state": "queued"}])
+    );
+    // Without its envelope the named member is reported missing.
+    a.send(send_frame("n2", "bob", vec![])).await;
+    let e = a.recv_type("error").await;
+    assert_eq!(e["code"], "missing_envelope");
+    assert_eq!(e["members"], json!([bob.pubkey()]));
+
+    let (mut bc, _) = b.session(&bob, "b1", "bob-laptop").await;
+    let push = bc.recv_type("push").await;
+    assert_eq!(push["messageId"], ack["messageId"]);
+    assert_eq!(push["sessions"], json!([]));
+    assert_eq!(push["to"], "bob");
+    assert_eq!(bob.open(&push, &alice), "while away");
+
+    a.send(send_frame("n3", "twin", vec![])).await;
+    let e = a.recv_type("error").await;
+    assert_eq!(e["code"], "unknown_target");
+    assert_eq!(e["id"], "n3");
+}

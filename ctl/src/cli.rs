@@ -37,6 +37,7 @@ Examples:
   claudemesh-ctl list
   claudemesh-ctl status --json
   claudemesh-ctl send api@laptop 'the schema changed, pull main'
+  claudemesh-ctl inbox --follow
   claudemesh-ctl install && claudemesh-ctl service install
   claudemesh-ctl doctor
 
@@ -103,20 +104,23 @@ Examples:
   claudemesh-ctl peers
   claudemesh-ctl peers team --json
 
-ctl attaches briefly as a session named ctl@<host> to ask.")]
+ctl attaches briefly as a session under your member's name to ask.")]
     Peers {
         /// The mesh's slug or id (default: the daemon's default mesh).
         mesh: Option<String>,
     },
 
-    /// Send a message from a script (as a short-lived session `ctl@<host>`).
+    /// Send a message from the terminal or a script, under your member's name.
     #[command(after_help = "\
 Examples:
   claudemesh-ctl send api@laptop 'tests are green on main'
   claudemesh-ctl send --mesh team @backend 'deploying in 5 minutes'
   git log -1 | claudemesh-ctl send '*' -
 
-<TO> is a display name, @group, * (everyone), <pubkey> or <pubkey>/<sessionId>.")]
+<TO> is a display name, @group, * (everyone), <pubkey> or <pubkey>/<sessionId>.
+A member's name reaches that member even when none of its sessions is open
+(queued until it is back). The message goes out under your member's name in
+the mesh; replies to it are read with `claudemesh-ctl inbox`.")]
     Send {
         /// The recipient: display name, @group, *, <pubkey> or <pubkey>/<sessionId>.
         to: String,
@@ -129,9 +133,33 @@ Examples:
         /// now, next or low.
         #[arg(long, default_value = "next", value_parser = parse_priority)]
         priority: claudemesh_protocol::wire::Priority,
-        /// The sending session's name (default: ctl@<host>).
+        /// The sending session's name (default: your member's name in the mesh).
         #[arg(long = "as")]
         name: Option<String>,
+    },
+
+    /// Read the messages sent to you (your member's name) in a mesh.
+    #[command(
+        visible_alias = "read",
+        after_help = "\
+Examples:
+  claudemesh-ctl inbox
+  claudemesh-ctl inbox --mesh team --follow
+  claudemesh-ctl inbox --json | jq -r '.messages[].text'
+
+Shows the messages addressed to your member's name (the name `send` uses,
+see `claudemesh-ctl status`): replies to `claudemesh-ctl send`, and messages
+sent to you while no session of yours was around. Each message printed is
+marked seen (its sender sees `seen`); nothing else is. --follow keeps
+printing as messages arrive (one JSON object per line with --json)."
+    )]
+    Inbox {
+        /// The mesh to read (default: the daemon's default mesh).
+        #[arg(long)]
+        mesh: Option<String>,
+        /// Keep printing messages as they arrive, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
     },
 
     /// Messages the daemon has not yet handed to a broker.

@@ -109,15 +109,17 @@ pub fn reload(paths: &Paths) -> Reload {
 }
 
 /// Attaches this connection as a short-lived session of ctl itself
-/// (`claudePid` = our own pid: the daemon accepts ancestor-or-self).
+/// (`claudePid` = our own pid: the daemon accepts ancestor-or-self), under
+/// the member's name unless told otherwise (see `terminal`).
 pub async fn attach_self(
     client: &DaemonClient,
     mesh: Option<&str>,
     display_name: Option<&str>,
 ) -> Result<claudemesh_protocol::ipc::AttachedInfo> {
-    let name = display_name
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("ctl@{}", crate::ctx::hostname()));
+    let name = match display_name {
+        Some(n) => n.to_owned(),
+        None => crate::terminal::name_in(&crate::ctx::load_config(&crate::ctx::paths()?)?, mesh),
+    };
     let cwd = std::env::current_dir()
         .map(|d| d.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "/".into());

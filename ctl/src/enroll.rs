@@ -234,7 +234,8 @@ pub fn join(args: JoinArgs) -> Result<()> {
         member_id,
         pubkey,
         broker_url: answered_broker.unwrap_or_else(|| invite.broker.clone()),
-        display_name: args.name.clone(),
+        // The name enrolled: ctl sends under it and reads what is sent to it.
+        display_name: Some(display_name.clone()),
         local: false,
         joined_at: ctx::now_ms(),
     };

@@ -19,6 +19,7 @@ mod inspect;
 mod output;
 mod proc;
 mod service;
+mod terminal;
 
 use std::process::ExitCode;
 
@@ -80,6 +81,11 @@ fn dispatch(cli: Cli) -> Result<()> {
             mesh: mesh.as_deref(),
             priority,
             name: name.as_deref(),
+            json,
+        }),
+        Command::Inbox { mesh, follow } => terminal::inbox(terminal::InboxOpts {
+            mesh: mesh.as_deref(),
+            follow,
             json,
         }),
         Command::Outbox => inspect::outbox(json),

@@ -309,6 +309,7 @@ impl Connection {
             Err(Unresolved::AskMembers { pubkey, session }) => {
                 self.member_recipient(&pubkey, session)?.ok_or(())
             }
+            Err(Unresolved::AskMemberName(name)) => self.named_member_recipient(&name)?.ok_or(()),
         };
         let recipients = match recipients {
             Ok(r) => r,
@@ -412,6 +413,25 @@ impl Connection {
                 sessions: session.into_iter().collect(),
             }]
         }))
+    }
+
+    /// The whole member enrolled as `name`, when exactly one active member
+    /// of the mesh is (a name two members share addresses neither).
+    fn named_member_recipient(&self, name: &str) -> Result<Option<Vec<Recipient>>, Refusal> {
+        let found = self
+            .ctx
+            .store
+            .read(|c| members::find_by_name(c, &self.mesh.id, name))
+            .map_err(|e| internal(&e))?;
+        let mut active = found.into_iter().filter(|m| !m.revoked);
+        Ok(match (active.next(), active.next()) {
+            (Some(m), None) => Some(vec![Recipient {
+                member_id: m.id,
+                pubkey: m.pubkey,
+                sessions: Vec::new(),
+            }]),
+            _ => None,
+        })
     }
 
     /// When this send id was already accepted, acks it as a duplicate

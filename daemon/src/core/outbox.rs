@@ -91,15 +91,6 @@ impl Core {
                 ),
             ));
         }
-        if mesh.link.is_connected() && self.names_no_one(&mesh, &to, &sid) {
-            return Err(IpcError::new(
-                "unknown_target",
-                format!(
-                    "no session in mesh {} is called {to:?}; list_peers shows who is there",
-                    mesh.slug()
-                ),
-            ));
-        }
         let body = serde_json::to_string(&MessageBody::text(args.text))
             .map_err(|_| IpcError::new("malformed", "the message could not be encoded"))?;
         let now = ids::now_ms();
@@ -324,12 +315,27 @@ impl Core {
         // Right after a (re)connect the recipient's daemon may not be back
         // yet (a restarted broker knows no session until it is): a name
         // that does not resolve then is retried for a while.
-        let settling = code == "unknown_target" && mesh.connected_within(SETTLE_WINDOW);
+        // But a name that no session had when it was sent, refused while
+        // its sender still waits, is no one: the broker also checked the
+        // members enrolled under that name.
+        let settling = code == "unknown_target"
+            && mesh.connected_within(SETTLE_WINDOW)
+            && !(self.waiters().contains_key(&id)
+                && self.names_no_one(mesh, &row.to, &row.session_id));
         if is_permanent(&code) && !settling {
             let (rid, d) = (id.clone(), detail.clone());
+            // A name that addresses no one, answered while its sender
+            // waits, is bad input: the sender hears it and nothing stays.
+            let withdraw = code == "unknown_target" && self.waiters().contains_key(&id);
             if let Err(e) = self
                 .store
-                .call(move |db| db.outbox_failed(&rid, &d, ids::now_ms()))
+                .call(move |db| {
+                    if withdraw {
+                        db.outbox_withdraw(&rid)
+                    } else {
+                        db.outbox_failed(&rid, &d, ids::now_ms())
+                    }
+                })
                 .await
             {
                 internal(e);
