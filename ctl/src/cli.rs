@@ -226,6 +226,10 @@ Prints {\"hookSpecificOutput\":{\"hookEventName\":…,\"additionalContext\":…}
 messages wait, nothing otherwise. Always exits 0, within about a second.")]
     Hook,
 
+    /// Start the daemon in the background now (as the shim does on demand).
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+
     /// Run the daemon as a systemd user service (Linux) or launchd agent (macOS).
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -245,6 +249,21 @@ check fails.")]
         #[arg(long, value_name = "PATH")]
         settings: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start claudemeshd detached, unless it already runs; wait until it answers.
+    #[command(after_help = "\
+Example:
+  claudemesh-ctl daemon start
+
+Starts `claudemeshd run` in its own process group, its output appended to
+claudemeshd.log in the data directory (the way the shim starts it on
+demand), and waits until it answers. Does nothing when it already runs.
+It runs until logout or `kill`; `claudemesh-ctl service install` makes it
+a service that starts at login.")]
+    Start,
 }
 
 #[derive(Debug, Subcommand)]

@@ -148,3 +148,38 @@ pub async fn detach(client: &DaemonClient) {
         output::debug(format_args!("detach: {}", e.message));
     }
 }
+
+/// `claudemesh-ctl daemon start`: connects, or starts the daemon detached
+/// exactly as the shim does, and says where it logs.
+pub fn start(json_out: bool) -> Result<()> {
+    let paths = crate::ctx::paths()?;
+    let log = claudemesh_daemon::client::daemon_log_path(&paths);
+    let already = block_on(connect(&paths, TIMEOUT))?.is_some();
+    let pid = block_on(async {
+        let client = if already {
+            require(&paths).await?
+        } else {
+            let exe = claudemesh_daemon::client::find_daemon_exe().map_err(client_error)?;
+            DaemonClient::connect_or_start(&paths, CLIENT_NAME, &exe)
+                .await
+                .map_err(client_error)?
+        };
+        Ok::<_, CtlError>(client.welcome().pid)
+    })?;
+    if json_out {
+        output::json(&serde_json::json!({
+            "running": true, "started": !already, "pid": pid, "log": log,
+        }));
+    } else if already {
+        output::line(format!(
+            "claudemeshd already runs (pid {pid}); log: {}",
+            log.display()
+        ));
+    } else {
+        output::line(format!(
+            "claudemeshd started (pid {pid}); log: {}",
+            log.display()
+        ));
+    }
+    Ok(())
+}

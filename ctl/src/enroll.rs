@@ -257,11 +257,17 @@ pub fn join(args: JoinArgs) -> Result<()> {
 
     // 6. The daemon.
     let reload = daemon::reload(&paths);
+    let default = ctx::load_config(&paths)
+        .ok()
+        .and_then(|c| crate::terminal::default_mesh(&c).map(|m| m.slug.clone()))
+        .unwrap_or_else(|| mesh.slug.clone());
     if args.json {
         output::json(&json!({
             "joined": true,
             "alreadyJoined": false,
             "mesh": mesh_json(&mesh),
+            "name": display_name,
+            "defaultMesh": default,
             "keystore": keystore.kind().as_str(),
             "daemon": reload_json(&reload),
         }));
@@ -276,6 +282,13 @@ pub fn join(args: JoinArgs) -> Result<()> {
     ));
     output::line(format!("  broker:   {}", mesh.effective_broker_url()));
     output::line(format!("  key:      {}", keystore.location()));
+    output::line(format!(
+        "  name:     {display_name} (messages to it reach `claudemesh-ctl inbox`)"
+    ));
+    output::line(format!(
+        "  default:  mesh {default} for new Claude Code sessions and ctl commands \
+         (the first mesh joined; CLAUDEMESH_MESH or --mesh picks another)"
+    ));
     report_reload(&reload, &mesh.slug);
     Ok(())
 }

@@ -106,7 +106,7 @@ pub fn list(json_out: bool) -> Result<()> {
     if status.is_none() {
         output::note(
             "claudemeshd is not running: link state and sessions are unknown \
-             (start it with `claudemesh-ctl service install` or `claudemeshd run`)",
+             (start it with `claudemesh-ctl daemon start`)",
         );
     }
     Ok(())
@@ -154,9 +154,13 @@ pub fn status(json_out: bool) -> Result<()> {
         }
         return Err(CtlError::daemon_down());
     };
+    let config = ctx::load_config(&paths)?;
+    let default = crate::terminal::default_mesh(&config).map(|m| m.slug.clone());
     if json_out {
         let mut v = serde_json::to_value(&s).expect("serializes");
         v["running"] = json!(true);
+        v["defaultMesh"] = json!(default);
+        v["name"] = json!(crate::terminal::name_in(&config, None));
         v["ctlVersion"] = json!(env!("CARGO_PKG_VERSION"));
         output::json(&json!({"daemon": v}));
         return Ok(());
@@ -169,6 +173,12 @@ pub fn status(json_out: bool) -> Result<()> {
         s.pid
     ));
     output::line(format!("  socket:   {}", s.socket));
+    if let Some(d) = &default {
+        output::line(format!(
+            "  default:  mesh {d} (new sessions and ctl commands; you are {} there)",
+            crate::terminal::name_in(&config, None)
+        ));
+    }
     output::line(format!(
         "  keystore: {}{}",
         s.keystore,

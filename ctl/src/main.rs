@@ -25,7 +25,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ServiceCommand};
+use crate::cli::{Cli, Command, DaemonCommand, ServiceCommand};
 use crate::error::{Exit, Result};
 
 fn main() -> ExitCode {
@@ -115,6 +115,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             hook::run();
             Ok(())
         }
+        Command::Daemon(DaemonCommand::Start) => daemon::start(json),
         Command::Service(s) => match s {
             ServiceCommand::Install { daemon } => service::install(daemon.as_deref(), json),
             ServiceCommand::Uninstall => service::uninstall(json),

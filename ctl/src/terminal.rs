@@ -12,7 +12,7 @@
 
 use std::io::Write;
 
-use claudemesh_daemon::config::Config;
+use claudemesh_daemon::config::{Config, MeshConfig};
 use claudemesh_protocol::ipc::{AttachArgs, AttachedInfo, Event, InboxMessage, Request, Response};
 use serde_json::json;
 
@@ -21,16 +21,21 @@ use crate::daemon;
 use crate::error::{CtlError, Result};
 use crate::output::{self, BOLD, CYAN, paint};
 
-/// The name ctl uses in `mesh` (slug or id; `None`: the daemon's default
-/// mesh, the first joined mesh that is not `local`, else `local`).
+/// The default mesh of new sessions and ctl commands, the daemon's rule:
+/// the first joined mesh that is not `local`, else `local`.
+pub fn default_mesh(config: &Config) -> Option<&MeshConfig> {
+    config
+        .meshes
+        .iter()
+        .find(|e| !e.local)
+        .or_else(|| config.meshes.iter().find(|e| e.local))
+}
+
+/// The name ctl uses in `mesh` (slug or id; `None`: the default mesh).
 pub fn name_in(config: &Config, mesh: Option<&str>) -> String {
     let entry = match mesh {
         Some(m) => config.meshes.iter().find(|e| e.slug == m || e.mesh_id == m),
-        None => config
-            .meshes
-            .iter()
-            .find(|e| !e.local)
-            .or_else(|| config.meshes.iter().find(|e| e.local)),
+        None => default_mesh(config),
     };
     entry
         .and_then(|e| e.display_name.clone())

@@ -60,7 +60,12 @@ fn start_daemon(home: &Home) -> Guarded {
 fn joined_pair(broker: &Broker) -> (Home, Home) {
     let link = broker.mesh_with_invite("team", 2);
     let (a, b) = (Home::new("a"), Home::new("b"));
-    a.ctl_ok(&["join", &link, "--name", "alice"]);
+    let joined = a.ctl_ok(&["join", &link, "--name", "alice"]);
+    // join says which mesh is now the default and under which name.
+    assert!(
+        joined.contains("default:  mesh team") && joined.contains("name:     alice"),
+        "{joined}"
+    );
     b.ctl_ok(&["join", &link, "--name", "bob"]);
     (a, b)
 }
@@ -71,6 +76,9 @@ fn a_terminal_conversation_send_read_reply_read() {
     let (home_a, home_b) = joined_pair(&broker);
     let _daemon_a = start_daemon(&home_a);
     let _daemon_b = start_daemon(&home_b);
+    let status = json(&home_a.ctl_ok(&["status", "--json"]));
+    assert_eq!(status["daemon"]["defaultMesh"], "team", "{status}");
+    assert_eq!(status["daemon"]["name"], "alice", "{status}");
 
     // B follows its inbox; A writes to B's member name.
     let mut cmd = home_b.command(bins::CTL);
@@ -184,5 +192,39 @@ fn an_offline_member_addressed_by_name_gets_it_when_back() {
                 "from a Claude Code session".to_owned()
             ),
         ]
+    );
+}
+
+/// Stops a daemon that `ctl daemon start` detached, whatever the test does.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.to_string()])
+            .status();
+    }
+}
+
+#[test]
+fn daemon_start_runs_it_detached_and_the_hint_names_it() {
+    let home = Home::new("start");
+    let down = home.ctl(&["status"]);
+    assert_eq!(down.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&down.stderr);
+    assert!(err.contains("claudemesh-ctl daemon start"), "{err}");
+
+    let first = json(&home.ctl_ok(&["daemon", "start", "--json"]));
+    let pid = first["pid"].as_u64().expect("a pid") as u32;
+    let _stop = KillOnDrop(pid);
+    assert_eq!(first["started"], true, "{first}");
+    assert!(first["log"].as_str().unwrap().ends_with("claudemeshd.log"));
+    // ctl has exited; the daemon it started still answers.
+    let status = json(&home.ctl_ok(&["status", "--json"]));
+    assert_eq!(status["daemon"]["pid"], pid);
+    let again = json(&home.ctl_ok(&["daemon", "start", "--json"]));
+    assert_eq!(
+        (again["started"].clone(), again["pid"].clone()),
+        (false.into(), pid.into())
     );
 }
