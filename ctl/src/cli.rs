@@ -275,7 +275,8 @@ Example:
 
 Linux: writes ~/.config/systemd/user/claudemeshd.service, then runs
 `systemctl --user daemon-reload && systemctl --user enable --now claudemeshd`
-(when systemd --user is unavailable it says so and prints the commands).
+(when systemd --user is unavailable it says so, prints the commands and
+exits 1).
 macOS: writes ~/Library/LaunchAgents/dev.claudemesh.claudemeshd.plist and
 loads it with launchctl.")]
     Install {
