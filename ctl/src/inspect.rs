@@ -253,13 +253,22 @@ pub fn status(json_out: bool) -> Result<()> {
 
 pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
     let paths = ctx::paths()?;
-    let (info, peers) = daemon::block_on(async {
+    let (info, peers, members) = daemon::block_on(async {
         let client = daemon::require(&paths).await?;
         let info = daemon::attach_self(&client, mesh, None).await?;
         let result = daemon::request(&client, Request::ListPeers).await;
+        // Members come from the broker: unknown while the link is down.
+        let members = match daemon::request(&client, Request::ListMembers).await {
+            Ok(Response::Members { members }) => Some(members),
+            Ok(_) => None,
+            Err(e) => {
+                output::debug(format_args!("list_members: {}", e.message));
+                None
+            }
+        };
         daemon::detach(&client).await;
         match result? {
-            Response::Peers { peers } => Ok((info, peers)),
+            Response::Peers { peers } => Ok((info, peers, members)),
             other => Err(CtlError::failure(format!(
                 "unexpected answer to list_peers: {}",
                 serde_json::to_value(&other).unwrap_or_default()
@@ -273,6 +282,7 @@ pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
             "meshId": info.mesh_id,
             "link": link_str(info.link),
             "peers": others.iter().map(|p| serde_json::to_value(&p.peer).expect("serializes")).collect::<Vec<_>>(),
+            "members": members,
         }));
         return Ok(());
     }
@@ -304,6 +314,7 @@ pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
         }
         t.print();
     }
+    print_members(members.as_deref());
     if info.link != LinkState::Connected {
         output::note(format!(
             "the link to mesh {} is {}: this list may be stale",
@@ -312,6 +323,35 @@ pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The members table: who can be sent to by name, online or not.
+fn print_members(members: Option<&[claudemesh_protocol::wire::MemberPresence]>) {
+    let Some(members) = members else {
+        output::note(
+            "the members of the mesh are unknown right now (the broker did not list them)",
+        );
+        return;
+    };
+    output::line("");
+    let now = ctx::now_ms();
+    let mut t = Table::new(&["MEMBER", "STATE", "KEY"]);
+    for m in members {
+        t.row(vec![
+            m.display_name.clone(),
+            if m.online {
+                paint(GREEN, "online")
+            } else {
+                m.last_seen.map_or_else(
+                    || "offline".to_owned(),
+                    |at| format!("last seen {}", output::ago(at, now)),
+                )
+            },
+            m.member.chars().take(12).collect(),
+        ]);
+    }
+    t.print();
+    output::line("A member's name reaches it even with no session open (queued until it is back).");
 }
 
 pub struct SendOpts<'a> {

@@ -177,6 +177,17 @@ fn an_offline_member_addressed_by_name_gets_it_when_back() {
         "{err}"
     );
 
+    // peers lists bob as a member though no session of his is open.
+    let peers = json(&home_a.ctl_ok(&["peers", "team", "--json"]));
+    let members: Vec<(Value, Value)> = peers["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no members: {peers}"))
+        .iter()
+        .map(|m| (m["displayName"].clone(), m["online"].clone()))
+        .collect();
+    assert!(members.contains(&("bob".into(), false.into())), "{peers}");
+    assert!(members.contains(&("alice".into(), true.into())), "{peers}");
+
     let _daemon_b = start_daemon(&home_b);
     let mut got = read_until(&home_b, "from a Claude Code session");
     if !got.iter().any(|(_, t)| t == "from the terminal") {

@@ -12,7 +12,8 @@ use serde_json::json;
 use claudemesh_protocol::encoding::{b64_decode, is_lower_hex, is_valid_id};
 use claudemesh_protocol::limits::{NONCE_BYTES, QUEUE_TTL_MS};
 use claudemesh_protocol::wire::{
-    ClientFrame, ConnectionRole, DeliveryState, Envelope, Send, ServerFrame, SessionOpen,
+    ClientFrame, ConnectionRole, DeliveryState, Envelope, MemberPresence, Send, ServerFrame,
+    SessionOpen,
 };
 
 use crate::ctx::Ctx;
@@ -89,11 +90,16 @@ impl Connection {
             )),
             ClientFrame::SessionOpen(open) => self.session_open(open).await,
             ClientFrame::SessionClose { session_id } => self.session_close(&session_id),
-            ClientFrame::ListPeers { id } => {
+            ClientFrame::ListPeers { id, members } => {
                 let exclude = self.own_session_key();
                 let peers = self.mesh.lock().peers(exclude.as_ref());
-                self.reply(ServerFrame::PeersList { id, peers });
-                Ok(())
+                match members.then(|| self.member_presence()).transpose() {
+                    Ok(members) => {
+                        self.reply(ServerFrame::PeersList { id, peers, members });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             ClientFrame::SetStatus { session_id, status } => self.update(session_id, move |p| {
                 let changed = p.status != status;
@@ -413,6 +419,26 @@ impl Connection {
                 sessions: session.into_iter().collect(),
             }]
         }))
+    }
+
+    /// The mesh's active members, online or when last seen.
+    fn member_presence(&self) -> Result<Vec<MemberPresence>, Refusal> {
+        let all = self
+            .ctx
+            .store
+            .read(|c| members::list(c, &self.mesh.id))
+            .map_err(|e| internal(&e))?;
+        let state = self.mesh.lock();
+        Ok(all
+            .into_iter()
+            .filter(|m| !m.revoked)
+            .map(|m| MemberPresence {
+                online: !state.member_conns(&m.id).is_empty(),
+                last_seen: state.last_seen(&m.id),
+                member: m.pubkey,
+                display_name: m.display_name,
+            })
+            .collect())
     }
 
     /// The whole member enrolled as `name`, when exactly one active member

@@ -427,6 +427,7 @@ impl Core {
             .request(
                 ClientFrame::ListPeers {
                     id: Some(id.clone()),
+                    members: false,
                 },
                 ReplyKey::RequestId(id),
                 Duration::from_secs(3),
