@@ -162,6 +162,23 @@ printing as messages arrive (one JSON object per line with --json)."
         follow: bool,
     },
 
+    /// The daemon's log, human-readable (`-f` to follow).
+    #[command(after_help = "\
+Examples:
+  claudemesh-ctl logs
+  claudemesh-ctl logs -f
+  claudemesh-ctl logs --json | jq 'select(.level == \"WARN\")'
+
+Reads claudemeshd.log in the data directory, where a daemon started by
+`claudemesh-ctl daemon start` or by the shim writes (`status` and `doctor`
+print the path). A systemd service logs to the journal instead:
+`journalctl --user -u claudemeshd`.")]
+    Logs {
+        /// Keep printing what is appended, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
+
     /// Messages the daemon has not yet handed to a broker.
     #[command(after_help = "\
 Examples:

@@ -160,6 +160,7 @@ pub fn status(json_out: bool) -> Result<()> {
         let mut v = serde_json::to_value(&s).expect("serializes");
         v["running"] = json!(true);
         v["defaultMesh"] = json!(default);
+        v["log"] = json!(claudemesh_daemon::client::daemon_log_path(&paths));
         v["name"] = json!(crate::terminal::name_in(&config, None));
         v["ctlVersion"] = json!(env!("CARGO_PKG_VERSION"));
         output::json(&json!({"daemon": v}));
@@ -173,6 +174,10 @@ pub fn status(json_out: bool) -> Result<()> {
         s.pid
     ));
     output::line(format!("  socket:   {}", s.socket));
+    output::line(format!(
+        "  log:      {} (claudemesh-ctl logs; a systemd service logs to the journal)",
+        claudemesh_daemon::client::daemon_log_path(&paths).display()
+    ));
     if let Some(d) = &default {
         output::line(format!(
             "  default:  mesh {d} (new sessions and ctl commands; you are {} there)",

@@ -16,6 +16,7 @@ mod enroll;
 mod error;
 mod hook;
 mod inspect;
+mod logs;
 mod output;
 mod proc;
 mod service;
@@ -89,6 +90,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             json,
         }),
         Command::Outbox => inspect::outbox(json),
+        Command::Logs { follow } => logs::run(follow, json),
         Command::Install {
             settings,
             shim,

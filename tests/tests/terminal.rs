@@ -233,6 +233,15 @@ fn daemon_start_runs_it_detached_and_the_hint_names_it() {
     // ctl has exited; the daemon it started still answers.
     let status = json(&home.ctl_ok(&["status", "--json"]));
     assert_eq!(status["daemon"]["pid"], pid);
+    // Its log is where status says, and `logs` reads it as text.
+    let log = first["log"].as_str().unwrap().to_owned();
+    assert!(home.ctl_ok(&["status"]).contains(&log));
+    assert_eq!(status["daemon"]["log"], log.as_str());
+    let text = home.ctl_ok(&["logs"]);
+    assert!(
+        text.contains("INFO") && !text.contains("\"timestamp\""),
+        "{text}"
+    );
     let again = json(&home.ctl_ok(&["daemon", "start", "--json"]));
     assert_eq!(
         (again["started"].clone(), again["pid"].clone()),
