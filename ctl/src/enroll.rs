@@ -379,7 +379,15 @@ pub fn leave(args: LeaveArgs) -> Result<()> {
     let keystore = ctx::keystore(&paths, !args.json)?;
     let mut warnings = Vec::new();
 
-    // 1. Tell the broker (signed), if we can.
+    // 1. The config (re-read); the daemon closes that link when it
+    // reloads, before the broker revokes the member: a voluntary leave is
+    // then not reported by the daemon as a revocation.
+    let mut config = ctx::load_config(&paths)?;
+    config.meshes.retain(|m| m.mesh_id != mesh.mesh_id);
+    ctx::save_config(&paths, &config)?;
+    let reload = daemon::reload(&paths);
+
+    // 2. Tell the broker (signed), if we can.
     let broker_url = mesh.effective_broker_url();
     let key = match keystore.load(&mesh.mesh_id) {
         Ok(Some(k)) => Some(k),
@@ -436,16 +444,10 @@ pub fn leave(args: LeaveArgs) -> Result<()> {
         }
     }
 
-    // 2. The config (re-read), then the key.
-    let mut config = ctx::load_config(&paths)?;
-    config.meshes.retain(|m| m.mesh_id != mesh.mesh_id);
-    ctx::save_config(&paths, &config)?;
+    // 3. The key, last: it signed the leave.
     if let Err(e) = keystore.delete(&mesh.mesh_id) {
         warnings.push(format!("could not delete the member key: {e}"));
     }
-
-    // 3. The daemon closes that link when it reloads.
-    let reload = daemon::reload(&paths);
     if args.json {
         output::json(&json!({
             "left": true,

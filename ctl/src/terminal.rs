@@ -166,10 +166,14 @@ async fn follow(
     // Messages already waiting come as events right after the attach; a
     // `next`/`low` one would wait while the session is `working`, which
     // this session never is.
+    // One listener for the whole loop: a Ctrl-C that lands while a message
+    // is being marked seen is kept for the next turn, not lost.
+    let interrupted = tokio::signal::ctrl_c();
+    tokio::pin!(interrupted);
     loop {
         let event = tokio::select! {
             e = events.recv() => e,
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = &mut interrupted => return Ok(()),
         };
         let Some(event) = event else {
             return Err(CtlError::failure("the daemon closed the connection"));

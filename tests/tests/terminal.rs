@@ -204,6 +204,18 @@ fn an_offline_member_addressed_by_name_gets_it_when_back() {
             ),
         ]
     );
+
+    // A voluntary leave is no revocation: the daemon logs no error.
+    home_b.ctl_ok(&["leave", "team"]);
+    let status = json(&home_b.ctl_ok(&["status", "--json"]));
+    assert_eq!(
+        status["daemon"]["meshes"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    let log = home_b.daemon_log();
+    assert!(!log.contains("revoked"), "{log}");
+    assert!(!log.contains("\"level\":\"ERROR\""), "{log}");
 }
 
 /// Stops a daemon that `ctl daemon start` detached, whatever the test does.
