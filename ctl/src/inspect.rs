@@ -152,7 +152,9 @@ pub fn status(json_out: bool) -> Result<()> {
                 ));
             }
         }
-        return Err(CtlError::daemon_down());
+        // The JSON above already says so: only the exit code follows.
+        let down = CtlError::daemon_down();
+        return Err(if json_out { down.quiet() } else { down });
     };
     let config = ctx::load_config(&paths)?;
     let default = crate::terminal::default_mesh(&config).map(|m| m.slug.clone());

@@ -51,11 +51,20 @@ fn main() -> ExitCode {
         return Exit::Ok.into();
     }
 
+    let json = cli.json;
     match dispatch(cli) {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
             if !e.quiet {
                 output::error(&e.message, e.hint.as_deref());
+                // A script asked for JSON: it gets the error as JSON too.
+                if json {
+                    output::json(&serde_json::json!({"error": {
+                        "message": e.message,
+                        "hint": e.hint,
+                        "exitCode": e.exit as i32,
+                    }}));
+                }
             }
             e.exit.into()
         }

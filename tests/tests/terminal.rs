@@ -236,6 +236,18 @@ fn daemon_start_runs_it_detached_and_the_hint_names_it() {
     assert_eq!(down.status.code(), Some(3));
     let err = String::from_utf8_lossy(&down.stderr);
     assert!(err.contains("claudemesh-ctl daemon start"), "{err}");
+    // With --json the error is JSON on stdout, with the exit code.
+    let down = home.ctl(&["peers", "--json"]);
+    assert_eq!(down.status.code(), Some(3));
+    let v = json(&String::from_utf8_lossy(&down.stdout));
+    assert_eq!(v["error"]["exitCode"], 3, "{v}");
+    assert!(
+        v["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("daemon start"),
+        "{v}"
+    );
 
     let first = json(&home.ctl_ok(&["daemon", "start", "--json"]));
     let pid = first["pid"].as_u64().expect("a pid") as u32;
