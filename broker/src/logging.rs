@@ -1,5 +1,7 @@
 //! Structured logs: human-readable on a terminal, JSON lines otherwise
-//! (under systemd, in a container). `RUST_LOG` filters, default `info`.
+//! (under systemd, in a container), the same shape as the daemon's: fields
+//! at the top level beside `timestamp`, `level`, `message`, `target`.
+//! `RUST_LOG` filters, default `info`.
 //! Logs name meshes, members and sessions, never ciphertext or text.
 
 use std::io::IsTerminal;
@@ -22,7 +24,12 @@ pub fn init() {
     let _ = if std::io::stderr().is_terminal() {
         builder.finish().with(frames).try_init()
     } else {
-        builder.json().finish().with(frames).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(frames)
+            .try_init()
     };
 }
 

@@ -6,7 +6,8 @@
 //! | `@group` | every listed session in the group but the sending one |
 //! | `<pubkey>/<sessionId>` | that session |
 //! | `<pubkey>` | the whole member (every session, now and on return) |
-//! | anything else | the session with that display name |
+//! | anything else | the session with that display name; with no such |
+//! | | session, the active member enrolled with that name (whole member) |
 //!
 //! "Listed" includes sessions in their grace period: a message for one of
 //! them waits in the database and reaches it when it comes back.
@@ -77,6 +78,9 @@ pub enum Unresolved {
         pubkey: String,
         session: Option<String>,
     },
+    /// A display name no listed session has: ask the member table for an
+    /// active member enrolled with that name (docs/protocol.md, "Targets").
+    AskMemberName(String),
 }
 
 fn group_by_member<'a>(
@@ -148,7 +152,7 @@ pub fn resolve(
                 pubkey: entry.peer.member.clone(),
                 sessions: vec![key.1.clone()],
             }]),
-            None => Err(Unresolved::Unknown),
+            None => Err(Unresolved::AskMemberName((*name).to_owned())),
         },
         Target::Session { pubkey, session_id } => {
             if let Some(member_id) = state.member_of(pubkey) {

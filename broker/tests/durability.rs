@@ -35,8 +35,8 @@ async fn offline_messages_wait_and_are_pushed_on_every_reconnect_until_acked() {
         ack2["recipients"],
         json!([{"member": bob.pubkey(), "sessionId": "b1", "state": "queued"}])
     );
-    // A display name only exists while its session is listed.
-    a.send(send_frame("m0", "bob", vec![alice.envelope(&bob, "x")]))
+    // A name that is neither a listed session nor a member names no one.
+    a.send(send_frame("m0", "nobody", vec![alice.envelope(&bob, "x")]))
         .await;
     assert_eq!(a.recv_type("error").await["code"], "unknown_target");
 

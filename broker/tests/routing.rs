@@ -589,3 +589,96 @@ async fn receipts_and_message_status() {
         "seen"
     );
 }
+
+/// A display name with no listed session falls back to the active member
+/// enrolled with that name: one whole-member copy, queued while the member
+/// is offline and pushed when it comes back. A name two active members
+/// share addresses neither; a revoked member's name addresses no one.
+#[tokio::test]
+async fn a_name_without_a_session_reaches_the_member_enrolled_with_it() {
+    let b = TestBroker::start().await;
+    let (alice, bob) = (b.member("alice"), b.member("bob"));
+    let (_twin1, _twin2) = (b.member("twin"), b.member("twin"));
+    let (mut a, _) = b.session(&alice, "a1", "alice").await;
+    // The members extension: every active member, online or not.
+    let members = |list: &Value| -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["displayName"].as_str().unwrap().to_owned(),
+                    m["online"] == true,
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    a.send(json!({"type":"list_peers","id":"l1","members":true}))
+        .await;
+    let list = a.recv_type("peers_list").await;
+    assert_eq!(
+        members(&list),
+        vec![
+            ("alice".to_owned(), true),
+            ("bob".to_owned(), false),
+            ("twin".to_owned(), false),
+            ("twin".to_owned(), false)
+        ]
+    );
+    a.send(json!({"type":"list_peers","id":"l2"})).await;
+    assert!(a.recv_type("peers_list").await.get("members").is_none());
+
+    a.send(send_frame(
+        "n1",
+        "bob",
+        vec![alice.envelope(&bob, "while away")],
+    ))
+    .await;
+    let ack = a.recv_type("ack").await;
+    assert_eq!(
+        ack["recipients"],
+        json!([{"member": bob.pubkey(), "state": "queued"}])
+    );
+    // Without its envelope the named member is reported missing.
+    a.send(send_frame("n2", "bob", vec![])).await;
+    let e = a.recv_type("error").await;
+    assert_eq!(e["code"], "missing_envelope");
+    assert_eq!(e["members"], json!([bob.pubkey()]));
+
+    let (mut bc, _) = b.session(&bob, "b1", "bob-laptop").await;
+    let push = bc.recv_type("push").await;
+    assert_eq!(push["messageId"], ack["messageId"]);
+    assert_eq!(push["sessions"], json!([]));
+    assert_eq!(push["to"], "bob");
+    bc.close().await;
+    // The broker notes the departure after the close: ask until it has.
+    let mut bob_row = Value::Null;
+    for _ in 0..200 {
+        a.send(json!({"type":"list_peers","id":"l3","members":true}))
+            .await;
+        let list = a.recv_type("peers_list").await;
+        bob_row = list["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["displayName"] == "bob")
+            .cloned()
+            .unwrap();
+        if bob_row["online"] == false {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(bob_row["member"], bob.pubkey().as_str());
+    assert_eq!(bob_row["online"], false, "{bob_row}");
+    assert!(bob_row["lastSeen"].as_i64().is_some(), "{bob_row}");
+    assert_eq!(bob.open(&push, &alice), "while away");
+
+    a.send(send_frame("n3", "twin", vec![])).await;
+    let e = a.recv_type("error").await;
+    assert_eq!(e["code"], "unknown_target");
+    assert_eq!(e["id"], "n3");
+}

@@ -37,6 +37,7 @@ Examples:
   claudemesh-ctl list
   claudemesh-ctl status --json
   claudemesh-ctl send api@laptop 'the schema changed, pull main'
+  claudemesh-ctl inbox --follow
   claudemesh-ctl install && claudemesh-ctl service install
   claudemesh-ctl doctor
 
@@ -103,20 +104,23 @@ Examples:
   claudemesh-ctl peers
   claudemesh-ctl peers team --json
 
-ctl attaches briefly as a session named ctl@<host> to ask.")]
+ctl attaches briefly as a session under your member's name to ask.")]
     Peers {
         /// The mesh's slug or id (default: the daemon's default mesh).
         mesh: Option<String>,
     },
 
-    /// Send a message from a script (as a short-lived session `ctl@<host>`).
+    /// Send a message from the terminal or a script, under your member's name.
     #[command(after_help = "\
 Examples:
   claudemesh-ctl send api@laptop 'tests are green on main'
   claudemesh-ctl send --mesh team @backend 'deploying in 5 minutes'
   git log -1 | claudemesh-ctl send '*' -
 
-<TO> is a display name, @group, * (everyone), <pubkey> or <pubkey>/<sessionId>.")]
+<TO> is a display name, @group, * (everyone), <pubkey> or <pubkey>/<sessionId>.
+A member's name reaches that member even when none of its sessions is open
+(queued until it is back). The message goes out under your member's name in
+the mesh; replies to it are read with `claudemesh-ctl inbox`.")]
     Send {
         /// The recipient: display name, @group, *, <pubkey> or <pubkey>/<sessionId>.
         to: String,
@@ -129,9 +133,50 @@ Examples:
         /// now, next or low.
         #[arg(long, default_value = "next", value_parser = parse_priority)]
         priority: claudemesh_protocol::wire::Priority,
-        /// The sending session's name (default: ctl@<host>).
+        /// The sending session's name (default: your member's name in the mesh).
         #[arg(long = "as")]
         name: Option<String>,
+    },
+
+    /// Read the messages sent to you (your member's name) in a mesh.
+    #[command(
+        visible_alias = "read",
+        after_help = "\
+Examples:
+  claudemesh-ctl inbox
+  claudemesh-ctl inbox --mesh team --follow
+  claudemesh-ctl inbox --json | jq -r '.messages[].text'
+
+Shows the messages addressed to your member's name (the name `send` uses,
+see `claudemesh-ctl status`): replies to `claudemesh-ctl send`, and messages
+sent to you while no session of yours was around. Each message printed is
+marked seen (its sender sees `seen`); nothing else is. --follow keeps
+printing as messages arrive (one JSON object per line with --json)."
+    )]
+    Inbox {
+        /// The mesh to read (default: the daemon's default mesh).
+        #[arg(long)]
+        mesh: Option<String>,
+        /// Keep printing messages as they arrive, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
+    },
+
+    /// The daemon's log, human-readable (`-f` to follow).
+    #[command(after_help = "\
+Examples:
+  claudemesh-ctl logs
+  claudemesh-ctl logs -f
+  claudemesh-ctl logs --json | jq 'select(.level == \"WARN\")'
+
+Reads claudemeshd.log in the data directory, where a daemon started by
+`claudemesh-ctl daemon start` or by the shim writes (`status` and `doctor`
+print the path). A systemd service logs to the journal instead:
+`journalctl --user -u claudemeshd`.")]
+    Logs {
+        /// Keep printing what is appended, until Ctrl-C.
+        #[arg(short, long)]
+        follow: bool,
     },
 
     /// Messages the daemon has not yet handed to a broker.
@@ -198,6 +243,10 @@ Prints {\"hookSpecificOutput\":{\"hookEventName\":…,\"additionalContext\":…}
 messages wait, nothing otherwise. Always exits 0, within about a second.")]
     Hook,
 
+    /// Start the daemon in the background now (as the shim does on demand).
+    #[command(subcommand)]
+    Daemon(DaemonCommand),
+
     /// Run the daemon as a systemd user service (Linux) or launchd agent (macOS).
     #[command(subcommand)]
     Service(ServiceCommand),
@@ -220,6 +269,21 @@ check fails.")]
 }
 
 #[derive(Debug, Subcommand)]
+pub enum DaemonCommand {
+    /// Start claudemeshd detached, unless it already runs; wait until it answers.
+    #[command(after_help = "\
+Example:
+  claudemesh-ctl daemon start
+
+Starts `claudemeshd run` in its own process group, its output appended to
+claudemeshd.log in the data directory (the way the shim starts it on
+demand), and waits until it answers. Does nothing when it already runs.
+It runs until logout or `kill`; `claudemesh-ctl service install` makes it
+a service that starts at login.")]
+    Start,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ServiceCommand {
     /// Write the unit/agent and start it.
     #[command(after_help = "\
@@ -228,7 +292,8 @@ Example:
 
 Linux: writes ~/.config/systemd/user/claudemeshd.service, then runs
 `systemctl --user daemon-reload && systemctl --user enable --now claudemeshd`
-(when systemd --user is unavailable it says so and prints the commands).
+(when systemd --user is unavailable it says so, prints the commands and
+exits 1).
 macOS: writes ~/Library/LaunchAgents/dev.claudemesh.claudemeshd.plist and
 loads it with launchctl.")]
     Install {

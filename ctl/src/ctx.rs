@@ -32,15 +32,27 @@ pub fn save_config(paths: &Paths, config: &Config) -> Result<()> {
 }
 
 /// Opens the keystore, printing its fallback notice (keys in files) when it
-/// has one and `announce` is set.
+/// has one and `announce` is set: once per machine (per data directory);
+/// `status` and `doctor` keep saying it.
 pub fn keystore(paths: &Paths, announce: bool) -> Result<Keystore> {
     let keystore = Keystore::open(paths).map_err(|e| CtlError::failure(e.to_string()))?;
     output::debug(format_args!("keystore: {}", keystore.location()));
     if announce && let Some(w) = keystore.warning() {
-        output::warn(w);
+        let said = paths.data_dir.join(KEYSTORE_NOTICE_SAID);
+        if said.exists() {
+            output::debug(format_args!("keystore notice (said before): {w}"));
+        } else {
+            output::warn(w);
+            let _ = Paths::ensure_private_dir(&paths.data_dir)
+                .map_err(|e| e.to_string())
+                .and_then(|()| std::fs::write(&said, b"").map_err(|e| e.to_string()));
+        }
     }
     Ok(keystore)
 }
+
+/// Marks that the keystore fallback notice was printed on this machine.
+const KEYSTORE_NOTICE_SAID: &str = "keystore-notice-said";
 
 /// The mesh named `slug_or_id`, or the "not joined" error.
 pub fn not_joined(config: &Config, slug_or_id: &str) -> CtlError {

@@ -109,15 +109,17 @@ pub fn reload(paths: &Paths) -> Reload {
 }
 
 /// Attaches this connection as a short-lived session of ctl itself
-/// (`claudePid` = our own pid: the daemon accepts ancestor-or-self).
+/// (`claudePid` = our own pid: the daemon accepts ancestor-or-self), under
+/// the member's name unless told otherwise (see `terminal`).
 pub async fn attach_self(
     client: &DaemonClient,
     mesh: Option<&str>,
     display_name: Option<&str>,
 ) -> Result<claudemesh_protocol::ipc::AttachedInfo> {
-    let name = display_name
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("ctl@{}", crate::ctx::hostname()));
+    let name = match display_name {
+        Some(n) => n.to_owned(),
+        None => crate::terminal::name_in(&crate::ctx::load_config(&crate::ctx::paths()?)?, mesh),
+    };
     let cwd = std::env::current_dir()
         .map(|d| d.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "/".into());
@@ -145,4 +147,39 @@ pub async fn detach(client: &DaemonClient) {
     if let Err(e) = request(client, Request::Detach).await {
         output::debug(format_args!("detach: {}", e.message));
     }
+}
+
+/// `claudemesh-ctl daemon start`: connects, or starts the daemon detached
+/// exactly as the shim does, and says where it logs.
+pub fn start(json_out: bool) -> Result<()> {
+    let paths = crate::ctx::paths()?;
+    let log = claudemesh_daemon::client::daemon_log_path(&paths);
+    let already = block_on(connect(&paths, TIMEOUT))?.is_some();
+    let pid = block_on(async {
+        let client = if already {
+            require(&paths).await?
+        } else {
+            let exe = claudemesh_daemon::client::find_daemon_exe().map_err(client_error)?;
+            DaemonClient::connect_or_start(&paths, CLIENT_NAME, &exe)
+                .await
+                .map_err(client_error)?
+        };
+        Ok::<_, CtlError>(client.welcome().pid)
+    })?;
+    if json_out {
+        output::json(&serde_json::json!({
+            "running": true, "started": !already, "pid": pid, "log": log,
+        }));
+    } else if already {
+        output::line(format!(
+            "claudemeshd already runs (pid {pid}); log: {}",
+            log.display()
+        ));
+    } else {
+        output::line(format!(
+            "claudemeshd started (pid {pid}); log: {}",
+            log.display()
+        ));
+    }
+    Ok(())
 }

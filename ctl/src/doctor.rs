@@ -73,7 +73,8 @@ fn uid() -> u32 {
     claudemesh_daemon::paths::current_uid()
 }
 
-const START_DAEMON: &str = "claudemesh-ctl service install   (or: claudemeshd run)";
+const START_DAEMON: &str =
+    "claudemesh-ctl daemon start   (or, to start it at login: claudemesh-ctl service install)";
 
 fn check_daemon(c: &mut Checks, paths: &Paths) -> Option<DaemonStatus> {
     let result = daemon::block_on(async {
@@ -407,6 +408,14 @@ pub fn run(settings_path: Option<&Path>, json_out: bool) -> Result<()> {
     let paths = ctx::paths()?;
     let mut c = Checks::default();
     let status = check_daemon(&mut c, &paths);
+    let log = claudemesh_daemon::client::daemon_log_path(&paths);
+    c.ok(
+        "log",
+        format!(
+            "{} (claudemesh-ctl logs; a systemd service logs to the journal)",
+            log.display()
+        ),
+    );
     check_socket(&mut c, &paths, status.is_some());
     check_keystore(&mut c, &paths, status.as_ref());
     if let Some(config) = check_config(&mut c, &paths) {

@@ -234,7 +234,8 @@ pub fn join(args: JoinArgs) -> Result<()> {
         member_id,
         pubkey,
         broker_url: answered_broker.unwrap_or_else(|| invite.broker.clone()),
-        display_name: args.name.clone(),
+        // The name enrolled: ctl sends under it and reads what is sent to it.
+        display_name: Some(display_name.clone()),
         local: false,
         joined_at: ctx::now_ms(),
     };
@@ -256,11 +257,17 @@ pub fn join(args: JoinArgs) -> Result<()> {
 
     // 6. The daemon.
     let reload = daemon::reload(&paths);
+    let default = ctx::load_config(&paths)
+        .ok()
+        .and_then(|c| crate::terminal::default_mesh(&c).map(|m| m.slug.clone()))
+        .unwrap_or_else(|| mesh.slug.clone());
     if args.json {
         output::json(&json!({
             "joined": true,
             "alreadyJoined": false,
             "mesh": mesh_json(&mesh),
+            "name": display_name,
+            "defaultMesh": default,
             "keystore": keystore.kind().as_str(),
             "daemon": reload_json(&reload),
         }));
@@ -275,6 +282,13 @@ pub fn join(args: JoinArgs) -> Result<()> {
     ));
     output::line(format!("  broker:   {}", mesh.effective_broker_url()));
     output::line(format!("  key:      {}", keystore.location()));
+    output::line(format!(
+        "  name:     {display_name} (messages to it reach `claudemesh-ctl inbox`)"
+    ));
+    output::line(format!(
+        "  default:  mesh {default} for new Claude Code sessions and ctl commands \
+         (the first mesh joined; CLAUDEMESH_MESH or --mesh picks another)"
+    ));
     report_reload(&reload, &mesh.slug);
     Ok(())
 }
@@ -365,7 +379,15 @@ pub fn leave(args: LeaveArgs) -> Result<()> {
     let keystore = ctx::keystore(&paths, !args.json)?;
     let mut warnings = Vec::new();
 
-    // 1. Tell the broker (signed), if we can.
+    // 1. The config (re-read); the daemon closes that link when it
+    // reloads, before the broker revokes the member: a voluntary leave is
+    // then not reported by the daemon as a revocation.
+    let mut config = ctx::load_config(&paths)?;
+    config.meshes.retain(|m| m.mesh_id != mesh.mesh_id);
+    ctx::save_config(&paths, &config)?;
+    let reload = daemon::reload(&paths);
+
+    // 2. Tell the broker (signed), if we can.
     let broker_url = mesh.effective_broker_url();
     let key = match keystore.load(&mesh.mesh_id) {
         Ok(Some(k)) => Some(k),
@@ -422,16 +444,10 @@ pub fn leave(args: LeaveArgs) -> Result<()> {
         }
     }
 
-    // 2. The config (re-read), then the key.
-    let mut config = ctx::load_config(&paths)?;
-    config.meshes.retain(|m| m.mesh_id != mesh.mesh_id);
-    ctx::save_config(&paths, &config)?;
+    // 3. The key, last: it signed the leave.
     if let Err(e) = keystore.delete(&mesh.mesh_id) {
         warnings.push(format!("could not delete the member key: {e}"));
     }
-
-    // 3. The daemon closes that link when it reloads.
-    let reload = daemon::reload(&paths);
     if args.json {
         output::json(&json!({
             "left": true,

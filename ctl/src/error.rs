@@ -81,8 +81,8 @@ impl CtlError {
 
     pub fn daemon_down() -> Self {
         Self::new(Exit::DaemonDown, "claudemeshd is not running").hint(
-            "start it with `claudemesh-ctl service install` (runs it as a service) \
-             or `claudemeshd run`",
+            "start it with `claudemesh-ctl daemon start` (in the background), or \
+             `claudemesh-ctl service install` to run it as a service from login on",
         )
     }
 }

@@ -106,7 +106,7 @@ pub fn list(json_out: bool) -> Result<()> {
     if status.is_none() {
         output::note(
             "claudemeshd is not running: link state and sessions are unknown \
-             (start it with `claudemesh-ctl service install` or `claudemeshd run`)",
+             (start it with `claudemesh-ctl daemon start`)",
         );
     }
     Ok(())
@@ -152,11 +152,18 @@ pub fn status(json_out: bool) -> Result<()> {
                 ));
             }
         }
-        return Err(CtlError::daemon_down());
+        // The JSON above already says so: only the exit code follows.
+        let down = CtlError::daemon_down();
+        return Err(if json_out { down.quiet() } else { down });
     };
+    let config = ctx::load_config(&paths)?;
+    let default = crate::terminal::default_mesh(&config).map(|m| m.slug.clone());
     if json_out {
         let mut v = serde_json::to_value(&s).expect("serializes");
         v["running"] = json!(true);
+        v["defaultMesh"] = json!(default);
+        v["log"] = json!(claudemesh_daemon::client::daemon_log_path(&paths));
+        v["name"] = json!(crate::terminal::name_in(&config, None));
         v["ctlVersion"] = json!(env!("CARGO_PKG_VERSION"));
         output::json(&json!({"daemon": v}));
         return Ok(());
@@ -169,6 +176,16 @@ pub fn status(json_out: bool) -> Result<()> {
         s.pid
     ));
     output::line(format!("  socket:   {}", s.socket));
+    output::line(format!(
+        "  log:      {} (claudemesh-ctl logs; a systemd service logs to the journal)",
+        claudemesh_daemon::client::daemon_log_path(&paths).display()
+    ));
+    if let Some(d) = &default {
+        output::line(format!(
+            "  default:  mesh {d} (new sessions and ctl commands; you are {} there)",
+            crate::terminal::name_in(&config, None)
+        ));
+    }
     output::line(format!(
         "  keystore: {}{}",
         s.keystore,
@@ -243,13 +260,22 @@ pub fn status(json_out: bool) -> Result<()> {
 
 pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
     let paths = ctx::paths()?;
-    let (info, peers) = daemon::block_on(async {
+    let (info, peers, members) = daemon::block_on(async {
         let client = daemon::require(&paths).await?;
         let info = daemon::attach_self(&client, mesh, None).await?;
         let result = daemon::request(&client, Request::ListPeers).await;
+        // Members come from the broker: unknown while the link is down.
+        let members = match daemon::request(&client, Request::ListMembers).await {
+            Ok(Response::Members { members }) => Some(members),
+            Ok(_) => None,
+            Err(e) => {
+                output::debug(format_args!("list_members: {}", e.message));
+                None
+            }
+        };
         daemon::detach(&client).await;
         match result? {
-            Response::Peers { peers } => Ok((info, peers)),
+            Response::Peers { peers } => Ok((info, peers, members)),
             other => Err(CtlError::failure(format!(
                 "unexpected answer to list_peers: {}",
                 serde_json::to_value(&other).unwrap_or_default()
@@ -263,6 +289,7 @@ pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
             "meshId": info.mesh_id,
             "link": link_str(info.link),
             "peers": others.iter().map(|p| serde_json::to_value(&p.peer).expect("serializes")).collect::<Vec<_>>(),
+            "members": members,
         }));
         return Ok(());
     }
@@ -294,6 +321,7 @@ pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
         }
         t.print();
     }
+    print_members(members.as_deref());
     if info.link != LinkState::Connected {
         output::note(format!(
             "the link to mesh {} is {}: this list may be stale",
@@ -302,6 +330,35 @@ pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The members table: who can be sent to by name, online or not.
+fn print_members(members: Option<&[claudemesh_protocol::wire::MemberPresence]>) {
+    let Some(members) = members else {
+        output::note(
+            "the members of the mesh are unknown right now (the broker did not list them)",
+        );
+        return;
+    };
+    output::line("");
+    let now = ctx::now_ms();
+    let mut t = Table::new(&["MEMBER", "STATE", "KEY"]);
+    for m in members {
+        t.row(vec![
+            m.display_name.clone(),
+            if m.online {
+                paint(GREEN, "online")
+            } else {
+                m.last_seen.map_or_else(
+                    || "offline".to_owned(),
+                    |at| format!("last seen {}", output::ago(at, now)),
+                )
+            },
+            m.member.chars().take(12).collect(),
+        ]);
+    }
+    t.print();
+    output::line("A member's name reaches it even with no session open (queued until it is back).");
 }
 
 pub struct SendOpts<'a> {

@@ -16,15 +16,17 @@ mod enroll;
 mod error;
 mod hook;
 mod inspect;
+mod logs;
 mod output;
 mod proc;
 mod service;
+mod terminal;
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::cli::{Cli, Command, ServiceCommand};
+use crate::cli::{Cli, Command, DaemonCommand, ServiceCommand};
 use crate::error::{Exit, Result};
 
 fn main() -> ExitCode {
@@ -49,11 +51,20 @@ fn main() -> ExitCode {
         return Exit::Ok.into();
     }
 
+    let json = cli.json;
     match dispatch(cli) {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
             if !e.quiet {
                 output::error(&e.message, e.hint.as_deref());
+                // A script asked for JSON: it gets the error as JSON too.
+                if json {
+                    output::json(&serde_json::json!({"error": {
+                        "message": e.message,
+                        "hint": e.hint,
+                        "exitCode": e.exit as i32,
+                    }}));
+                }
             }
             e.exit.into()
         }
@@ -82,7 +93,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             name: name.as_deref(),
             json,
         }),
+        Command::Inbox { mesh, follow } => terminal::inbox(terminal::InboxOpts {
+            mesh: mesh.as_deref(),
+            follow,
+            json,
+        }),
         Command::Outbox => inspect::outbox(json),
+        Command::Logs { follow } => logs::run(follow, json),
         Command::Install {
             settings,
             shim,
@@ -109,6 +126,7 @@ fn dispatch(cli: Cli) -> Result<()> {
             hook::run();
             Ok(())
         }
+        Command::Daemon(DaemonCommand::Start) => daemon::start(json),
         Command::Service(s) => match s {
             ServiceCommand::Install { daemon } => service::install(daemon.as_deref(), json),
             ServiceCommand::Uninstall => service::uninstall(json),

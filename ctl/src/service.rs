@@ -263,12 +263,12 @@ pub fn install(daemon: Option<&Path>, json_out: bool) -> Result<()> {
                         for c in &commands {
                             output::line(format!("  {c}"));
                         }
-                        output::line(format!(
-                            "Or run the daemon yourself: {} run",
-                            proc::shell_quote(&daemon.to_string_lossy())
-                        ));
+                        output::line(
+                            "Or start the daemon now, in the background: claudemesh-ctl daemon start",
+                        );
                     }
-                    return Ok(());
+                    // The unit is written but nothing runs: not a success.
+                    return Err(CtlError::failure("the service was not started").quiet());
                 }
                 Ok(systemctl) => {
                     warn_if_running_outside(&systemctl);

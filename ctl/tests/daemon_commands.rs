@@ -203,7 +203,9 @@ fn send_attaches_as_ctl_with_its_own_pid_sends_and_detaches() {
         Request::Attach(a) => {
             assert_eq!(a.claude_pid, pid, "claudePid is ctl's own pid");
             assert_eq!(a.mesh.as_deref(), Some("local"));
-            assert!(a.display_name.as_deref().unwrap().starts_with("ctl@"));
+            // The member's name: no local entry in this config, so user@host.
+            let name = a.display_name.as_deref().unwrap();
+            assert!(!name.starts_with("ctl@") && name.contains('@'), "{name}");
         }
         other => panic!("first request {other:?}"),
     }

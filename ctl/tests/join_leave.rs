@@ -341,3 +341,30 @@ fn the_hook_prints_nothing_and_succeeds_without_a_daemon() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
 }
+
+/// Without an OS keyring, the fallback notice (keys in files) is printed by
+/// the first `join` only, not by every join and leave after it.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_keystore_notice_is_said_once_per_machine() {
+    let broker = TestBroker::start();
+    let (_, _, link) = broker.mesh_and_invite("team", None);
+    let mut home = Home::new();
+    // Automatic choice, and a session bus that cannot be reached: files.
+    home.env("CLAUDEMESH_KEYSTORE", "").env(
+        "DBUS_SESSION_BUS_ADDRESS",
+        "unix:path=/nonexistent/claudemesh-bus",
+    );
+    let first = home.run(["join", &link]);
+    first.assert_code(0);
+    assert!(first.stderr.contains("warning:"), "{}", first.stderr);
+    let left = home.run(["leave", "team"]);
+    left.assert_code(0);
+    assert!(!left.stderr.contains("warning:"), "{}", left.stderr);
+    let again = home.run(["join", &link]);
+    again.assert_code(0);
+    assert!(!again.stderr.contains("warning:"), "{}", again.stderr);
+    // status still says where the keys are.
+    let status = home.run(["status"]);
+    assert!(status.stdout.contains("files in"), "{}", status.stdout);
+}

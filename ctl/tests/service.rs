@@ -77,7 +77,13 @@ fn service_install_without_a_user_manager_writes_the_unit_and_prints_the_command
     script(&daemon, "exit 0");
     home.env("CLAUDEMESH_BROKER_URL", "wss://mesh.example.com/ws");
     let run = home.run(["service", "install", "--daemon", daemon.to_str().unwrap()]);
-    run.assert_code(0);
+    // Written but not started: exit 1, and the way that works is offered.
+    run.assert_code(1);
+    assert!(
+        run.stdout.contains("claudemesh-ctl daemon start"),
+        "{}",
+        run.stdout
+    );
     let unit = home
         .root()
         .join("xdg-config/systemd/user/claudemeshd.service");

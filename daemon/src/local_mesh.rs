@@ -41,7 +41,7 @@ impl LocalMesh {
         let dir = paths.local_broker_dir();
         Paths::ensure_private_dir(&dir)?;
         let admin_dir = dir.clone();
-        let (mesh_id, member_id, pubkey) =
+        let (mesh_id, member_id, pubkey, member_name) =
             tokio::task::spawn_blocking(move || enroll_self(&admin_dir, &keystore))
                 .await
                 .context("the local mesh setup was cancelled")??;
@@ -71,7 +71,9 @@ impl LocalMesh {
             member_id,
             pubkey,
             broker_url: url.clone(),
-            display_name: None,
+            // The member's name: messages to it reach the terminal
+            // (`claudemesh-ctl inbox`), which sends under it too.
+            display_name: Some(member_name),
             local: true,
             joined_at: previous
                 .as_ref()
@@ -98,11 +100,12 @@ impl LocalMesh {
 }
 
 /// Creates the `local` mesh if needed, and enrolls this daemon's key
-/// (created and stored on first use). Returns (mesh id, member id, pubkey).
+/// (created and stored on first use). Returns (mesh id, member id, pubkey,
+/// member name).
 fn enroll_self(
     dir: &std::path::Path,
     keystore: &Keystore,
-) -> anyhow::Result<(String, String, String)> {
+) -> anyhow::Result<(String, String, String, String)> {
     let admin = Admin::open(dir)?;
     let mesh = match admin.find_mesh(LOCAL_SLUG)? {
         Some(m) => m,
@@ -129,7 +132,7 @@ fn enroll_self(
             dir.display()
         );
     }
-    Ok((mesh.id, member.id, pubkey))
+    Ok((mesh.id, member.id, pubkey, member.display_name))
 }
 
 async fn start_broker(dir: &std::path::Path, port: u16) -> anyhow::Result<RunningBroker> {

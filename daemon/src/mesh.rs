@@ -28,7 +28,15 @@ pub struct Mesh {
     worker: Mutex<Option<JoinHandle<()>>>,
     /// When the current connection's hello was accepted.
     connected_at: Mutex<Option<Instant>>,
+    /// Display names seen in the broker's peer lists and events since the
+    /// daemon started: right after a reconnect, a name seen before belongs
+    /// to a peer that may not be back yet, not to no one.
+    seen_names: Mutex<HashSet<String>>,
 }
+
+/// At most this many names are remembered in [`Mesh::has_seen_name`]'s set
+/// (a bound whatever the broker sends); past it new names are not added.
+const MAX_SEEN_NAMES: usize = 4096;
 
 impl Mesh {
     pub fn new(
@@ -48,6 +56,7 @@ impl Mesh {
             pending_closes: Mutex::new(HashSet::new()),
             worker: Mutex::new(None),
             connected_at: Mutex::new(None),
+            seen_names: Mutex::new(HashSet::new()),
         }
     }
 
@@ -91,6 +100,7 @@ impl Mesh {
 
     /// The broker's full list (hello_ack, peers_list) replaces the cache.
     pub fn replace_peers(&self, peers: Vec<Peer>) {
+        self.remember_names(peers.iter());
         let mut map = lock(&self.peers);
         map.clear();
         for p in peers {
@@ -99,6 +109,7 @@ impl Mesh {
     }
 
     pub fn apply_peer_event(&self, event: PeerEvent, peer: &Peer) {
+        self.remember_names(std::iter::once(peer));
         let mut map = lock(&self.peers);
         let key = (peer.member.clone(), peer.session_id.clone());
         match event {
@@ -109,6 +120,23 @@ impl Mesh {
                 map.insert(key, peer.clone());
             }
         }
+    }
+
+    fn remember_names<'a>(&self, peers: impl Iterator<Item = &'a Peer>) {
+        let mut seen = lock(&self.seen_names);
+        for p in peers {
+            if seen.len() >= MAX_SEEN_NAMES {
+                break;
+            }
+            if !seen.contains(&p.display_name) {
+                seen.insert(p.display_name.clone());
+            }
+        }
+    }
+
+    /// True when a peer of this name was listed since the daemon started.
+    pub fn has_seen_name(&self, name: &str) -> bool {
+        lock(&self.seen_names).contains(name.trim())
     }
 
     /// One cached peer's display name, without copying the list.

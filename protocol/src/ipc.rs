@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::wire::{DeliveryState, MessageSender, Peer, PeerStatus, Priority};
+use crate::wire::{DeliveryState, MemberPresence, MessageSender, Peer, PeerStatus, Priority};
 
 /// Bumped on any incompatible change to these frames.
 pub const IPC_VERSION: u32 = 1;
@@ -85,6 +85,9 @@ pub enum Request {
     /// ctl hook: the pending messages of the session whose Claude Code
     /// process is an ancestor of the caller, marked seen.
     HookContext,
+    /// The active members of the session's mesh, online or last seen
+    /// (asked of the broker; `unavailable` while the link is down).
+    ListMembers,
 }
 
 impl Request {
@@ -106,6 +109,7 @@ impl Request {
         "reload_config",
         "list_outbox",
         "hook_context",
+        "list_members",
     ];
 }
 
@@ -216,6 +220,9 @@ pub enum Response {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         session: Option<String>,
         messages: Vec<InboxMessage>,
+    },
+    Members {
+        members: Vec<MemberPresence>,
     },
 }
 

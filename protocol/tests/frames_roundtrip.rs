@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use claudemesh_protocol::wire::{Ack, Send};
+use claudemesh_protocol::wire::{Ack, MemberPresence, Send};
 use claudemesh_protocol::wire::{
     ClientFrame, ConnectionRole, DeliveryState, Envelope, ErrorFrame, FrameError, Hello, HelloAck,
     MessageBody, MessageSender, Peer, PeerEvent, PeerStatus, Priority, Push, RecipientState,
@@ -118,11 +118,24 @@ fn client_examples() -> Vec<(String, ClientFrame)> {
         ),
         (
             s(r#"{"type":"list_peers","id":"r1"}"#),
-            ClientFrame::ListPeers { id: Some(s("r1")) },
+            ClientFrame::ListPeers {
+                id: Some(s("r1")),
+                members: false,
+            },
         ),
         (
             s(r#"{"type":"list_peers"}"#),
-            ClientFrame::ListPeers { id: None },
+            ClientFrame::ListPeers {
+                id: None,
+                members: false,
+            },
+        ),
+        (
+            s(r#"{"type":"list_peers","id":"r2","members":true}"#),
+            ClientFrame::ListPeers {
+                id: Some(s("r2")),
+                members: true,
+            },
         ),
         (
             s(r#"{"type":"set_status","sessionId":"…","status":"working"}"#),
@@ -242,6 +255,24 @@ fn server_examples() -> Vec<(String, ServerFrame)> {
                 id: Some(s("r1")),
                 peers: vec![peer()],
                 truncated: false,
+                members: None,
+            },
+        ),
+        (
+            format!(
+                r#"{{"type":"peers_list","id":"r2","peers":[],"members":[{{"member":"{}","displayName":"bob","online":false,"lastSeen":5}}]}}"#,
+                "ab".repeat(32)
+            ),
+            ServerFrame::PeersList {
+                id: Some(s("r2")),
+                peers: vec![],
+                truncated: false,
+                members: Some(vec![MemberPresence {
+                    member: "ab".repeat(32),
+                    display_name: s("bob"),
+                    online: false,
+                    last_seen: Some(5),
+                }]),
             },
         ),
         (

@@ -14,10 +14,17 @@ pub fn unread_note(count: u32) -> String {
 
 pub fn peers(mesh: &str, peers: &[PeerView]) -> (String, Value) {
     let others = peers.iter().filter(|p| !p.is_self).count();
+    // The list below also has this session: the count says so, so that
+    // "1 other session" is not followed by two lines.
+    let and_you = if peers.iter().any(|p| p.is_self) {
+        ", and you"
+    } else {
+        ""
+    };
     let mut text = match others {
         0 => format!("No other sessions in mesh \"{mesh}\" right now."),
-        1 => format!("1 other session in mesh \"{mesh}\":"),
-        n => format!("{n} other sessions in mesh \"{mesh}\":"),
+        1 => format!("1 other session in mesh \"{mesh}\"{and_you}:"),
+        n => format!("{n} other sessions in mesh \"{mesh}\"{and_you}:"),
     };
     // Yourself last, so the list starts with whom you can message.
     let mut ordered: Vec<&PeerView> = peers.iter().filter(|p| !p.is_self).collect();
@@ -232,8 +239,9 @@ mod tests {
     #[test]
     fn peers_lists_others_first_and_marks_self() {
         let (text, value) = peers("local", &[peer("me", true), peer("api", false)]);
+        // The count names the caller too, since the list has it.
         assert!(
-            text.starts_with("1 other session in mesh \"local\""),
+            text.starts_with("1 other session in mesh \"local\", and you:"),
             "{text}"
         );
         let api = text.find("- api").unwrap();

@@ -107,6 +107,8 @@ pub struct MeshState {
     buckets: HashMap<String, TokenBucket>,
     receipt_buckets: HashMap<String, TokenBucket>,
     epoch: u64,
+    /// member id → when its last connection closed (ms), since start.
+    last_seen: HashMap<String, i64>,
 }
 
 /// A display name that cannot be mistaken for another target form
@@ -174,6 +176,11 @@ impl MeshState {
     }
 
     /// The member id of a public key that has connected since start.
+    /// When the member's last connection closed, if it did since start.
+    pub fn last_seen(&self, member_id: &str) -> Option<i64> {
+        self.last_seen.get(member_id).copied()
+    }
+
     pub fn member_of(&self, pubkey: &str) -> Option<&str> {
         self.member_by_pubkey.get(pubkey).map(String::as_str)
     }
@@ -457,6 +464,10 @@ impl MeshState {
             list.retain(|c| *c != conn_id);
             if list.is_empty() {
                 self.by_member.remove(&entry.member_id);
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+                self.last_seen.insert(entry.member_id.clone(), now);
             }
         }
         let mut timers = Vec::new();

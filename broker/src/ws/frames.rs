@@ -16,7 +16,8 @@ use claudemesh_protocol::limits::{
     RECEIPT_BURST, RECEIPT_RATE_PER_SEC, TextError,
 };
 use claudemesh_protocol::wire::{
-    ClientFrame, ConnectionRole, DeliveryState, Envelope, Send, ServerFrame, SessionOpen,
+    ClientFrame, ConnectionRole, DeliveryState, Envelope, MemberPresence, Send, ServerFrame,
+    SessionOpen,
 };
 
 use crate::ctx::Ctx;
@@ -117,15 +118,21 @@ impl Connection {
             )),
             ClientFrame::SessionOpen(open) => self.session_open(open).await,
             ClientFrame::SessionClose { session_id } => self.session_close(&session_id),
-            ClientFrame::ListPeers { id } => {
+            ClientFrame::ListPeers { id, members } => {
                 let exclude = self.own_session_key();
                 let list = self.mesh.lock().peers(exclude.as_ref());
-                self.reply(ServerFrame::PeersList {
-                    id,
-                    peers: list.peers,
-                    truncated: list.truncated,
-                });
-                Ok(())
+                match members.then(|| self.member_presence()).transpose() {
+                    Ok(members) => {
+                        self.reply(ServerFrame::PeersList {
+                            id,
+                            peers: list.peers,
+                            truncated: list.truncated,
+                            members,
+                        });
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
             }
             ClientFrame::SetStatus { session_id, status } => self.update(session_id, move |p| {
                 let changed = p.status != status;
@@ -365,6 +372,7 @@ impl Connection {
             Err(Unresolved::AskMembers { pubkey, session }) => {
                 self.member_recipient(&pubkey, session)?.ok_or(())
             }
+            Err(Unresolved::AskMemberName(name)) => self.named_member_recipient(&name)?.ok_or(()),
         };
         let recipients = match recipients {
             Ok(r) => r,
@@ -468,6 +476,45 @@ impl Connection {
                 sessions: session.into_iter().collect(),
             }]
         }))
+    }
+
+    /// The mesh's active members, online or when last seen.
+    fn member_presence(&self) -> Result<Vec<MemberPresence>, Refusal> {
+        let all = self
+            .ctx
+            .store
+            .read(|c| members::list(c, &self.mesh.id))
+            .map_err(|e| internal(&e))?;
+        let state = self.mesh.lock();
+        Ok(all
+            .into_iter()
+            .filter(|m| !m.revoked)
+            .map(|m| MemberPresence {
+                online: !state.member_conns(&m.id).is_empty(),
+                last_seen: state.last_seen(&m.id),
+                member: m.pubkey,
+                display_name: m.display_name,
+            })
+            .collect())
+    }
+
+    /// The whole member enrolled as `name`, when exactly one active member
+    /// of the mesh is (a name two members share addresses neither).
+    fn named_member_recipient(&self, name: &str) -> Result<Option<Vec<Recipient>>, Refusal> {
+        let found = self
+            .ctx
+            .store
+            .read(|c| members::find_by_name(c, &self.mesh.id, name))
+            .map_err(|e| internal(&e))?;
+        let mut active = found.into_iter().filter(|m| !m.revoked);
+        Ok(match (active.next(), active.next()) {
+            (Some(m), None) => Some(vec![Recipient {
+                member_id: m.id,
+                pubkey: m.pubkey,
+                sessions: Vec::new(),
+            }]),
+            _ => None,
+        })
     }
 
     /// When this send id was already accepted, acks it as a duplicate

@@ -92,9 +92,21 @@ impl Core {
 
     /// The local sessions a push is for: those it names that live here, or
     /// (when it names none) every session of the mesh but the sender's own.
-    /// Empty means "whichever session attaches next".
+    /// Empty means "whichever session attaches next". A whole-member copy
+    /// sent to the member's name (a reply to `claudemesh-ctl send`, or a
+    /// member addressed while offline) is for the person rather than for
+    /// the Claude Code sessions that happen to run: it goes to the sessions
+    /// reading under that name (`claudemesh-ctl inbox`), else waits for the
+    /// next session, whichever comes first.
     fn recipients_of(&self, mesh: &Mesh, push: &Push) -> Vec<String> {
         let map = self.sessions.lock();
+        if push.sessions.is_empty() && is_name_target(&push.to) {
+            return map
+                .values()
+                .filter(|s| s.row.mesh_id == mesh.id() && s.row.display_name == push.to)
+                .map(|s| s.row.session_id.clone())
+                .collect();
+        }
         let local: Vec<&str> = map
             .values()
             .filter(|s| s.row.mesh_id == mesh.id())
@@ -331,6 +343,15 @@ impl Core {
         }
         Ok((sessions.into_iter().next(), messages))
     }
+}
+
+/// `to` is a display name (not `*`, `@group`, a key or key/session).
+fn is_name_target(to: &str) -> bool {
+    let is_key = |s: &str| claudemesh_protocol::encoding::is_lower_hex(s, 64);
+    !(to == "*"
+        || to.starts_with('@')
+        || is_key(to)
+        || to.split_once('/').is_some_and(|(pk, _)| is_key(pk)))
 }
 
 /// Opens and parses a push; `None` (logged without content) if it is

@@ -91,22 +91,6 @@ impl Core {
                 ),
             ));
         }
-        // Right after a connect the peer list may lack a recipient whose
-        // daemon is not back yet (a restarted broker knows no session until
-        // it is): within the settle window the name is queued and retried,
-        // as the broker's own `unknown_target` is (see `on_send_error`), and
-        // as it would be while the link is down. The local mesh's broker
-        // lives in this daemon: its peer list is whole from the start.
-        let settling = !mesh.config.local && mesh.connected_within(SETTLE_WINDOW);
-        if mesh.link.is_connected() && !settling && self.names_no_one(&mesh, &to, &sid) {
-            return Err(IpcError::new(
-                "unknown_target",
-                format!(
-                    "no session in mesh {} is called {to:?}; list_peers shows who is there",
-                    mesh.slug()
-                ),
-            ));
-        }
         let body = serde_json::to_string(&MessageBody::text(args.text))
             .map_err(|_| IpcError::new("malformed", "the message could not be encoded"))?;
         let now = ids::now_ms();
@@ -329,14 +313,31 @@ impl Core {
         let detail = format!("{code}: {message}");
         tracing::info!(message_id = %id, %code, "the broker refused a send");
         // Right after a (re)connect the recipient's daemon may not be back
-        // yet (a restarted broker knows no session until it is): a name
-        // that does not resolve then is retried for a while.
-        let settling = code == "unknown_target" && mesh.connected_within(SETTLE_WINDOW);
+        // yet (a restarted broker knows no session until it is): a target
+        // that does not resolve then is retried for a while, as it would
+        // be queued while the link is down. But a name this daemon has
+        // never seen, which no session has, refused while its sender still
+        // waits, is no one (the broker also checked the members enrolled
+        // under that name): the sender hears it at once.
+        let settling = code == "unknown_target"
+            && mesh.connected_within(SETTLE_WINDOW)
+            && !(self.waiters().contains_key(&id)
+                && !mesh.has_seen_name(&row.to)
+                && self.names_no_one(mesh, &row.to, &row.session_id));
         if is_permanent(&code) && !settling {
             let (rid, d) = (id.clone(), detail.clone());
+            // A name that addresses no one, answered while its sender
+            // waits, is bad input: the sender hears it and nothing stays.
+            let withdraw = code == "unknown_target" && self.waiters().contains_key(&id);
             if let Err(e) = self
                 .store
-                .call(move |db| db.outbox_failed(&rid, &d, ids::now_ms()))
+                .call(move |db| {
+                    if withdraw {
+                        db.outbox_withdraw(&rid)
+                    } else {
+                        db.outbox_failed(&rid, &d, ids::now_ms())
+                    }
+                })
                 .await
             {
                 internal(e);
@@ -428,6 +429,7 @@ impl Core {
             .request(
                 ClientFrame::ListPeers {
                     id: Some(id.clone()),
+                    members: false,
                 },
                 ReplyKey::RequestId(id),
                 Duration::from_secs(3),

@@ -9,7 +9,7 @@ use claudemesh_protocol::ipc::{
     DaemonStatus, IpcError, LinkState, MeshStatus, OutboxEntry, PeerView, RecipientView,
     SessionInfo,
 };
-use claudemesh_protocol::wire::{ClientFrame, Peer, RecipientState, ServerFrame};
+use claudemesh_protocol::wire::{ClientFrame, MemberPresence, Peer, RecipientState, ServerFrame};
 
 use super::{Core, internal};
 use crate::link::ReplyKey;
@@ -19,6 +19,52 @@ use crate::link::ReplyKey;
 const ASK_WAIT: Duration = Duration::from_secs(3);
 
 impl Core {
+    /// The active members of the session's mesh, as the broker knows them.
+    pub async fn list_members(
+        &self,
+        conn_id: u64,
+        session_id: Option<&str>,
+    ) -> Result<Vec<MemberPresence>, IpcError> {
+        let sid = self.check_attached(conn_id, session_id)?;
+        let mesh = self.session_mesh(&sid)?;
+        let down = || {
+            IpcError::new(
+                "unavailable",
+                format!(
+                    "the broker of mesh {} did not list its members (link down, or a broker \
+                     without the members extension)",
+                    mesh.slug()
+                ),
+            )
+        };
+        if !mesh.link.is_connected() {
+            return Err(down());
+        }
+        let id = format!("r{}", self.next_id());
+        let reply = mesh
+            .link
+            .request(
+                ClientFrame::ListPeers {
+                    id: Some(id.clone()),
+                    members: true,
+                },
+                ReplyKey::RequestId(id),
+                Duration::from_secs(3),
+            )
+            .await;
+        match reply {
+            Some(ServerFrame::PeersList {
+                peers,
+                members: Some(members),
+                ..
+            }) => {
+                mesh.replace_peers(peers);
+                Ok(members)
+            }
+            _ => Err(down()),
+        }
+    }
+
     /// The session's mesh's peers: the broker's live answer when connected,
     /// else the last known list plus this daemon's own sessions.
     pub async fn list_peers(

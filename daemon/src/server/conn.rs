@@ -225,6 +225,10 @@ async fn dispatch(
             .list_peers(conn, sid.as_deref())
             .await
             .map(|peers| Response::Peers { peers }),
+        Request::ListMembers => core
+            .list_members(conn, sid.as_deref())
+            .await
+            .map(|members| Response::Members { members }),
         Request::FetchInbox { mark_seen } => core
             .fetch_inbox(conn, sid.as_deref(), mark_seen)
             .await

@@ -256,6 +256,16 @@ impl Db {
         Ok(())
     }
 
+    /// A pending message the broker refused while its sender still waited
+    /// for the answer: the sender gets the error, so nothing is kept.
+    pub fn outbox_withdraw(&self, id: &str) -> StoreResult<()> {
+        self.conn.execute(
+            "DELETE FROM outbox WHERE id = ?1 AND state = 'pending'",
+            [id],
+        )?;
+        Ok(())
+    }
+
     /// A transient error: kept pending, the error shown in `list_outbox`.
     pub fn outbox_note_error(
         &self,

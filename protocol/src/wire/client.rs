@@ -73,6 +73,9 @@ pub enum ClientFrame {
     ListPeers {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<String>,
+        /// Extension: also list the mesh's members (`peers_list.members`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        members: bool,
     },
     #[serde(rename_all = "camelCase")]
     SetStatus {

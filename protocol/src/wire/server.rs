@@ -64,6 +64,21 @@ pub struct ErrorFrame {
     pub id: Option<String>,
 }
 
+/// One active member of the mesh (extension, docs/protocol.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberPresence {
+    /// The member public key, 64 lowercase hex.
+    pub member: String,
+    /// The name it enrolled with: a `send` target when no session has it.
+    pub display_name: String,
+    /// True while it has a live connection.
+    pub online: bool,
+    /// When its last connection closed (ms), if since the broker started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<i64>,
+}
+
 /// Broker → client frames, tagged by `type`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -81,6 +96,9 @@ pub enum ServerFrame {
         /// As in [`HelloAck::truncated`].
         #[serde(default, skip_serializing_if = "is_false")]
         truncated: bool,
+        /// Extension: present when `list_peers` asked for `members`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        members: Option<Vec<MemberPresence>>,
     },
     Event {
         event: PeerEvent,
