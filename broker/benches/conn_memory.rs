@@ -67,7 +67,7 @@ fn spawn_broker(dir: &Path) -> Broker {
             .unwrap();
         if line.contains("broker listening") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["listen"].as_str().unwrap().parse().unwrap();
+            break v["listen"].as_str().unwrap().parse().unwrap();
         }
     };
     // Keep draining its log so that it never blocks on a full pipe.

@@ -107,7 +107,7 @@ async fn trace_logs_never_hold_frame_contents() {
         log.push(line.clone());
         if line.contains("broker listening") {
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-            break v["fields"]["listen"].as_str().unwrap().to_owned();
+            break v["listen"].as_str().unwrap().to_owned();
         }
     };
     let m = {
