@@ -6,6 +6,8 @@
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 pub fn init() {
     let filter = match std::env::var("RUST_LOG") {
@@ -23,10 +25,20 @@ pub fn init() {
         // would `eprintln!` the failure, which panics when stderr fails:
         // that panic killed the database threads on a full disk.
         .log_internal_errors(false);
+    // The daemon's broker links use the same WebSocket library as the
+    // broker, whose trace events hold whole frames (ciphertext, nonces).
+    let frames = tracing_subscriber::filter::filter_fn(|meta| {
+        !claudemesh_broker::logging::logs_frame_contents(meta)
+    });
     let result = if std::io::stderr().is_terminal() {
-        builder.try_init()
+        builder.finish().with(frames).try_init()
     } else {
-        builder.json().flatten_event(true).try_init()
+        builder
+            .json()
+            .flatten_event(true)
+            .finish()
+            .with(frames)
+            .try_init()
     };
     // Already initialised (tests): keep the existing subscriber.
     let _ = result;
