@@ -349,7 +349,7 @@ pub fn mesh_json(m: &MeshConfig) -> Value {
         "slug": m.slug,
         "meshId": m.mesh_id,
         "memberId": m.member_id,
-        "pubkey": m.pubkey,
+        "member": m.pubkey,
         "broker": m.effective_broker_url(),
         "local": m.local,
         "joinedAt": m.joined_at,

@@ -68,7 +68,7 @@ pub fn list(json_out: bool) -> Result<()> {
             if !config.meshes.iter().any(|c| c.mesh_id == m.mesh_id) {
                 rows.push(json!({
                     "slug": m.slug, "meshId": m.mesh_id, "memberId": m.member_id,
-                    "pubkey": m.member, "broker": m.broker, "local": m.local,
+                    "member": m.member, "broker": m.broker, "local": m.local,
                     "joinedAt": null, "link": link_str(m.link), "sessions": m.sessions,
                 }));
             }
