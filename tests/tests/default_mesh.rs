@@ -72,6 +72,10 @@ fn join_keeps_local_default_until_set_and_the_daemon_follows() {
     assert!(set.contains("Default mesh: team (was local)"), "{set}");
     assert_eq!(attached_mesh(&home), "team");
     assert_eq!(status_default(&home), "team");
+    let listed = home.ctl_ok(&["peers"]);
+    assert!(listed.contains("mesh: team, the default mesh"), "{listed}");
+    let local = json(&home.ctl_ok(&["peers", "local", "--json"]));
+    assert_eq!(local["default"], false, "{local}");
     assert_eq!(json(&home.ctl_ok(&["default", "--json"]))["explicit"], true);
 
     // A mesh that is not joined is refused, and the default stays.
