@@ -3,10 +3,12 @@
 //! new sessions in `local` and says how to move them; `default MESH` and
 //! `join --default` move them, and the running daemon follows (seen by
 //! `peers`, which attaches without naming a mesh, as a new session does);
-//! leaving the default mesh falls back to `local`.
+//! leaving the default mesh falls back to `local`. A Claude Code session
+//! (the real shim) goes to the default unless CLAUDEMESH_MESH names another.
 
 use claudemesh_e2e::broker::Broker;
 use claudemesh_e2e::home::Home;
+use claudemesh_e2e::mcp::McpClient;
 use claudemesh_e2e::process::Guarded;
 use claudemesh_e2e::scenario::LIMIT;
 use claudemesh_e2e::wait;
@@ -76,6 +78,23 @@ fn join_keeps_local_default_until_set_and_the_daemon_follows() {
     assert!(listed.contains("mesh: team, the default mesh"), "{listed}");
     let local = json(&home.ctl_ok(&["peers", "local", "--json"]));
     assert_eq!(local["default"], false, "{local}");
+
+    // Claude Code sessions: a new one goes to the default, and
+    // CLAUDEMESH_MESH still picks another for one session.
+    let _plain = McpClient::start(&home, "plain", &[]);
+    let _pinned = McpClient::start(&home, "pinned", &[("CLAUDEMESH_MESH", "local")]);
+    let meshes = wait::until("both sessions in status", LIMIT, || {
+        let v = json(&home.ctl_ok(&["status", "--json"]));
+        let of = |name: &str| {
+            v["daemon"]["sessions"]
+                .as_array()?
+                .iter()
+                .find(|s| s["displayName"] == name)
+                .map(|s| s["meshSlug"].clone())
+        };
+        Some((of("plain")?, of("pinned")?))
+    });
+    assert_eq!(meshes, ("team".into(), "local".into()));
     assert_eq!(json(&home.ctl_ok(&["default", "--json"]))["explicit"], true);
 
     // A mesh that is not joined is refused, and the default stays.
