@@ -37,6 +37,14 @@ pub enum Registered {
 /// Registers `shim` with the `claude` at `claude`.
 pub fn register(claude: &Path, shim: &Path) -> Result<Registered, String> {
     let shim_text = shim.to_string_lossy();
+    // Read first: `claude mcp get` health-checks a registered server, and
+    // our shim would open a session for it (see [`registered_command`]).
+    if let Some(file) = claude_json_path()
+        && let Ok(Some(cmd)) = registered_command(&file)
+        && cmd == shim_text
+    {
+        return Ok(Registered::AlreadyThere);
+    }
     let get = proc::run(claude, ["mcp", "get", SERVER_NAME], CLAUDE_TIMEOUT)
         .map_err(|e| format!("cannot run {}: {e}", claude.display()))?;
     let mut replaced = false;
