@@ -59,7 +59,10 @@ Example:
 The link is checked (shape, owner signature, expiry) before anything else;
 then a fresh member key is stored in the keystore, the broker enrolls it, and
 the config is written last. If enrollment fails, the key is deleted again.
-Joining a mesh already joined does nothing and exits 0.
+Joining a mesh already joined does nothing and exits 0 (with --default, it
+makes that mesh the default).
+A plain join does not change the default mesh of new sessions (see
+`claudemesh-ctl default`); --default does.
 Exit codes: 4 invalid or refused invite, 5 broker unreachable.")]
     Join {
         /// The invite link, `ic://join/…` (quote it).
@@ -67,6 +70,25 @@ Exit codes: 4 invalid or refused invite, 5 broker unreachable.")]
         /// The member's display name at the broker (default: user@host).
         #[arg(long)]
         name: Option<String>,
+        /// Make this mesh the default of new Claude Code sessions and ctl commands.
+        #[arg(long)]
+        default: bool,
+    },
+
+    /// The default mesh of new sessions and ctl commands: print it, or set it.
+    #[command(after_help = "\
+Examples:
+  claudemesh-ctl default          # which mesh, and the rule
+  claudemesh-ctl default team     # new sessions and ctl commands use `team`
+  claudemesh-ctl default local    # back to this machine's own mesh
+
+The rule: the mesh set here (or with `join --default`); if none is set,
+`local`; without `local`, the first mesh joined. A plain `join` never moves
+it. CLAUDEMESH_MESH=MESH picks another for one Claude Code session, --mesh
+for one ctl command. Sessions already running stay in their mesh.")]
+    Default {
+        /// The mesh's slug or id (see `claudemesh-ctl list`).
+        mesh: Option<String>,
     },
 
     /// Leave a mesh: a signed leave to the broker; the key and config entry go.

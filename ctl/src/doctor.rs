@@ -330,15 +330,7 @@ fn check_claude(c: &mut Checks, settings_path: Option<&Path>) {
             "`claude` is not on PATH, so the registration cannot be checked",
             mcp::add_line(&shim),
         ),
-        Some(claude_exe) => match mcp::is_listed(&claude_exe) {
-            Ok(true) => c.ok("claude code", "`claude mcp list` shows claudemesh"),
-            Ok(false) => c.fail(
-                "claude code",
-                "the shim is not registered with Claude Code",
-                "claudemesh-ctl install",
-            ),
-            Err(e) => c.warn("claude code", e, mcp::add_line(&shim)),
-        },
+        Some(_) => check_registration(c, &shim),
     }
     let path = match claude::settings_path(settings_path) {
         Ok(p) => p,
@@ -401,6 +393,39 @@ fn check_claude(c: &mut Checks, settings_path: Option<&Path>) {
                 );
             }
         }
+    }
+}
+
+/// The shim's registration, read from Claude Code's file: running `claude
+/// mcp list` would start the shim, a session visible in the mesh.
+fn check_registration(c: &mut Checks, shim: &Path) {
+    let Some(file) = mcp::claude_json_path() else {
+        c.warn(
+            "claude code",
+            "HOME is not set, so Claude Code's registrations cannot be read",
+            mcp::add_line(shim),
+        );
+        return;
+    };
+    match mcp::registered_command(&file) {
+        Err(e) => c.warn("claude code", e, mcp::add_line(shim)),
+        Ok(None) => c.fail(
+            "claude code",
+            format!(
+                "the shim is not registered with Claude Code (no `claudemesh` server of user scope in {})",
+                file.display()
+            ),
+            "claudemesh-ctl install",
+        ),
+        Ok(Some(cmd)) if !Path::new(&cmd).is_file() => c.fail(
+            "claude code",
+            format!("the registered MCP server `claudemesh` runs `{cmd}`, which does not exist"),
+            "claudemesh-ctl install",
+        ),
+        Ok(Some(cmd)) => c.ok(
+            "claude code",
+            format!("MCP server `claudemesh` runs {cmd} ({})", file.display()),
+        ),
     }
 }
 

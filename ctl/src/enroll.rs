@@ -148,6 +148,8 @@ fn enroll_error(e: HttpError, origin: &str, invite: &Invite) -> CtlError {
 pub struct JoinArgs {
     pub link: String,
     pub name: Option<String>,
+    /// `--default`: new sessions and ctl commands use this mesh from now on.
+    pub make_default: bool,
     pub json: bool,
 }
 
@@ -167,6 +169,10 @@ pub fn join(args: JoinArgs) -> Result<()> {
     let paths = ctx::paths()?;
     let config = ctx::load_config(&paths)?;
     if let Some(m) = config.meshes.iter().find(|m| m.mesh_id == invite.mesh_id) {
+        if args.make_default {
+            // The membership is there; --default still does what it says.
+            return crate::default_mesh::run(Some(&m.mesh_id), args.json);
+        }
         if args.json {
             output::json(&json!({"joined": false, "alreadyJoined": true, "mesh": mesh_json(m)}));
         } else {
@@ -239,8 +245,13 @@ pub fn join(args: JoinArgs) -> Result<()> {
         local: false,
         joined_at: ctx::now_ms(),
     };
+    let mut default_before = None;
     let saved = ctx::load_config(&paths).and_then(|mut config| {
+        default_before = crate::default_mesh::slug(&config);
         config.upsert(mesh.clone());
+        if args.make_default {
+            config.default_mesh = Some(mesh.mesh_id.clone());
+        }
         ctx::save_config(&paths, &config)
     });
     if let Err(e) = saved {
@@ -259,8 +270,14 @@ pub fn join(args: JoinArgs) -> Result<()> {
     let reload = daemon::reload(&paths);
     let default = ctx::load_config(&paths)
         .ok()
-        .and_then(|c| crate::terminal::default_mesh(&c).map(|m| m.slug.clone()))
+        .and_then(|c| crate::default_mesh::slug(&c))
         .unwrap_or_else(|| mesh.slug.clone());
+    let (default_line, default_changed) = crate::default_mesh::after_join(
+        default_before.as_deref(),
+        &default,
+        &mesh.slug,
+        args.make_default,
+    );
     if args.json {
         output::json(&json!({
             "joined": true,
@@ -268,6 +285,7 @@ pub fn join(args: JoinArgs) -> Result<()> {
             "mesh": mesh_json(&mesh),
             "name": display_name,
             "defaultMesh": default,
+            "defaultChanged": default_changed,
             "keystore": keystore.kind().as_str(),
             "daemon": reload_json(&reload),
         }));
@@ -285,10 +303,13 @@ pub fn join(args: JoinArgs) -> Result<()> {
     output::line(format!(
         "  name:     {display_name} (messages to it reach `claudemesh-ctl inbox`)"
     ));
-    output::line(format!(
-        "  default:  mesh {default} for new Claude Code sessions and ctl commands \
-         (the first mesh joined; CLAUDEMESH_MESH or --mesh picks another)"
-    ));
+    let default_line = format!("  default:  {default_line}");
+    output::line(if default_changed || default == mesh.slug {
+        default_line
+    } else {
+        // Said loudly: the Quickstart's sessions stay where they were.
+        paint(BOLD, &default_line)
+    });
     report_reload(&reload, &mesh.slug);
     Ok(())
 }
@@ -328,14 +349,14 @@ pub fn mesh_json(m: &MeshConfig) -> Value {
         "slug": m.slug,
         "meshId": m.mesh_id,
         "memberId": m.member_id,
-        "pubkey": m.pubkey,
+        "member": m.pubkey,
         "broker": m.effective_broker_url(),
         "local": m.local,
         "joinedAt": m.joined_at,
     })
 }
 
-fn reload_json(r: &Reload) -> Value {
+pub fn reload_json(r: &Reload) -> Value {
     match r {
         Reload::Done => json!("reloaded"),
         Reload::NotRunning => json!("not_running"),
@@ -343,12 +364,12 @@ fn reload_json(r: &Reload) -> Value {
     }
 }
 
-fn report_reload(r: &Reload, slug: &str) {
+pub fn report_reload(r: &Reload, slug: &str) {
     match r {
         Reload::Done => output::line("  daemon:   told to reload its config"),
         Reload::NotRunning => output::line(format!(
             "  daemon:   not running; it will pick up `{slug}` when it starts \
-             (claudemesh-ctl service install, or claudemeshd run)"
+             (claudemesh-ctl daemon start)"
         )),
         Reload::Failed(e) => output::warn(format!(
             "could not tell the daemon to reload ({e}); it picks up config changes by itself \
@@ -383,7 +404,8 @@ pub fn leave(args: LeaveArgs) -> Result<()> {
     // reloads, before the broker revokes the member: a voluntary leave is
     // then not reported by the daemon as a revocation.
     let mut config = ctx::load_config(&paths)?;
-    config.meshes.retain(|m| m.mesh_id != mesh.mesh_id);
+    // (no longer the default mesh either, if it was)
+    config.remove(&mesh.mesh_id);
     ctx::save_config(&paths, &config)?;
     let reload = daemon::reload(&paths);
 

@@ -68,7 +68,7 @@ pub fn list(json_out: bool) -> Result<()> {
             if !config.meshes.iter().any(|c| c.mesh_id == m.mesh_id) {
                 rows.push(json!({
                     "slug": m.slug, "meshId": m.mesh_id, "memberId": m.member_id,
-                    "pubkey": m.member, "broker": m.broker, "local": m.local,
+                    "member": m.member, "broker": m.broker, "local": m.local,
                     "joinedAt": null, "link": link_str(m.link), "sessions": m.sessions,
                 }));
             }
@@ -238,7 +238,7 @@ pub fn status(json_out: bool) -> Result<()> {
     if s.sessions.is_empty() {
         output::line("No sessions attached.");
     } else {
-        let mut t = Table::new(&["SESSION", "MESH", "STATUS", "CLAUDE PID", "SHIM", "CWD"]);
+        let mut t = Table::new(&["NAME", "MESH", "STATUS", "CLAUDE PID", "SHIM", "CWD"]);
         for x in &s.sessions {
             t.row(vec![
                 x.display_name.clone(),
@@ -283,16 +283,30 @@ pub fn peers(mesh: Option<&str>, json_out: bool) -> Result<()> {
         }
     })?;
     let others: Vec<_> = peers.into_iter().filter(|p| !p.is_self).collect();
+    // Named or not, whether this is where new sessions go (as `status` says).
+    let is_default = mesh.is_none()
+        || ctx::load_config(&paths)
+            .ok()
+            .and_then(|c| c.default_mesh().map(|m| m.mesh_id == info.mesh_id))
+            .unwrap_or(false);
     if json_out {
         output::json(&json!({
             "mesh": info.mesh_slug,
             "meshId": info.mesh_id,
+            "default": is_default,
             "link": link_str(info.link),
             "peers": others.iter().map(|p| serde_json::to_value(&p.peer).expect("serializes")).collect::<Vec<_>>(),
             "members": members,
         }));
         return Ok(());
     }
+    output::line(format!(
+        "{} {}{} (link {})",
+        paint(BOLD, "mesh:"),
+        paint(BOLD, &info.mesh_slug),
+        if is_default { ", the default mesh" } else { "" },
+        link_cell(Some(info.link))
+    ));
     if others.is_empty() {
         output::line(format!(
             "No peers in mesh {} right now.",

@@ -11,6 +11,7 @@ mod claude;
 mod cli;
 mod ctx;
 mod daemon;
+mod default_mesh;
 mod doctor;
 mod enroll;
 mod error;
@@ -74,7 +75,17 @@ fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> Result<()> {
     let json = cli.json;
     match cli.command {
-        Command::Join { link, name } => enroll::join(enroll::JoinArgs { link, name, json }),
+        Command::Join {
+            link,
+            name,
+            default,
+        } => enroll::join(enroll::JoinArgs {
+            link,
+            name,
+            make_default: default,
+            json,
+        }),
+        Command::Default { mesh } => default_mesh::run(mesh.as_deref(), json),
         Command::Leave { mesh } => enroll::leave(enroll::LeaveArgs { mesh, json }),
         Command::List => inspect::list(json),
         Command::Status => inspect::status(json),

@@ -21,14 +21,10 @@ use crate::daemon;
 use crate::error::{CtlError, Result};
 use crate::output::{self, BOLD, CYAN, paint};
 
-/// The default mesh of new sessions and ctl commands, the daemon's rule:
-/// the first joined mesh that is not `local`, else `local`.
+/// The default mesh of new sessions and ctl commands, the daemon's rule
+/// (`claudemesh_daemon::config::pick_default`).
 pub fn default_mesh(config: &Config) -> Option<&MeshConfig> {
-    config
-        .meshes
-        .iter()
-        .find(|e| !e.local)
-        .or_else(|| config.meshes.iter().find(|e| e.local))
+    config.default_mesh()
 }
 
 /// The name ctl uses in `mesh` (slug or id; `None`: the default mesh).

@@ -240,9 +240,21 @@ fn peers_lists_the_others_and_outbox_the_stuck_messages() {
     let peers = v["peers"].as_array().unwrap();
     assert_eq!(peers.len(), 1, "self is left out: {v}");
     assert_eq!(peers[0]["displayName"], "api@laptop");
+    assert_eq!(v["mesh"], "local", "{v}");
+    assert_eq!(v["default"], true, "no mesh named: the default: {v}");
     let table = home.run(["peers"]);
     table.assert_code(0);
     assert!(table.stdout.contains("NAME"), "{}", table.stdout);
+    // Which mesh this is, as `status` would say it.
+    assert!(
+        table
+            .stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.contains("mesh: local, the default mesh (link ")),
+        "{}",
+        table.stdout
+    );
     assert!(table.stdout.contains("@backend"), "{}", table.stdout);
 
     let out = home.run(["outbox"]);

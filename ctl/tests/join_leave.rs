@@ -90,6 +90,10 @@ fn join_with_a_valid_link_writes_key_and_config_and_is_idempotent() {
     let v = list.json();
     assert_eq!(v["daemonRunning"], false);
     assert_eq!(v["meshes"][0]["slug"], "team");
+    // `member` is the member's public key, as PROTOCOL.md names it in
+    // every message; `pubkey` stays in the config file only.
+    assert_eq!(v["meshes"][0]["member"], meshes[0]["pubkey"], "{v}");
+    assert!(v["meshes"][0].get("pubkey").is_none(), "{v}");
 }
 
 fn assert_refused(home: &Home, link: &str, code: i32, needles: &[&str], why: &str) {

@@ -99,6 +99,35 @@ pub struct Config {
     pub version: u32,
     #[serde(default)]
     pub meshes: Vec<MeshConfig>,
+    /// The mesh id set with `claudemesh-ctl default` or `join --default`:
+    /// see [`pick_default`] for the rule when it is unset.
+    #[serde(
+        default,
+        rename = "defaultMesh",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub default_mesh: Option<String>,
+}
+
+/// The default mesh among `meshes` (in join order): the one `explicit`
+/// names (id or slug) when it is among them; else the local mesh; else
+/// the first joined. The daemon applies it to the meshes it runs, ctl to
+/// the config. Joining a mesh never moves the default by itself: new
+/// sessions stay in `local` until a person says otherwise.
+pub fn pick_default<'a, T>(
+    explicit: Option<&str>,
+    meshes: &'a [T],
+    id_slug_local: impl Fn(&T) -> (&str, &str, bool),
+) -> Option<&'a T> {
+    let named = explicit.and_then(|want| {
+        meshes
+            .iter()
+            .find(|m| id_slug_local(m).0 == want)
+            .or_else(|| meshes.iter().find(|m| id_slug_local(m).1 == want))
+    });
+    named
+        .or_else(|| meshes.iter().find(|m| id_slug_local(m).2))
+        .or_else(|| meshes.first())
 }
 
 impl Config {
@@ -111,7 +140,7 @@ impl Config {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 return Ok(Config {
                     version: CONFIG_VERSION,
-                    meshes: Vec::new(),
+                    ..Config::default()
                 });
             }
             Err(source) => {
@@ -149,6 +178,7 @@ impl Config {
         let stamped = Config {
             version: CONFIG_VERSION,
             meshes: self.meshes.clone(),
+            default_mesh: self.default_mesh.clone(),
         };
         let mut json = serde_json::to_vec_pretty(&stamped).map_err(|e| ConfigError::Write {
             path: path.to_path_buf(),
@@ -174,9 +204,21 @@ impl Config {
         }
     }
 
-    /// Removes and returns the mesh that [`Config::find`] would return.
+    /// Removes and returns the mesh that [`Config::find`] would return
+    /// (no longer the default, if it was).
     pub fn remove(&mut self, slug_or_id: &str) -> Option<MeshConfig> {
-        self.position(slug_or_id).map(|i| self.meshes.remove(i))
+        let removed = self.position(slug_or_id).map(|i| self.meshes.remove(i))?;
+        if self.default_mesh.as_deref() == Some(removed.mesh_id.as_str()) {
+            self.default_mesh = None;
+        }
+        Some(removed)
+    }
+
+    /// The default mesh of new sessions and ctl commands ([`pick_default`]).
+    pub fn default_mesh(&self) -> Option<&MeshConfig> {
+        pick_default(self.default_mesh.as_deref(), &self.meshes, |m| {
+            (m.mesh_id.as_str(), m.slug.as_str(), m.local)
+        })
     }
 
     fn position(&self, slug_or_id: &str) -> Option<usize> {
@@ -235,6 +277,31 @@ mod tests {
         assert_eq!(config.remove("a").unwrap(), renamed);
         assert!(config.remove("a").is_none());
         assert!(config.meshes.is_empty());
+    }
+
+    #[test]
+    fn default_is_the_one_set_else_local_else_first_joined() {
+        let mut config = Config::default();
+        assert!(config.default_mesh().is_none());
+        config.upsert(mesh("a", "team"));
+        assert_eq!(config.default_mesh().unwrap().slug, "team");
+        let mut local = mesh("l", "local");
+        local.local = true;
+        config.upsert(local);
+        config.upsert(mesh("b", "other"));
+        assert_eq!(
+            config.default_mesh().unwrap().slug,
+            "local",
+            "a join moves nothing"
+        );
+        config.default_mesh = Some("b".into());
+        assert_eq!(config.default_mesh().unwrap().slug, "other");
+        config.default_mesh = Some("gone".into());
+        assert_eq!(config.default_mesh().unwrap().slug, "local");
+        config.default_mesh = Some("b".into());
+        config.remove("other");
+        assert_eq!(config.default_mesh, None, "leaving the default unsets it");
+        assert_eq!(config.default_mesh().unwrap().slug, "local");
     }
 
     #[test]

@@ -24,6 +24,7 @@ fn sample() -> Config {
     Config {
         version: CONFIG_VERSION,
         meshes: vec![mesh("m-1", "team", false), mesh("m-local", "local", true)],
+        default_mesh: Some("m-1".into()),
     }
 }
 
@@ -64,11 +65,12 @@ fn save_then_load_round_trips_with_private_modes() {
         "wss://broker.example.org/ws"
     );
     assert_eq!(json["meshes"][1]["local"], true);
+    assert_eq!(json["defaultMesh"], "m-1");
 
     // The file records the current version even if the value said 0.
     let unversioned = Config {
         version: 0,
-        meshes: config.meshes.clone(),
+        ..config.clone()
     };
     unversioned.save(&path).unwrap();
     assert_eq!(Config::load(&path).unwrap().version, CONFIG_VERSION);

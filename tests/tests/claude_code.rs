@@ -116,3 +116,59 @@ fn claude_mcp_list_shows_the_installed_shim_connected() {
         "still registered after uninstall: {after}"
     );
 }
+
+/// `doctor`, and `install` run again, check the registration without
+/// starting the shim: no session appears in the mesh (the daemon's log
+/// records every attach).
+#[test]
+fn doctor_checks_the_registration_without_opening_a_session() {
+    let user = User::new();
+    let install = user.ctl(&["install"]);
+    assert!(install.status.success(), "{}", text(&install));
+    let started = user.ctl(&["daemon", "start"]);
+    assert!(started.status.success(), "{}", text(&started));
+    // Installing again finds the registration without starting the shim.
+    let again = user.ctl(&["install"]);
+    assert!(again.status.success(), "{}", text(&again));
+
+    let doctor = user.ctl(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&doctor.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json ({e}): {}", text(&doctor)));
+    let check = report["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "claude code"))
+        .unwrap_or_else(|| panic!("no claude code check: {report}"));
+    assert_eq!(check["status"], "ok", "{report}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains(bins::bin(bins::SHIM).to_str().unwrap())),
+        "{check}"
+    );
+
+    let status: Value = serde_json::from_slice(&user.ctl(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(
+        status["daemon"]["sessions"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    let log = status["daemon"]["log"].as_str().expect("the log path");
+    let log = std::fs::read_to_string(log).unwrap_or_default();
+    assert!(
+        log.contains("sessions restored") && !log.contains("session attached"),
+        "install or doctor opened a session:\n{log}"
+    );
+
+    // Without the registration, doctor fails and names the fix.
+    let uninstall = user.ctl(&["uninstall"]);
+    assert!(uninstall.status.success(), "{}", text(&uninstall));
+    let doctor = user.ctl(&["doctor", "--json"]);
+    assert!(!doctor.status.success());
+    let report: Value = serde_json::from_slice(&doctor.stdout).unwrap();
+    let check = report["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["name"] == "claude code"))
+        .unwrap_or_else(|| panic!("no claude code check: {report}"));
+    assert_eq!(check["status"], "fail", "{report}");
+    assert_eq!(check["fix"], "claudemesh-ctl install", "{report}");
+}

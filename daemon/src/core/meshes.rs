@@ -30,6 +30,7 @@ impl Core {
             .map_err(|_| "the config reader was cancelled".to_owned())?;
         let cfg = loaded.map_err(|e| e.to_string())?;
         *last_seen = stamp;
+        self.set_default_mesh(cfg.default_mesh);
         let wanted: Vec<MeshConfig> = cfg
             .meshes
             .into_iter()

@@ -59,6 +59,8 @@ pub struct Core {
     waiters: Mutex<HashMap<String, oneshot::Sender<SendOutcome>>>,
     /// Config reloads run one at a time.
     reload: tokio::sync::Mutex<Option<std::time::SystemTime>>,
+    /// The config's `defaultMesh` at the last reload.
+    default_mesh: RwLock<Option<String>>,
     /// Set once the previous run's sessions are back in `sessions`: mesh
     /// workers wait for it, so that a push naming a restored session never
     /// arrives before that session does.
@@ -86,6 +88,7 @@ impl Core {
             problems: Mutex::new(HashMap::new()),
             waiters: Mutex::new(HashMap::new()),
             reload: tokio::sync::Mutex::new(None),
+            default_mesh: RwLock::new(None),
             restored: tokio::sync::watch::Sender::new(false),
             next_id: AtomicU64::new(1),
         }))
@@ -116,8 +119,8 @@ impl Core {
         all
     }
 
-    /// The mesh `slug_or_id` names, or the default: the first joined
-    /// non-local mesh, else the local mesh.
+    /// The mesh `slug_or_id` names, or the default among the running
+    /// meshes ([`crate::config::pick_default`]).
     pub fn resolve_mesh(&self, slug_or_id: Option<&str>) -> Option<Arc<Mesh>> {
         let all = self.meshes();
         match slug_or_id.map(str::trim).filter(|s| !s.is_empty()) {
@@ -126,12 +129,22 @@ impl Core {
                 .find(|m| m.id() == name)
                 .or_else(|| all.iter().find(|m| m.slug() == name))
                 .cloned(),
-            None => all
-                .iter()
-                .find(|m| !m.config.local)
-                .or_else(|| all.first())
-                .cloned(),
+            None => {
+                let explicit = self
+                    .default_mesh
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .clone();
+                crate::config::pick_default(explicit.as_deref(), &all, |m| {
+                    (m.id(), m.slug(), m.config.local)
+                })
+                .cloned()
+            }
         }
+    }
+
+    fn set_default_mesh(&self, mesh_id: Option<String>) {
+        *self.default_mesh.write().unwrap_or_else(|p| p.into_inner()) = mesh_id;
     }
 
     fn meshes_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Mesh>>> {
