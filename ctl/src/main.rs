@@ -19,6 +19,7 @@ mod inspect;
 mod output;
 mod proc;
 mod service;
+mod transcript;
 
 use std::process::ExitCode;
 

@@ -85,6 +85,20 @@ pub enum Request {
     /// ctl hook: the pending messages of the session whose Claude Code
     /// process is an ancestor of the caller, marked seen.
     HookContext,
+    /// The shim pushed these as channel notifications. Not proof that the
+    /// model saw them: they are held back from the other paths for a short
+    /// window, then unread again unless confirmed (`docs/shim.md`).
+    MarkPushed {
+        #[serde(rename = "messageIds")]
+        message_ids: Vec<String>,
+    },
+    /// ctl hook: these ids were found as channel messages in the session's
+    /// transcript (the model was shown them); mark them seen for the
+    /// session whose Claude Code process is an ancestor of the caller.
+    HookConfirm {
+        #[serde(rename = "messageIds")]
+        message_ids: Vec<String>,
+    },
 }
 
 impl Request {
@@ -106,6 +120,8 @@ impl Request {
         "reload_config",
         "list_outbox",
         "hook_context",
+        "mark_pushed",
+        "hook_confirm",
     ];
 }
 
@@ -480,6 +496,12 @@ mod tests {
             }),
             Request::MarkSeen {
                 message_ids: vec!["m1".into()],
+            },
+            Request::MarkPushed {
+                message_ids: vec!["m2".into()],
+            },
+            Request::HookConfirm {
+                message_ids: vec!["m3".into()],
             },
             Request::DaemonStatus,
         ];

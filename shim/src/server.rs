@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolsCapability,
+    CallToolRequestParams, CallToolResponse, DiscoverRequestMethod, DiscoverResult, Implementation,
+    InitializeRequestParams, InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool, ToolsCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
@@ -51,6 +52,38 @@ impl ServerHandler for Shim {
         ServerConfig::new(capabilities)
             .with_server_info(info)
             .with_instructions(INSTRUCTIONS)
+    }
+
+    /// `server/discover` opens the 2026-07-28 ("modern") era, in which Claude
+    /// Code has no channel delivery path. A session that wants pushes
+    /// answers it "method not found", so that Claude Code falls back to
+    /// `initialize` (the era in which it delivers channel messages); one
+    /// that does not want them answers it and never pushes.
+    async fn discover(
+        &self,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, McpError> {
+        if self.session.wants_channel() {
+            tracing::debug!("server/discover refused: this session wants channel pushes");
+            return Err(McpError::method_not_found::<DiscoverRequestMethod>());
+        }
+        self.session.set_discover_era();
+        Ok(DiscoverResult::from_server_info(
+            self.supported_protocol_versions().into_owned(),
+            self.get_info(),
+        ))
+    }
+
+    /// The client took the `initialize` era: pushes can be delivered.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        let result = self.negotiate_initialize(&request)?;
+        self.session.set_initialize_era();
+        Ok(result)
     }
 
     async fn list_tools(

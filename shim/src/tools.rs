@@ -316,15 +316,9 @@ async fn check_messages(session: &Arc<Session>) -> Result<Outcome, ToolError> {
         .call(Request::FetchInbox { mark_seen: true })
         .await?
     {
-        Response::Inbox { messages } => {
-            // A message pushed as a channel notification a moment ago may
-            // still be in the inbox: it was shown, so it is not shown again.
-            let fresh: Vec<_> = messages
-                .into_iter()
-                .filter(|m| session.claim(&m.message_id))
-                .collect();
-            Ok(format::inbox(&fresh).into())
-        }
+        // A message pushed a moment ago is held back by the daemon until
+        // the transcript confirms it or its window passes.
+        Response::Inbox { messages } => Ok(format::inbox(&messages).into()),
         other => Err(unexpected("fetch_inbox", &other)),
     }
 }

@@ -233,6 +233,14 @@ async fn dispatch(
             .mark_seen(conn, sid.as_deref(), message_ids)
             .await
             .map(|()| Response::Done),
+        Request::MarkPushed { message_ids } => core
+            .mark_pushed(conn, sid.as_deref(), message_ids)
+            .await
+            .map(|()| Response::Done),
+        Request::HookConfirm { message_ids } => core
+            .hook_confirm(state.peer_pid, message_ids)
+            .await
+            .map(|()| Response::Done),
         Request::SetSummary { summary } => {
             change(core, conn, sid, SessionChange::Summary(summary)).await
         }
