@@ -37,10 +37,15 @@ impl User {
             .prefix("cm-claude-")
             .tempdir()
             .unwrap();
+        // `claude` on PATH, as an install puts it there.
+        let bin = home.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink(claude_bin_dir().join("claude.exe"), bin.join("claude"))
+            .unwrap();
         let path = format!(
             "{}:{}:{}",
             bins::profile_dir().display(),
-            claude_bin_dir().display(),
+            bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
         Self { home, path }
