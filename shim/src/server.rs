@@ -19,9 +19,11 @@ use crate::tools;
 
 const INSTRUCTIONS: &str = "claudemesh connects this Claude Code session with the other \
 sessions on the user's mesh (on this machine, or on teammates' machines). Messages from other \
-sessions arrive as <channel source=\"claudemesh\"> notifications (their `from` is the sender's \
-name), as a note on tool results, or through check_messages; answer one with send_message to \
-its sender. Keep your summary (set_summary) current so others know what you work on.";
+sessions arrive as <channel source=\"claudemesh\" from=\"…\" message_id=\"…\"> tags (`from` \
+is the sender's name), as additional context from a hook, or as a note on tool results saying \
+they are unread (then call check_messages); answer one with send_message to its sender's \
+name. list_peers shows who else is working; keep your summary (set_summary) current so others \
+know what you work on.";
 
 pub struct Shim {
     session: Arc<Session>,
