@@ -85,6 +85,8 @@ fn transcript_ids(paths: &Paths, input: &HookInput) -> Option<(BTreeSet<String>,
     let keep = transcript::offset_file(&paths.runtime_dir, input.session_id.as_deref()?)?;
     match transcript::read_new(transcript, &keep) {
         Ok((ids, offset)) => Some((ids, keep, offset)),
+        // Claude Code writes the transcript after the first prompt's hook.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
         Err(e) => {
             eprintln!(
                 "claudemesh hook: cannot read the transcript {}: {e}",

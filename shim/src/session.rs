@@ -381,6 +381,10 @@ impl Session {
             tracing::warn!("could not push message {}: {e}", message.message_id);
             return;
         }
+        tracing::debug!(
+            "pushed message {} as a channel notification",
+            message.message_id
+        );
         let pushed = Request::MarkPushed {
             message_ids: vec![message.message_id.clone()],
         };

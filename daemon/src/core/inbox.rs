@@ -289,10 +289,13 @@ impl Core {
                 "mark at most 10000 messages at once",
             ));
         }
-        self.store
+        let session = sid.clone();
+        let marked = self
+            .store
             .call(move |db| db.inbox_mark_pushed(&sid, &message_ids, ids::now_ms()))
             .await
             .map_err(internal)?;
+        tracing::debug!(%session, marked, "messages marked pushed");
         Ok(())
     }
 
