@@ -48,6 +48,9 @@ pub fn pinned() -> Vec<ClaudeCode> {
         .collect()
 }
 
+/// Any key will do: the scripted API does not check it.
+const API_KEY: &str = "sk-ant-api03-offline-test-key-0123456789abcdef";
+
 /// The channels flag on Claude Code's command line.
 pub const CHANNELS_FLAG: [&str; 2] = [
     "--dangerously-load-development-channels",
@@ -174,7 +177,7 @@ impl Machine {
             .env("PATH", &self.path)
             .env("TERM", "xterm-256color")
             .env("CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC", "1")
-            .env("ANTHROPIC_API_KEY", "sk-ant-test-offline")
+            .env("ANTHROPIC_API_KEY", API_KEY)
             .env("CLAUDEMESH_DEBUG", "1");
         cmd
     }
@@ -190,6 +193,9 @@ impl Machine {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_else(|| json!({}));
         v["hasCompletedOnboarding"] = json!(true);
+        // The API key is approved (interactive mode asks otherwise).
+        let key = API_KEY;
+        v["customApiKeyResponses"] = json!({"approved": [&key[key.len() - 20..]], "rejected": []});
         v["projects"][dir.display().to_string()]["hasTrustDialogAccepted"] = json!(true);
         std::fs::write(&config, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
         dir
@@ -372,6 +378,154 @@ impl Drop for PrintSession {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A Claude Code session in interactive mode, in its own tmux server:
+/// the test types with `send-keys` and reads the screen with
+/// `capture-pane`.
+pub struct TmuxSession {
+    pub name: String,
+    pub api: ScriptedApi,
+    socket: PathBuf,
+    /// Every screen seen so far (notices come and go).
+    pub screens: String,
+}
+
+impl TmuxSession {
+    pub fn start(
+        machine: &Machine,
+        claude: &ClaudeCode,
+        name: &str,
+        steps: Value,
+        extra_args: &[&str],
+    ) -> TmuxSession {
+        let project = machine.project(name);
+        let dir = machine.home().join("logs");
+        std::fs::create_dir_all(&dir).unwrap();
+        let api = ScriptedApi::start(&dir, name, steps);
+        let socket = dir.join(format!("{name}.tmux"));
+        // tmux runs the command through a shell with its own environment:
+        // give Claude Code exactly the user's, as `Machine::command` does.
+        let mut line = String::from("exec env -i");
+        let cmd = machine.command(&claude.exe);
+        for (k, v) in cmd.get_envs() {
+            if let Some(v) = v {
+                line.push_str(&format!(
+                    " {}={}",
+                    k.to_string_lossy(),
+                    quote(&v.to_string_lossy())
+                ));
+            }
+        }
+        line.push_str(&format!(
+            " ANTHROPIC_BASE_URL=http://127.0.0.1:{}",
+            api.port
+        ));
+        line.push_str(&format!(" {}", quote(&claude.exe.display().to_string())));
+        line.push_str(" --allowedTools mcp__claudemesh");
+        line.push_str(&format!(
+            " --debug-file {}",
+            quote(&dir.join(format!("{name}.debug.txt")).display().to_string())
+        ));
+        for a in extra_args {
+            line.push_str(&format!(" {}", quote(a)));
+        }
+        let status = Command::new("tmux")
+            .arg("-S")
+            .arg(&socket)
+            .args([
+                "-f",
+                "/dev/null",
+                "new-session",
+                "-d",
+                "-x",
+                "160",
+                "-y",
+                "50",
+                "-c",
+            ])
+            .arg(&project)
+            .arg(line)
+            .status()
+            .expect("tmux runs");
+        assert!(status.success(), "tmux new-session failed");
+        TmuxSession {
+            name: name.to_owned(),
+            api,
+            socket,
+            screens: String::new(),
+        }
+    }
+
+    /// Claude Code's debug log (`--debug-file`).
+    pub fn debug(&self) -> String {
+        let log = self
+            .socket
+            .with_file_name(format!("{}.debug.txt", self.name));
+        std::fs::read_to_string(log).unwrap_or_default()
+    }
+
+    /// The screen now (also kept in `screens`).
+    pub fn screen(&mut self) -> String {
+        let out = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .args(["capture-pane", "-p"])
+            .output()
+            .expect("tmux runs");
+        let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+        self.screens.push_str(&screen);
+        screen
+    }
+
+    /// Waits until the screen shows `text`.
+    pub fn wait_for_screen(&mut self, text: &str, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.screen().contains(text) {
+                return;
+            }
+            if Instant::now() > deadline {
+                let screen = self.screen();
+                panic!("{}: the screen never showed {text:?}:\n{screen}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Types `text` and Enter.
+    pub fn type_line(&mut self, text: &str) {
+        for keys in [text, "Enter"] {
+            let status = Command::new("tmux")
+                .arg("-S")
+                .arg(&self.socket)
+                .args(["send-keys", "-t", "0"])
+                .args(if keys == "Enter" {
+                    vec![keys]
+                } else {
+                    vec!["-l", keys]
+                })
+                .status()
+                .expect("tmux runs");
+            assert!(status.success());
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+}
+
+impl Drop for TmuxSession {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .arg("-S")
+            .arg(&self.socket)
+            .arg("kill-server")
+            .status();
+    }
+}
+
+/// `s` as one word for `sh`.
+fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// How many times `needle` occurs in `haystack`.

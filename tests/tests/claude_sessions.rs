@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use claudemesh_e2e::claude::{
-    CHANNELS_FLAG, ClaudeCode, Machine, PrintSession, occurrences, pinned, short_host,
+    CHANNELS_FLAG, ClaudeCode, Machine, PrintSession, TmuxSession, occurrences, pinned, short_host,
 };
 use serde_json::{Value, json};
 
@@ -174,6 +174,90 @@ fn print_mode_priorities_against_a_working_recipient_and_a_reply_by_name() {
     on_every_release(
         "print mode, priorities and reply",
         priorities_and_reply,
+        &[false, true],
+    );
+}
+
+/// Interactive mode: messages that wait before the first prompt are shown
+/// with it by the `UserPromptSubmit` hook, each once; with the channels
+/// flag, Claude Code 2.1.332 gets past the era gate (the shim sent it back
+/// to `initialize`) and stops, offline, at the switch it cannot fetch: the
+/// push it drops is shown once by the hook after the push window.
+fn interactive_messages_waiting_before_the_first_prompt(claude: &ClaudeCode, flag: bool) {
+    let machine = Machine::new(claude, PUSH_CONFIRM_MS);
+    let host = short_host();
+    let tag = format!("{}-{}-tmux", claude.version.replace('.', "-"), flag);
+    let now = format!("interrupt-please-{tag}");
+    let next = format!("when-you-can-{tag}");
+    let args: &[&str] = if flag { &CHANNELS_FLAG } else { &[] };
+    let mut beta = TmuxSession::start(&machine, claude, "beta", json!([{"text": "Noted."}]), args);
+    // Its shim attached: the session is on the mesh.
+    claudemesh_e2e::wait::until("beta on the mesh", SESSION_LIMIT, || {
+        let _ = beta.screen();
+        machine
+            .daemon_log()
+            .contains(&format!("\"name\":\"beta@{host}\""))
+            .then_some(())
+    });
+    let steps = json!([
+        tool("send_message", json!({"to": format!("beta@{host}"), "text": now, "priority": "now"})),
+        tool("send_message", json!({"to": format!("beta@{host}"), "text": next})),
+        {"text": "Sent."}
+    ]);
+    let mut alpha = PrintSession::start(&machine, claude, "alpha", steps, "Tell beta.", &[]);
+    alpha.finish(SESSION_LIMIT);
+    // Past the push window, so that a dropped push is unread again.
+    std::thread::sleep(Duration::from_millis(PUSH_CONFIRM_MS + 1000));
+    let _ = beta.screen();
+
+    beta.type_line("What is new?");
+    beta.wait_for_screen("Noted.", SESSION_LIMIT);
+    let saw = beta.api.last_conversation();
+    for text in [&now, &next] {
+        assert_eq!(
+            occurrences(&saw, text),
+            1,
+            "{tag}: {text} shown once:\n{saw}"
+        );
+    }
+    assert_eq!(
+        machine.daemon_log().contains("messages marked pushed"),
+        flag,
+        "{tag}: pushed iff the flag is on"
+    );
+    if claude.version == "2.1.332" {
+        // Why Claude Code did not register the channel: with the flag, the
+        // shim kept the `initialize` era and Claude Code stopped, offline,
+        // at the switch it cannot fetch; without it, the modern era.
+        let skipped: Vec<String> = beta
+            .debug()
+            .lines()
+            .filter(|l| l.contains("Channel notifications skipped"))
+            .map(str::to_owned)
+            .collect();
+        let gate = if flag {
+            "channels feature is not currently available"
+        } else {
+            "modern protocol revision"
+        };
+        assert!(
+            skipped.iter().any(|l| l.contains(gate)) && !skipped.is_empty(),
+            "{tag}: expected the {gate:?} gate: {skipped:#?}"
+        );
+        if flag {
+            assert!(
+                !skipped.iter().any(|l| l.contains("protocol revision")),
+                "{tag}: the era gate blocked channels: {skipped:#?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn interactive_mode_messages_waiting_before_the_first_prompt() {
+    on_every_release(
+        "interactive mode, messages waiting before the first prompt",
+        interactive_messages_waiting_before_the_first_prompt,
         &[false, true],
     );
 }
