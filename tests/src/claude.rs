@@ -121,6 +121,22 @@ impl Machine {
         machine
     }
 
+    /// Joins a mesh through an invite link (`claudemesh-ctl join`); the
+    /// running daemon picks it up, and it becomes the default mesh.
+    pub fn join(&self, link: &str) {
+        let out = self
+            .command(&bins::bin(bins::CTL))
+            .args(["join", link])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ctl join: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// This user's member key in the local mesh (`claudemesh-ctl status`).
     pub fn member_key(&self) -> String {
         let out = self

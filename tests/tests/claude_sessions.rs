@@ -1,6 +1,9 @@
 //! Every message reaches the model exactly once, with real Claude Code
-//! sessions on the local mesh (`tests/src/claude.rs`: each session's model
-//! is a scripted Messages API that records what the model was shown).
+//! sessions on the local mesh and on a broker mesh between two users
+//! (`tests/src/claude.rs`: each session's model is a scripted Messages API,
+//! `tests/claude/scripted_api.py`, that records what the model was shown;
+//! it is the one stand-in here), in print mode and interactive mode (tmux),
+//! with and without the channels flag.
 //!
 //! Every scenario runs on every pinned Claude Code release. The assertion
 //! of each: the text of each message appears exactly once in the last
@@ -10,6 +13,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use claudemesh_e2e::broker::Broker;
 use claudemesh_e2e::claude::{
     CHANNELS_FLAG, ClaudeCode, Machine, PrintSession, TmuxSession, occurrences, pinned, short_host,
 };
@@ -66,13 +70,37 @@ fn on_every_release(label: &str, scenario: fn(&ClaudeCode, bool), flags: &[bool]
 /// name, and alpha is shown the reply once; alpha's message_status says
 /// `delivered` while beta's model has not been shown the message and
 /// `seen` after. gamma is shown none of it.
-fn priorities_and_reply(claude: &ClaudeCode, flag: bool) {
+fn priorities_and_reply_on_the_local_mesh(claude: &ClaudeCode, flag: bool) {
     let machine = Machine::new(claude, PUSH_CONFIRM_MS);
+    priorities_and_reply(claude, flag, &machine, &machine, "local");
+}
+
+/// The same between two users (two daemons) on a standalone broker: alpha
+/// and gamma on one machine, beta on the other.
+fn priorities_and_reply_on_a_broker_mesh(claude: &ClaudeCode, flag: bool) {
+    let broker = Broker::start();
+    let link = broker.mesh_with_invite("team", 2);
+    let (one, two) = (
+        Machine::new(claude, PUSH_CONFIRM_MS),
+        Machine::new(claude, PUSH_CONFIRM_MS),
+    );
+    one.join(&link);
+    two.join(&link);
+    priorities_and_reply(claude, flag, &one, &two, "broker");
+}
+
+fn priorities_and_reply(
+    claude: &ClaudeCode,
+    flag: bool,
+    machine: &Machine,
+    beta_machine: &Machine,
+    mesh: &str,
+) {
     let sync = machine.home().join("sync");
     std::fs::create_dir_all(&sync).unwrap();
     let m = |n: &str| marker(&sync, n);
     let host = short_host();
-    let tag = format!("{}-{}", claude.version.replace('.', "-"), flag);
+    let tag = format!("{}-{}-{mesh}", claude.version.replace('.', "-"), flag);
     let now = format!("urgent-schema-change-{tag}");
     let next = format!("please-review-the-api-{tag}");
     let low = format!("fyi-docs-moved-{tag}");
@@ -112,9 +140,9 @@ fn priorities_and_reply(claude: &ClaudeCode, flag: bool) {
     ]);
     let beta_args: &[&str] = if flag { &CHANNELS_FLAG } else { &[] };
     let prompt = "Work on your task; coordinate with the other sessions.";
-    let mut beta = PrintSession::start(&machine, claude, "beta", beta_steps, prompt, beta_args);
-    let mut gamma = PrintSession::start(&machine, claude, "gamma", gamma_steps, prompt, &[]);
-    let mut alpha = PrintSession::start(&machine, claude, "alpha", alpha_steps, prompt, &[]);
+    let mut beta = PrintSession::start(beta_machine, claude, "beta", beta_steps, prompt, beta_args);
+    let mut gamma = PrintSession::start(machine, claude, "gamma", gamma_steps, prompt, &[]);
+    let mut alpha = PrintSession::start(machine, claude, "alpha", alpha_steps, prompt, &[]);
     for s in [&mut alpha, &mut beta, &mut gamma] {
         s.finish(SESSION_LIMIT);
     }
@@ -125,7 +153,7 @@ fn priorities_and_reply(claude: &ClaudeCode, flag: bool) {
             occurrences(&beta_saw, text),
             1,
             "{tag}: beta's model was shown {text:?} once (daemon log:\n{})",
-            machine.daemon_log()
+            beta_machine.daemon_log()
         );
         assert_eq!(
             occurrences(&gamma.api.everything(), text),
@@ -152,9 +180,9 @@ fn priorities_and_reply(claude: &ClaudeCode, flag: bool) {
 
     // With the flag the shim pushed (Claude Code dropped it offline, and
     // the hook showed it after the window); without it, it did not.
-    let shim_log = machine.mcp_log("beta");
+    let shim_log = beta_machine.mcp_log("beta");
     assert_eq!(
-        machine.daemon_log().contains("messages marked pushed"),
+        beta_machine.daemon_log().contains("messages marked pushed"),
         flag,
         "{tag}: pushed iff the flag is on"
     );
@@ -172,8 +200,17 @@ fn priorities_and_reply(claude: &ClaudeCode, flag: bool) {
 #[test]
 fn print_mode_priorities_against_a_working_recipient_and_a_reply_by_name() {
     on_every_release(
-        "print mode, priorities and reply",
-        priorities_and_reply,
+        "print mode, priorities and reply, local mesh",
+        priorities_and_reply_on_the_local_mesh,
+        &[false, true],
+    );
+}
+
+#[test]
+fn print_mode_on_a_broker_mesh_between_two_users() {
+    on_every_release(
+        "print mode, priorities and reply, broker mesh",
+        priorities_and_reply_on_a_broker_mesh,
         &[false, true],
     );
 }
