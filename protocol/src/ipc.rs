@@ -233,6 +233,12 @@ pub enum Response {
         session: Option<String>,
         messages: Vec<InboxMessage>,
     },
+    /// The answer to `mark_pushed`: the ids now marked pushed (those that
+    /// were neither seen nor pushed already). Only these may be pushed.
+    #[serde(rename_all = "camelCase")]
+    MarkedPushed {
+        message_ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -538,6 +544,12 @@ mod tests {
             DaemonFrame::Ok {
                 id: 1,
                 result: Response::Pending { count: 2 },
+            },
+            DaemonFrame::Ok {
+                id: 2,
+                result: Response::MarkedPushed {
+                    message_ids: vec!["m1".into()],
+                },
             },
             DaemonFrame::Err {
                 id: None,

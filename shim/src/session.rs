@@ -352,8 +352,8 @@ impl Session {
         });
     }
 
-    /// Pushes a message to Claude Code as a channel notification and tells
-    /// the daemon it was pushed: not that it was seen. Claude Code may still
+    /// Pushes a message to Claude Code as a channel notification, having
+    /// told the daemon it is pushed: not that it was seen. Claude Code may still
     /// drop it (channels off for the account, an older client); the message
     /// counts as seen only once a hook finds it in the session transcript,
     /// and is unread again for the other paths if none does in time.
@@ -373,26 +373,41 @@ impl Session {
             );
             return;
         };
+        // Claimed with the daemon first: a message another path already
+        // showed (or that is being pushed) is not pushed.
+        let claim = Request::MarkPushed {
+            message_ids: vec![message.message_id.clone()],
+        };
+        match client.request(claim).await {
+            Ok(Response::MarkedPushed { message_ids })
+                if message_ids.contains(&message.message_id) => {}
+            Ok(_) => {
+                tracing::debug!(
+                    "message {} was shown already; not pushed",
+                    message.message_id
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "could not claim message {} for a push: {e}",
+                    message.message_id
+                );
+                return;
+            }
+        }
         let notification = ServerNotification::CustomNotification(CustomNotification::new(
             CHANNEL_METHOD,
             Some(channel_params(&message)),
         ));
-        if let Err(e) = peer.send_notification(notification).await {
-            tracing::warn!("could not push message {}: {e}", message.message_id);
-            return;
-        }
-        tracing::debug!(
-            "pushed message {} as a channel notification",
-            message.message_id
-        );
-        let pushed = Request::MarkPushed {
-            message_ids: vec![message.message_id.clone()],
-        };
-        if let Err(e) = client.request(pushed).await {
-            tracing::warn!(
-                "pushed message {} but could not tell the daemon: {e}",
+        // A failed send leaves it held back until the window passes, then
+        // unread again for the other paths.
+        match peer.send_notification(notification).await {
+            Ok(()) => tracing::debug!(
+                "pushed message {} as a channel notification",
                 message.message_id
-            );
+            ),
+            Err(e) => tracing::warn!("could not push message {}: {e}", message.message_id),
         }
     }
 }

@@ -243,8 +243,20 @@ impl Core {
             messages.push(message);
         }
         if mark_seen && !messages.is_empty() {
+            // Marked and shown only if no push claimed them meanwhile.
             let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-            self.mark_seen_ids(sid, ids).await?;
+            let owned = sid.to_owned();
+            let due = self
+                .store
+                .call(move |db| {
+                    db.inbox_mark_seen_if_pushed_before(&owned, &ids, ids::now_ms(), before)
+                })
+                .await
+                .map_err(internal)?;
+            let marked: std::collections::HashSet<&str> =
+                due.iter().map(|r| r.message_id.as_str()).collect();
+            messages.retain(|m| marked.contains(m.message_id.as_str()));
+            self.send_receipts(due).await;
         }
         Ok(messages)
     }
@@ -274,14 +286,15 @@ impl Core {
         self.mark_seen_ids(&sid, message_ids).await
     }
 
-    /// The shim pushed these as channel notifications: held back from the
-    /// other paths until the transcript confirms them or the window passes.
+    /// The shim is about to push these as channel notifications: held back
+    /// from the other paths until the transcript confirms them or the
+    /// window passes. Returns those it may push (not shown or pushed yet).
     pub async fn mark_pushed(
         &self,
         conn_id: u64,
         session_id: Option<&str>,
         message_ids: Vec<String>,
-    ) -> Result<(), IpcError> {
+    ) -> Result<Vec<String>, IpcError> {
         let sid = self.check_attached(conn_id, session_id)?;
         if message_ids.len() > 10_000 {
             return Err(IpcError::new(
@@ -295,8 +308,8 @@ impl Core {
             .call(move |db| db.inbox_mark_pushed(&sid, &message_ids, ids::now_ms()))
             .await
             .map_err(internal)?;
-        tracing::debug!(%session, marked, "messages marked pushed");
-        Ok(())
+        tracing::debug!(%session, marked = marked.len(), "messages marked pushed");
+        Ok(marked)
     }
 
     async fn mark_seen_ids(&self, sid: &str, ids: Vec<String>) -> Result<(), IpcError> {

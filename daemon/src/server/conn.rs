@@ -236,7 +236,7 @@ async fn dispatch(
         Request::MarkPushed { message_ids } => core
             .mark_pushed(conn, sid.as_deref(), message_ids)
             .await
-            .map(|()| Response::Done),
+            .map(|message_ids| Response::MarkedPushed { message_ids }),
         Request::HookConfirm { message_ids } => core
             .hook_confirm(state.peer_pid, message_ids)
             .await

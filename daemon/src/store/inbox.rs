@@ -178,17 +178,18 @@ impl Db {
         Ok(count(n))
     }
 
-    /// Records that the session's copies of `message_ids` were pushed as
-    /// channel notifications (not that the model saw them). Seen or
-    /// already pushed copies change nothing. Returns how many changed.
+    /// Records that the session's copies of `message_ids` are being pushed
+    /// as channel notifications (not that the model saw them). Seen or
+    /// already pushed copies change nothing. Returns the ids now marked:
+    /// only those may be pushed, so that no other path showed them first.
     pub fn inbox_mark_pushed(
         &mut self,
         session_id: &str,
         message_ids: &[String],
         now: i64,
-    ) -> StoreResult<usize> {
+    ) -> StoreResult<Vec<String>> {
         let tx = self.conn.savepoint()?;
-        let mut n = 0;
+        let mut marked = Vec::new();
         {
             let mut mark = tx.prepare(
                 "UPDATE deliveries SET pushed_at = ?3
@@ -196,11 +197,13 @@ impl Db {
                    AND seen_at IS NULL AND pushed_at IS NULL",
             )?;
             for id in message_ids {
-                n += mark.execute(params![session_id, id, now])?;
+                if mark.execute(params![session_id, id, now])? > 0 {
+                    marked.push(id.clone());
+                }
             }
         }
         tx.commit()?;
-        Ok(n)
+        Ok(marked)
     }
 
     /// Unseen deliveries plus unassigned messages of a mesh.
@@ -223,12 +226,26 @@ impl Db {
         message_ids: &[String],
         now: i64,
     ) -> StoreResult<Vec<ReceiptDue>> {
+        self.inbox_mark_seen_if_pushed_before(session_id, message_ids, now, i64::MAX)
+    }
+
+    /// `inbox_mark_seen`, but a copy pushed after `pushed_before` (still in
+    /// its window: the push may have shown it) is left alone. Whoever shows
+    /// messages marks them so and shows only those it marked.
+    pub fn inbox_mark_seen_if_pushed_before(
+        &mut self,
+        session_id: &str,
+        message_ids: &[String],
+        now: i64,
+        pushed_before: i64,
+    ) -> StoreResult<Vec<ReceiptDue>> {
         let tx = self.conn.savepoint()?;
         let mut due = Vec::new();
         {
             let mut find = tx.prepare(
                 "SELECT mesh_id FROM deliveries
-                 WHERE session_id = ?1 AND message_id = ?2 AND seen_at IS NULL",
+                 WHERE session_id = ?1 AND message_id = ?2 AND seen_at IS NULL
+                   AND (pushed_at IS NULL OR pushed_at <= ?3)",
             )?;
             let mut mark = tx.prepare(
                 "UPDATE deliveries SET seen_at = ?4
@@ -236,7 +253,7 @@ impl Db {
             )?;
             for id in message_ids {
                 let meshes: Vec<String> = find
-                    .query_map(params![session_id, id], |r| r.get(0))?
+                    .query_map(params![session_id, id, pushed_before], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 for mesh_id in meshes {
                     mark.execute(params![mesh_id, id, session_id, now])?;
@@ -428,8 +445,17 @@ mod tests {
                 };
                 assert_eq!(ids(db.inbox_unpushed("s1")?), ["m1", "m2"]);
                 // unread -> pushed at 100
-                assert_eq!(db.inbox_mark_pushed("s1", &["m1".to_owned()], 100)?, 1);
-                assert_eq!(db.inbox_mark_pushed("s1", &["m1".to_owned()], 150)?, 0);
+                assert_eq!(db.inbox_mark_pushed("s1", &["m1".to_owned()], 100)?, ["m1"]);
+                assert!(
+                    db.inbox_mark_pushed("s1", &["m1".to_owned()], 150)?
+                        .is_empty()
+                );
+                // A path that fetched it before the push cannot mark it seen
+                // now that it is pushed (within the window).
+                assert!(
+                    db.inbox_mark_seen_if_pushed_before("s1", &["m1".to_owned()], 110, 90)?
+                        .is_empty()
+                );
                 assert_eq!(ids(db.inbox_unpushed("s1")?), ["m2"], "pushed once only");
                 // Within the window (pushes after 90 held back): not unread.
                 assert_eq!(ids(db.inbox_unread("s1", 90)?), ["m2"]);
@@ -442,7 +468,10 @@ mod tests {
                 assert_eq!(due.len(), 1);
                 assert_eq!(ids(db.inbox_unread("s1", i64::MAX)?), ["m2"]);
                 // A seen message cannot be marked pushed.
-                assert_eq!(db.inbox_mark_pushed("s1", &["m1".to_owned()], 130)?, 0);
+                assert!(
+                    db.inbox_mark_pushed("s1", &["m1".to_owned()], 130)?
+                        .is_empty()
+                );
                 Ok(())
             })
             .unwrap();
