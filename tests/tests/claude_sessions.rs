@@ -35,6 +35,10 @@ fn marker(dir: &Path, name: &str) -> String {
 /// Runs `scenario` for every pinned release, two at a time, and prints
 /// how long each took.
 fn on_every_release(label: &str, scenario: fn(&ClaudeCode, bool), flags: &[bool]) {
+    // One scenario pair at a time in this binary (CI has two cores; each
+    // run is three Claude Code processes).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     let mut runs = Vec::new();
     for claude in pinned() {
         for &flag in flags {
