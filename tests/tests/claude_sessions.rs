@@ -302,3 +302,38 @@ fn interactive_mode_messages_waiting_before_the_first_prompt() {
         &[false, true],
     );
 }
+
+/// Claude Code 2.1.332 defers MCP tools behind its ToolSearch tool: a
+/// model that searches in its own words finds the right tool first.
+#[test]
+fn tool_search_finds_each_tool_by_what_the_model_wants() {
+    let claude = pinned()
+        .into_iter()
+        .find(|c| c.version == "2.1.332")
+        .unwrap();
+    let machine = Machine::new(&claude, PUSH_CONFIRM_MS);
+    let searches = [
+        ("message another session", "mcp__claudemesh__send_message"),
+        ("who else is working", "mcp__claudemesh__list_peers"),
+        ("unread messages", "mcp__claudemesh__check_messages"),
+    ];
+    let mut steps: Vec<Value> = searches
+        .iter()
+        .map(|(q, _)| json!({"tool": "ToolSearch", "input": {"query": q}}))
+        .collect();
+    steps.push(json!({"text": "Found them."}));
+    let mut s = PrintSession::start(&machine, &claude, "searcher", json!(steps), "Look.", &[]);
+    s.finish(SESSION_LIMIT);
+    let results = s.api.tool_results();
+    assert_eq!(results.len(), searches.len(), "{results:#?}");
+    for ((query, tool), result) in searches.iter().zip(&results) {
+        let first = result
+            .find("mcp__")
+            .map(|at| &result[at..])
+            .unwrap_or_default();
+        assert!(
+            first.starts_with(tool),
+            "searching {query:?} found first: {result}"
+        );
+    }
+}
