@@ -70,9 +70,10 @@ pub fn short_host() -> String {
 
 /// One user with claudemesh installed for Claude Code.
 pub struct Machine {
+    // Dropped in this order: the daemon stops before its HOME goes.
+    _daemon: Guarded,
     home: tempfile::TempDir,
     path: String,
-    _daemon: Guarded,
 }
 
 impl Machine {
@@ -530,12 +531,31 @@ impl TmuxSession {
 }
 
 impl Drop for TmuxSession {
+    /// Ends Claude Code and waits (briefly) for it to exit, so that it
+    /// writes nothing into a HOME that is being removed.
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .arg("-S")
-            .arg(&self.socket)
-            .arg("kill-server")
-            .status();
+        let tmux = |args: &[&str]| {
+            Command::new("tmux")
+                .arg("-S")
+                .arg(&self.socket)
+                .args(args)
+                .output()
+        };
+        let pid = tmux(&["display-message", "-p", "#{pane_pid}"])
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .ok()
+            });
+        let _ = tmux(&["kill-server"]);
+        if let Some(pid) = pid {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 }
 
