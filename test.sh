@@ -86,8 +86,11 @@ need_apt umount mount
 # The pinned MCP clients (Claude Code, the MCP SDK) run on node.
 need_apt node nodejs
 need_apt npm npm
-# The demo (packaging/demo.py, tests/tests/demo.rs).
+# The demo (packaging/demo.py, tests/tests/demo.rs) and the scripted
+# Messages API the real Claude Code sessions talk to (tests/claude/).
 need_apt python3 python3
+# Interactive Claude Code sessions run under tmux (tests/tests/claude_sessions.rs).
+need_apt tmux tmux
 
 provision_apt() {
     apt-get update -qq

@@ -157,6 +157,8 @@ def main():
             pushed = alice.wait_channel()
             say("alice", paint("1", f"📨 from {pushed['meta']['from']}: {pushed['content']}"))
             alice.tool("message_status", message_id=sent["messageId"])
+            say("demo", "a pushed message stays 'delivered' until a Claude Code hook finds it in the "
+                        "session transcript: then it is 'seen' (docs/shim.md)")
             say("demo", "done: two sessions, one daemon, messages end-to-end encrypted")
         finally:
             for s in (alice, bob):

@@ -7,30 +7,62 @@
 //! {"hookSpecificOutput":{"hookEventName":"PostToolUse","additionalContext":"…"}}
 //! ```
 //!
+//! Before that it reads the part of the session transcript written since
+//! its last run (`transcript_path` in its stdin JSON) and confirms the
+//! claudemesh messages shown there as `<channel>` messages (`hook_confirm`):
+//! a channel push counts as seen only then (`docs/shim.md`).
+//!
 //! A hook must never break Claude Code: whatever happens, it exits 0 and
 //! prints nothing on stdout unless there is something to show; problems
 //! go to stderr; the whole exchange with the daemon has a ~1 s budget.
 
+use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use claudemesh_daemon::paths::Paths;
 use claudemesh_protocol::ipc::{InboxMessage, Request, Response};
 use serde_json::{Value, json};
 
-use crate::daemon;
+use crate::{daemon, transcript};
 
 /// The whole budget for talking to the daemon.
 const BUDGET: Duration = Duration::from_millis(1000);
 /// Hook input is small; more than this is not read.
 const MAX_INPUT: u64 = 1024 * 1024;
 
-/// Reads the event name from the hook's JSON on stdin (default
-/// `UserPromptSubmit`). Never blocks on a terminal.
-fn event_name() -> String {
-    let default = "UserPromptSubmit".to_owned();
+/// What the hook learns from Claude Code's JSON on stdin.
+#[derive(Debug, Default, PartialEq)]
+struct HookInput {
+    event: String,
+    session_id: Option<String>,
+    transcript_path: Option<PathBuf>,
+}
+
+impl HookInput {
+    fn parse(text: &str) -> HookInput {
+        let value = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
+        let field = |name: &str| {
+            value
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        HookInput {
+            event: field("hook_event_name").unwrap_or_else(|| "UserPromptSubmit".to_owned()),
+            session_id: field("session_id"),
+            transcript_path: field("transcript_path").map(PathBuf::from),
+        }
+    }
+}
+
+/// Reads the hook's JSON on stdin. Never blocks on a terminal.
+fn read_input() -> HookInput {
     let stdin = std::io::stdin();
     if stdin.is_terminal() {
-        return default;
+        return HookInput::parse("");
     }
     // Claude Code writes the JSON and closes stdin; read it on a thread so a
     // caller that keeps stdin open cannot hold the hook up.
@@ -40,20 +72,35 @@ fn event_name() -> String {
         let _ = std::io::stdin().take(MAX_INPUT).read_to_string(&mut buf);
         let _ = tx.send(buf);
     });
-    let Ok(text) = rx.recv_timeout(Duration::from_millis(300)) else {
-        return default;
-    };
-    serde_json::from_str::<Value>(&text)
-        .ok()
-        .and_then(|v| v.get("hook_event_name")?.as_str().map(str::to_owned))
-        .filter(|e| !e.is_empty())
-        .unwrap_or(default)
+    HookInput::parse(
+        &rx.recv_timeout(Duration::from_millis(300))
+            .unwrap_or_default(),
+    )
+}
+
+/// The transcript's new channel message ids, and where to keep the read
+/// position once the daemon has them.
+fn transcript_ids(paths: &Paths, input: &HookInput) -> Option<(BTreeSet<String>, PathBuf, u64)> {
+    let transcript = input.transcript_path.as_deref()?;
+    let keep = transcript::offset_file(&paths.runtime_dir, input.session_id.as_deref()?)?;
+    match transcript::read_new(transcript, &keep) {
+        Ok((ids, offset)) => Some((ids, keep, offset)),
+        // Claude Code writes the transcript after the first prompt's hook.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            eprintln!(
+                "claudemesh hook: cannot read the transcript {}: {e}",
+                transcript.display()
+            );
+            None
+        }
+    }
 }
 
 /// The messages, as the model will read them.
 pub fn format_messages(messages: &[InboxMessage]) -> String {
     let mut out = format!(
-        "claudemesh: {} new message{} from your mesh peers (answer with the claudemesh `send` tool \
+        "claudemesh: {} new message{} from your mesh peers (reply with the claudemesh send_message tool \
          if a reply is needed):\n",
         messages.len(),
         if messages.len() == 1 { "" } else { "s" }
@@ -73,17 +120,40 @@ pub fn format_messages(messages: &[InboxMessage]) -> String {
 }
 
 /// Runs the hook. Always succeeds.
+///
+/// First the transcript: the messages Claude Code already showed as channel
+/// messages are confirmed (marked seen), so they are neither shown again
+/// nor left to look unread. Then the unread ones are fetched and shown.
 pub fn run() {
-    let event = event_name();
+    let input = read_input();
     let result = daemon::block_on(async {
         tokio::time::timeout(BUDGET, async {
-            let paths = claudemesh_daemon::paths::Paths::from_env().map_err(|e| e.to_string())?;
+            let paths = Paths::from_env().map_err(|e| e.to_string())?;
             let Some(client) = daemon::connect(&paths, BUDGET)
                 .await
                 .map_err(|e| e.message)?
             else {
                 return Ok(Vec::new());
             };
+            if let Some((ids, keep, offset)) = transcript_ids(&paths, &input) {
+                let confirmed = ids.is_empty()
+                    || match daemon::request(
+                        &client,
+                        Request::HookConfirm {
+                            message_ids: ids.into_iter().collect(),
+                        },
+                    )
+                    .await
+                    {
+                        Ok(_) => true,
+                        Err(e) if e.message.contains("not_a_claude_process") => true,
+                        Err(e) => return Err(e.message),
+                    };
+                // Read again next time unless the daemon has them.
+                if confirmed && let Err(e) = transcript::keep_offset(&keep, offset) {
+                    eprintln!("claudemesh hook: cannot keep {}: {e}", keep.display());
+                }
+            }
             match daemon::request(&client, Request::HookContext).await {
                 Ok(Response::HookContext { messages, .. }) => Ok(messages),
                 Ok(_) => Err("unexpected answer to hook_context".to_owned()),
@@ -100,7 +170,7 @@ pub fn run() {
         Ok(messages) => {
             let out = json!({
                 "hookSpecificOutput": {
-                    "hookEventName": event,
+                    "hookEventName": input.event,
                     "additionalContext": format_messages(&messages),
                 }
             });
@@ -114,6 +184,18 @@ pub fn run() {
 mod tests {
     use super::*;
     use claudemesh_protocol::wire::{MessageSender, Priority};
+
+    #[test]
+    fn input_gives_event_session_and_transcript() {
+        let i = HookInput::parse(
+            r#"{"hook_event_name":"PostToolUse","session_id":"s-1","transcript_path":"/t/s-1.jsonl"}"#,
+        );
+        assert_eq!(i.event, "PostToolUse");
+        assert_eq!(i.session_id.as_deref(), Some("s-1"));
+        assert_eq!(i.transcript_path, Some(PathBuf::from("/t/s-1.jsonl")));
+        assert_eq!(HookInput::parse("garbage").event, "UserPromptSubmit");
+        assert_eq!(HookInput::parse("").transcript_path, None);
+    }
 
     #[test]
     fn messages_read_well() {

@@ -22,6 +22,7 @@ mod output;
 mod proc;
 mod service;
 mod terminal;
+mod transcript;
 
 use std::process::ExitCode;
 

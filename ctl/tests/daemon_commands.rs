@@ -136,7 +136,9 @@ fn healthy(home: &Home) -> FakeDaemon {
                 session: Some("sess-web".into()),
                 messages: vec![inbox_message()],
             }),
-            Request::Detach | Request::ReloadConfig => Ok(Response::Done),
+            Request::Detach | Request::ReloadConfig | Request::HookConfirm { .. } => {
+                Ok(Response::Done)
+            }
             other => Err(IpcError::new("unknown_op", format!("{other:?}"))),
         }),
     )
@@ -293,6 +295,82 @@ fn the_hook_prints_pending_messages_as_additional_context() {
     assert!(ctx.contains("from api@laptop"), "{ctx}");
     assert!(ctx.contains("the schema changed"), "{ctx}");
     assert_eq!(d.requests(), vec![Request::HookContext]);
+}
+
+/// Runs `hook` with `input` on its stdin.
+fn run_hook(home: &Home, input: &str) -> common::Run {
+    use std::io::Write;
+    let mut child = home
+        .cmd(["hook"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    common::Run::from(child.wait_with_output().unwrap())
+}
+
+#[test]
+fn the_hook_confirms_the_channel_messages_of_the_new_part_of_the_transcript() {
+    let home = Home::new();
+    let d = healthy(&home);
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("sess-1.jsonl");
+    // As Claude Code records a channel message: a user turn whose text is
+    // the `<channel>` tag, JSON-escaped in the line.
+    let line = |text: &str| {
+        format!(
+            "{}\n",
+            serde_json::json!({"type": "user", "message": {"role": "user", "content": text}})
+        )
+    };
+    std::fs::write(
+        &transcript,
+        line("<channel source=\"claudemesh\" from=\"api@laptop\" message_id=\"m7\" priority=\"now\">hi</channel>"),
+    )
+    .unwrap();
+    let input = serde_json::json!({
+        "session_id": "sess-1",
+        "hook_event_name": "PostToolUse",
+        "transcript_path": transcript,
+    })
+    .to_string();
+    run_hook(&home, &input).assert_code(0);
+    assert_eq!(
+        d.requests(),
+        vec![
+            Request::HookConfirm {
+                message_ids: vec!["m7".into()]
+            },
+            Request::HookContext
+        ],
+        "confirmed before anything is fetched"
+    );
+    // Nothing new in the transcript: nothing confirmed again.
+    run_hook(&home, &input).assert_code(0);
+    assert_eq!(d.requests().last(), Some(&Request::HookContext));
+    assert_eq!(d.requests().len(), 3, "{:?}", d.requests());
+    let mut more = std::fs::read_to_string(&transcript).unwrap();
+    more.push_str(&line(
+        "<channel source=\"claudemesh\" message_id=\"m8\">x</channel>",
+    ));
+    std::fs::write(&transcript, more).unwrap();
+    run_hook(&home, &input).assert_code(0);
+    assert_eq!(
+        d.requests()[3..],
+        [
+            Request::HookConfirm {
+                message_ids: vec!["m8".into()]
+            },
+            Request::HookContext
+        ]
+    );
 }
 
 #[test]

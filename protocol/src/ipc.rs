@@ -88,6 +88,20 @@ pub enum Request {
     /// The active members of the session's mesh, online or last seen
     /// (asked of the broker; `unavailable` while the link is down).
     ListMembers,
+    /// The shim pushed these as channel notifications. Not proof that the
+    /// model saw them: they are held back from the other paths for a short
+    /// window, then unread again unless confirmed (`docs/shim.md`).
+    MarkPushed {
+        #[serde(rename = "messageIds")]
+        message_ids: Vec<String>,
+    },
+    /// ctl hook: these ids were found as channel messages in the session's
+    /// transcript (the model was shown them); mark them seen for the
+    /// session whose Claude Code process is an ancestor of the caller.
+    HookConfirm {
+        #[serde(rename = "messageIds")]
+        message_ids: Vec<String>,
+    },
 }
 
 impl Request {
@@ -110,6 +124,8 @@ impl Request {
         "list_outbox",
         "hook_context",
         "list_members",
+        "mark_pushed",
+        "hook_confirm",
     ];
 }
 
@@ -223,6 +239,12 @@ pub enum Response {
     },
     Members {
         members: Vec<MemberPresence>,
+    },
+    /// The answer to `mark_pushed`: the ids now marked pushed (those that
+    /// were neither seen nor pushed already). Only these may be pushed.
+    #[serde(rename_all = "camelCase")]
+    MarkedPushed {
+        message_ids: Vec<String>,
     },
 }
 
@@ -488,6 +510,12 @@ mod tests {
             Request::MarkSeen {
                 message_ids: vec!["m1".into()],
             },
+            Request::MarkPushed {
+                message_ids: vec!["m2".into()],
+            },
+            Request::HookConfirm {
+                message_ids: vec!["m3".into()],
+            },
             Request::DaemonStatus,
         ];
         for request in frames {
@@ -523,6 +551,12 @@ mod tests {
             DaemonFrame::Ok {
                 id: 1,
                 result: Response::Pending { count: 2 },
+            },
+            DaemonFrame::Ok {
+                id: 2,
+                result: Response::MarkedPushed {
+                    message_ids: vec!["m1".into()],
+                },
             },
             DaemonFrame::Err {
                 id: None,

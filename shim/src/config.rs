@@ -209,6 +209,14 @@ mod tests {
         assert!(enables_channels(
             "node\0/usr/bin/claude\0--dangerously-load-development-channels\0server:claudemesh\0"
         ));
+        // The native binary (npm 2.1.x installs bin/claude.exe) and the
+        // node-based CLI of older releases.
+        assert!(enables_channels(
+            "/usr/lib/node_modules/@anthropic-ai/claude-code/bin/claude.exe\0--dangerously-load-development-channels\0server:claudemesh\0"
+        ));
+        assert!(enables_channels(
+            "node\0/usr/lib/node_modules/@anthropic-ai/claude-code/cli.js\0--channels\0plugin:x\0"
+        ));
         assert!(enables_channels("claude --channels=plugin:x"));
         assert!(!enables_channels("claude\0--resume\0"));
         assert!(!enables_channels("claude --channelsfoo"));

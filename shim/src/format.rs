@@ -58,16 +58,24 @@ pub fn peers(mesh: &str, peers: &[PeerView]) -> (String, Value) {
         .iter()
         .map(|v| {
             let p = &v.peer;
-            json!({
+            // Only what the model can use: names address sessions, keys
+            // and session ids only cost tokens.
+            let mut peer = json!({
                 "name": p.display_name,
-                "self": v.is_self,
                 "status": p.status.as_str(),
-                "summary": p.summary,
                 "cwd": p.cwd,
                 "host": p.host,
-                "groups": p.groups,
-                "id": format!("{}/{}", p.member, p.session_id),
-            })
+            });
+            if v.is_self {
+                peer["self"] = json!(true);
+            }
+            if !p.summary.is_empty() {
+                peer["summary"] = json!(p.summary);
+            }
+            if !p.groups.is_empty() {
+                peer["groups"] = json!(p.groups);
+            }
+            peer
         })
         .collect();
     (text, json!({ "mesh": mesh, "peers": list }))
@@ -131,8 +139,6 @@ fn recipients_json(recipients: &[RecipientView]) -> Vec<Value> {
         .map(|r| {
             json!({
                 "name": recipient_name(r),
-                "member": r.member,
-                "sessionId": r.session_id,
                 "state": r.state.as_str(),
             })
         })
@@ -170,12 +176,9 @@ pub fn inbox(messages: &[InboxMessage]) -> (String, Value) {
             json!({
                 "messageId": m.message_id,
                 "from": m.from.display_name,
-                "fromId": format!("{}/{}", m.from.member, m.from.session_id),
                 "to": m.to,
                 "priority": m.priority.as_str(),
                 "text": m.text,
-                "sentAt": m.sent_at,
-                "mesh": m.mesh_slug,
             })
         })
         .collect();
@@ -217,7 +220,7 @@ pub fn ago(now: i64, then: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use claudemesh_protocol::wire::{DeliveryState, Peer, PeerStatus};
+    use claudemesh_protocol::wire::{DeliveryState, MessageSender, Peer, PeerStatus, Priority};
 
     fn peer(name: &str, me: bool) -> PeerView {
         PeerView {
@@ -250,6 +253,7 @@ mod tests {
         assert!(text.contains("\"auth refactor\" — /src/api on box — @backend"));
         assert_eq!(value["peers"][0]["name"], "api");
         assert_eq!(value["peers"][1]["self"], true);
+        assert!(value["peers"][0].get("self").is_none());
     }
 
     #[test]
@@ -282,5 +286,75 @@ mod tests {
             unread_note(2),
             "📬 2 unread mesh messages — call check_messages"
         );
+    }
+
+    /// What the model reads from each tool's typical result, in tokens
+    /// estimated as bytes / 4 (text and structured content each; Claude
+    /// Code 2.1.332 shows the structured content when there is one).
+    /// Prints the figures (`cargo test -p claudemesh-shim --bin
+    /// claudemesh-shim result_sizes -- --nocapture`) and holds every
+    /// result free of 64-hex keys.
+    #[test]
+    fn result_sizes() {
+        let member = "b".repeat(64);
+        let mut web = peer("web@laptop", false);
+        web.peer.member = member.clone();
+        web.peer.session_id = "s-1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c".into();
+        let recipient = RecipientView {
+            member: member.clone(),
+            session_id: Some("s-1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c".into()),
+            display_name: Some("web@laptop".into()),
+            state: DeliveryState::Delivered,
+        };
+        let info = SentInfo {
+            message_id: "m-0123456789abcdef01234567".into(),
+            accepted: true,
+            recipients: vec![recipient.clone()],
+        };
+        let message = InboxMessage {
+            message_id: "m-0123456789abcdef01234567".into(),
+            mesh_slug: "local".into(),
+            from: MessageSender {
+                member: member.clone(),
+                session_id: "s-1f2e3d4c5b6a79881f2e3d4c5b6a79881f2e3d4c".into(),
+                display_name: "web@laptop".into(),
+            },
+            to: "api@laptop".into(),
+            priority: Priority::Next,
+            text: "The users table gained a non-null `tenant_id`; please update the API queries."
+                .into(),
+            sent_at: now_millis(),
+            received_at: now_millis(),
+        };
+        let results = [
+            (
+                "list_peers",
+                peers("local", &[peer("api@laptop", true), web]),
+            ),
+            ("send_message", sent("web@laptop", &info)),
+            ("check_messages", inbox(std::slice::from_ref(&message))),
+            (
+                "message_status",
+                status("m-0123456789abcdef01234567", &[recipient]),
+            ),
+        ];
+        let hex64 = |s: &str| {
+            s.as_bytes()
+                .windows(64)
+                .any(|w| w.iter().all(u8::is_ascii_hexdigit))
+        };
+        let mut with_keys = Vec::new();
+        for (tool, (text, data)) in results {
+            let data = data.to_string();
+            println!(
+                "{tool}: text {} tokens, structuredContent {} tokens",
+                text.len() / 4,
+                data.len() / 4
+            );
+            if hex64(&text) || hex64(&data) {
+                with_keys.push(format!("{tool}: {text} {data}"));
+            }
+        }
+        assert!(with_keys.is_empty(), "{with_keys:#?}");
     }
 }

@@ -7,8 +7,9 @@
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, Implementation, JsonObject, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool, ToolsCapability,
+    CallToolRequestParams, CallToolResponse, DiscoverRequestMethod, DiscoverResult, Implementation,
+    InitializeRequestParams, InitializeResult, JsonObject, ListToolsResult, PaginatedRequestParams,
+    ServerCapabilities, ServerConfig, Tool, ToolsCapability,
 };
 use rmcp::service::{NotificationContext, RequestContext, RoleServer};
 use rmcp::{ErrorData as McpError, ServerHandler, ServiceExt};
@@ -18,9 +19,11 @@ use crate::tools;
 
 const INSTRUCTIONS: &str = "claudemesh connects this Claude Code session with the other \
 sessions on the user's mesh (on this machine, or on teammates' machines). Messages from other \
-sessions arrive as <channel source=\"claudemesh\"> notifications (their `from` is the sender's \
-name), as a note on tool results, or through check_messages; answer one with send_message to \
-its sender. Keep your summary (set_summary) current so others know what you work on.";
+sessions arrive as <channel source=\"claudemesh\" from=\"…\" message_id=\"…\"> tags (`from` \
+is the sender's name), as additional context from a hook, or as a note on tool results saying \
+they are unread (then call check_messages); answer one with send_message to its sender's \
+name. list_peers shows who else is working; keep your summary (set_summary) current so others \
+know what you work on.";
 
 pub struct Shim {
     session: Arc<Session>,
@@ -51,6 +54,38 @@ impl ServerHandler for Shim {
         ServerConfig::new(capabilities)
             .with_server_info(info)
             .with_instructions(INSTRUCTIONS)
+    }
+
+    /// `server/discover` opens the 2026-07-28 ("modern") era, in which Claude
+    /// Code has no channel delivery path. A session that wants pushes
+    /// answers it "method not found", so that Claude Code falls back to
+    /// `initialize` (the era in which it delivers channel messages); one
+    /// that does not want them answers it and never pushes.
+    async fn discover(
+        &self,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<DiscoverResult, McpError> {
+        if self.session.wants_channel() {
+            tracing::debug!("server/discover refused: this session wants channel pushes");
+            return Err(McpError::method_not_found::<DiscoverRequestMethod>());
+        }
+        self.session.set_discover_era();
+        Ok(DiscoverResult::from_server_info(
+            self.supported_protocol_versions().into_owned(),
+            self.get_info(),
+        ))
+    }
+
+    /// The client took the `initialize` era: pushes can be delivered.
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, McpError> {
+        context.peer.set_peer_info(request.clone());
+        let result = self.negotiate_initialize(&request)?;
+        self.session.set_initialize_era();
+        Ok(result)
     }
 
     async fn list_tools(

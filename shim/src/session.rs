@@ -10,10 +10,9 @@
 //! with the same arguments resumes the same session: the daemon keys
 //! sessions by their Claude Code process.
 
-use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use claudemesh_daemon::client::{ClientError, DaemonClient, find_daemon_exe};
@@ -37,8 +36,6 @@ const FAILURE_REUSE: Duration = Duration::from_secs(2);
 /// The background re-attach backoff after the connection dropped.
 const RECONNECT_FIRST: Duration = Duration::from_millis(200);
 const RECONNECT_MAX: Duration = Duration::from_secs(10);
-/// Message ids remembered as shown, so that no path shows one twice.
-const SHOWN_MEMORY: usize = 4096;
 
 pub const CHANNEL_METHOD: &str = "notifications/claude/channel";
 
@@ -107,10 +104,15 @@ pub struct Session {
     state: tokio::sync::Mutex<State>,
     generation: AtomicU64,
     reconnecting: AtomicBool,
-    peer: watch::Sender<Option<Peer<RoleServer>>>,
-    shown: Mutex<Shown>,
-    /// `settings.channel` resolved, on the first pushed message.
+    /// Where pushes go: `None` until the MCP handshake decides it, then
+    /// the client (initialize era) or `Some(None)`: no delivery path
+    /// (`server/discover` era).
+    peer: watch::Sender<Option<Option<Peer<RoleServer>>>>,
+    /// `settings.channel` resolved, once.
     channel: OnceLock<bool>,
+    /// The client connected with `initialize` (not `server/discover`): the
+    /// era in which Claude Code delivers channel notifications.
+    initialize_era: AtomicBool,
 }
 
 impl Session {
@@ -121,8 +123,8 @@ impl Session {
             generation: AtomicU64::new(0),
             reconnecting: AtomicBool::new(false),
             peer: watch::Sender::new(None),
-            shown: Mutex::new(Shown::default()),
             channel: OnceLock::new(),
+            initialize_era: AtomicBool::new(false),
         })
     }
 
@@ -137,9 +139,32 @@ impl Session {
         });
     }
 
+    /// Whether this session wants channel pushes (`CLAUDEMESH_CHANNEL`, or
+    /// the flag on its Claude Code command line).
+    pub fn wants_channel(&self) -> bool {
+        *self.channel.get_or_init(|| self.settings.channel.enabled())
+    }
+
+    pub fn set_initialize_era(&self) {
+        self.initialize_era.store(true, Ordering::Release);
+    }
+
+    /// Pushes go out only when they are wanted and the client can deliver
+    /// them: a connection opened with `server/discover` cannot.
+    fn pushes(&self) -> bool {
+        self.wants_channel() && self.initialize_era.load(Ordering::Acquire)
+    }
+
     /// The MCP client finished initializing: channel notifications may flow.
     pub fn set_peer(&self, peer: Peer<RoleServer>) {
-        self.peer.send_replace(Some(peer));
+        let target = self.pushes().then_some(peer);
+        self.peer.send_replace(Some(target));
+    }
+
+    /// The client opened the connection with `server/discover`: nothing
+    /// can be pushed on it.
+    pub fn set_discover_era(&self) {
+        self.peer.send_replace(Some(None));
     }
 
     /// This session as the daemon sees it, if attached.
@@ -327,53 +352,63 @@ impl Session {
         });
     }
 
-    /// Shows a pushed message to the model as a channel notification, then
-    /// marks it seen. Skipped when another path showed it already.
+    /// Pushes a message to Claude Code as a channel notification, having
+    /// told the daemon it is pushed: not that it was seen. Claude Code may still
+    /// drop it (channels off for the account, an older client); the message
+    /// counts as seen only once a hook finds it in the session transcript,
+    /// and is unread again for the other paths if none does in time.
     async fn push(&self, client: &DaemonClient, message: InboxMessage) {
-        if !*self.channel.get_or_init(|| self.settings.channel.enabled()) {
+        if !self.wants_channel() {
             return;
         }
         let mut peer_rx = self.peer.subscribe();
-        let Ok(peer) = peer_rx.wait_for(Option::is_some).await.map(|p| p.clone()) else {
+        let Ok(target) = peer_rx.wait_for(Option::is_some).await.map(|p| p.clone()) else {
             return;
         };
-        let Some(peer) = peer else { return };
-        if !self.claim(&message.message_id) {
+        let Some(Some(peer)) = target else {
+            tracing::debug!(
+                "not pushing message {}: the client connected without `initialize`, \
+                 an era with no channel delivery",
+                message.message_id
+            );
             return;
+        };
+        // Claimed with the daemon first: a message another path already
+        // showed (or that is being pushed) is not pushed.
+        let claim = Request::MarkPushed {
+            message_ids: vec![message.message_id.clone()],
+        };
+        match client.request(claim).await {
+            Ok(Response::MarkedPushed { message_ids })
+                if message_ids.contains(&message.message_id) => {}
+            Ok(_) => {
+                tracing::debug!(
+                    "message {} was shown already; not pushed",
+                    message.message_id
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "could not claim message {} for a push: {e}",
+                    message.message_id
+                );
+                return;
+            }
         }
         let notification = ServerNotification::CustomNotification(CustomNotification::new(
             CHANNEL_METHOD,
             Some(channel_params(&message)),
         ));
-        if let Err(e) = peer.send_notification(notification).await {
-            tracing::warn!("could not push message {}: {e}", message.message_id);
-            self.release(&message.message_id);
-            return;
-        }
-        let seen = Request::MarkSeen {
-            message_ids: vec![message.message_id.clone()],
-        };
-        if let Err(e) = client.request(seen).await {
-            tracing::warn!(
-                "pushed message {} but could not mark it seen: {e}",
+        // A failed send leaves it held back until the window passes, then
+        // unread again for the other paths.
+        match peer.send_notification(notification).await {
+            Ok(()) => tracing::debug!(
+                "pushed message {} as a channel notification",
                 message.message_id
-            );
+            ),
+            Err(e) => tracing::warn!("could not push message {}: {e}", message.message_id),
         }
-    }
-
-    /// Claims `message_id` for showing; false if some path showed it already.
-    pub fn claim(&self, message_id: &str) -> bool {
-        self.shown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .claim(message_id)
-    }
-
-    fn release(&self, message_id: &str) {
-        self.shown
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .release(message_id);
     }
 }
 
@@ -394,50 +429,10 @@ pub fn channel_params(m: &InboxMessage) -> Value {
     })
 }
 
-/// The ids already shown to the model, oldest forgotten first.
-#[derive(Default)]
-struct Shown {
-    order: VecDeque<String>,
-    ids: HashSet<String>,
-}
-
-impl Shown {
-    fn claim(&mut self, id: &str) -> bool {
-        if !self.ids.insert(id.to_owned()) {
-            return false;
-        }
-        self.order.push_back(id.to_owned());
-        if self.order.len() > SHOWN_MEMORY
-            && let Some(old) = self.order.pop_front()
-        {
-            self.ids.remove(&old);
-        }
-        true
-    }
-
-    fn release(&mut self, id: &str) {
-        self.ids.remove(id);
-        self.order.retain(|o| o != id);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use claudemesh_protocol::wire::{MessageSender, Priority};
-
-    #[test]
-    fn a_message_is_claimed_once() {
-        let mut shown = Shown::default();
-        assert!(shown.claim("m1"));
-        assert!(!shown.claim("m1"));
-        shown.release("m1");
-        assert!(shown.claim("m1"));
-        for i in 0..SHOWN_MEMORY + 10 {
-            shown.claim(&format!("x{i}"));
-        }
-        assert!(shown.ids.len() <= SHOWN_MEMORY);
-    }
 
     #[test]
     fn channel_meta_values_are_all_strings() {

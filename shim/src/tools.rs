@@ -19,22 +19,20 @@ pub fn list() -> Vec<Tool> {
     vec![
         tool(
             "list_peers",
-            "See the other Claude Code sessions on the mesh that you can message: each one's \
-             name, status (idle/working/dnd), one-line summary of its work, folder and host; \
-             your own session is marked (you). Use it before messaging someone whose name you \
-             do not know, or to find which session works on a given project or part of the \
-             code.",
+            "Who else is working: list the other Claude Code sessions (peers) on the mesh that \
+             you can message, each with its name, status (idle/working/dnd), a one-line summary \
+             of its work, folder and host; yours is marked (you). Use it before messaging a \
+             session whose name you do not know, or to find who works on a given project.",
             json!({"type": "object", "properties": {}, "additionalProperties": false}),
             true,
         ),
         tool(
             "send_message",
-            "Send a message to other Claude Code sessions on the mesh: ask the session that \
-             owns another part of the code a question, hand over a task, or tell others about \
-             a change that affects them. Returns the message id and, per recipient, whether it \
-             was delivered to their machine or queued (they are offline; they get it when they \
-             return). Replies arrive later as messages to you; do not wait idle for one unless \
-             you need it.",
+            "Message another session: send a message to another Claude Code session (or a \
+             group, or all) on the mesh, to ask the session that owns other code a question, \
+             hand over a task, reply to a message, or announce a change that affects them. \
+             Returns the message id and, per recipient, delivered or queued (offline; they get \
+             it when back). Replies arrive later as messages to you.",
             json!({
                 "type": "object",
                 "properties": {
@@ -65,17 +63,17 @@ pub fn list() -> Vec<Tool> {
         ),
         tool(
             "check_messages",
-            "Read the messages other sessions sent you that you have not seen yet; each is \
-             marked seen. Call it when a tool result says you have unread mesh messages, when \
-             you wait for a reply, or before starting a new task.",
+            "Check unread messages: read the messages other sessions sent you that you have \
+             not seen yet (your inbox); each is then marked read. Call it when a result says \
+             you have unread mesh messages, when you wait for a reply, or before a new task.",
             json!({"type": "object", "properties": {}, "additionalProperties": false}),
             false,
         ),
         tool(
             "message_status",
-            "Where a message you sent stands, per recipient: queued (not yet on their machine), \
-             delivered (on their machine, not yet read) or seen (shown to their model). Use it \
-             to decide whether to keep waiting for a reply or follow up.",
+            "Delivery status of a message you sent, per recipient: queued (not yet on their \
+             machine), delivered (there, not yet read) or seen (read: shown to their model). \
+             Use it to decide whether to keep waiting for a reply or follow up.",
             json!({
                 "type": "object",
                 "properties": {
@@ -188,7 +186,6 @@ async fn with_unread_note(session: &Arc<Session>, outcome: Outcome) -> CallToolR
         let note = format::unread_note(count);
         if let Value::Object(map) = &mut data {
             map.insert("unread".into(), json!(count));
-            map.insert("notice".into(), json!(note));
         }
         content.push(ContentBlock::text(note));
     }
@@ -316,15 +313,9 @@ async fn check_messages(session: &Arc<Session>) -> Result<Outcome, ToolError> {
         .call(Request::FetchInbox { mark_seen: true })
         .await?
     {
-        Response::Inbox { messages } => {
-            // A message pushed as a channel notification a moment ago may
-            // still be in the inbox: it was shown, so it is not shown again.
-            let fresh: Vec<_> = messages
-                .into_iter()
-                .filter(|m| session.claim(&m.message_id))
-                .collect();
-            Ok(format::inbox(&fresh).into())
-        }
+        // A message pushed a moment ago is held back by the daemon until
+        // the transcript confirms it or its window passes.
+        Response::Inbox { messages } => Ok(format::inbox(&messages).into()),
         other => Err(unexpected("fetch_inbox", &other)),
     }
 }

@@ -12,19 +12,26 @@ use serde_json::{Value, json};
 const WAIT: Duration = Duration::from_secs(15);
 const CHANNEL: &str = "notifications/claude/channel";
 
+const CHANNELS_FLAG: [&str; 2] = [
+    "--dangerously-load-development-channels",
+    "server:claudemesh",
+];
+
+/// A home whose daemon holds a pushed message back for 1 s only, so that
+/// the test sees an unconfirmed push become unread again.
+fn home_with_short_push_window() -> Home {
+    let mut home = Home::new();
+    home.extra_env
+        .push(("CLAUDEMESH_PUSH_CONFIRM_MS", "1000".to_owned()));
+    home
+}
+
 #[test]
-fn a_message_is_pushed_as_a_channel_notification_once() {
-    let home = Home::new();
+fn a_pushed_message_is_not_seen_until_shown_and_is_shown_once() {
+    let home = home_with_short_push_window();
     // Claude Code shows a server's channel notifications only when started
     // with a channels flag; the shim pushes when its parent has one.
-    let mut alice = Shim::start_under(
-        &home,
-        "alice",
-        &[
-            "--dangerously-load-development-channels",
-            "server:claudemesh",
-        ],
-    );
+    let mut alice = Shim::start_under(&home, "alice", &CHANNELS_FLAG);
     let mut bob = Shim::start(&home, "bob", &[]);
     bob.ok_until("list_peers", json!({}), WAIT, |t, _| t.contains("- alice"));
 
@@ -47,7 +54,18 @@ fn a_message_is_pushed_as_a_channel_notification_once() {
     assert_eq!(meta["from"], "bob");
     assert_eq!(meta["priority"], "now");
 
-    // Shown by the push: marked seen, so no other path shows it again.
+    // Pushed is not seen: nothing confirmed that the model was shown it
+    // (here no transcript ever will), so the sender does not hear `seen`.
+    let (_, data) = bob.ok("message_status", json!({"message_id": id}));
+    assert_ne!(data["recipients"][0]["state"], "seen", "{data}");
+
+    // Unconfirmed past its window, it is unread again for the other paths:
+    // check_messages shows it, once.
+    let (text, data) = alice.ok_until("check_messages", json!({}), WAIT, |_, d| {
+        d["messages"].as_array().is_some_and(|m| !m.is_empty())
+    });
+    assert!(text.contains("the schema changed"), "{text}");
+    assert_eq!(data["messages"].as_array().unwrap().len(), 1);
     let (_, data) = bob.ok_until("message_status", json!({"message_id": id}), WAIT, |_, d| {
         d["recipients"][0]["state"] == "seen"
     });
@@ -63,6 +81,75 @@ fn a_message_is_pushed_as_a_channel_notification_once() {
         .filter(|n| n["method"] == CHANNEL && n["params"]["meta"]["message_id"] == pushed_id)
         .count();
     assert_eq!(pushes, 0, "pushed once only");
+}
+
+/// The `_meta` a 2026-07-28 client sends with `server/discover`.
+fn discover_params() -> Value {
+    json!({"_meta": {
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {}
+    }})
+}
+
+#[test]
+fn a_session_that_wants_pushes_refuses_server_discover_and_pushes_after_initialize() {
+    let home = Home::new();
+    let mut erin = Shim::spawn_with_parent_args(&home, "erin", &CHANNELS_FLAG);
+    // Claude Code 2.1.332 probes `server/discover` first; in that era it has
+    // no channel delivery path, so the shim sends it back to `initialize`.
+    let discover = erin.request("server/discover", discover_params());
+    assert_eq!(
+        discover["error"]["code"], -32601,
+        "method not found: {discover}"
+    );
+    let init = erin.initialize();
+    assert!(init["result"]["capabilities"]["experimental"]["claude/channel"].is_object());
+
+    let mut fred = Shim::start(&home, "fred", &[]);
+    fred.ok_until("list_peers", json!({}), WAIT, |t, _| t.contains("- erin"));
+    fred.ok("send_message", json!({"to": "erin", "text": "hello erin"}));
+    erin.wait_notification(CHANNEL, WAIT, |p| p["content"] == "hello erin");
+}
+
+#[test]
+fn without_the_flag_the_discover_era_is_kept_and_tools_work_there() {
+    let home = Home::new();
+    let mut gina = Shim::spawn(&home, "gina", &[]);
+    let discover = gina.request("server/discover", discover_params());
+    assert!(
+        discover["result"]["capabilities"]["tools"].is_object(),
+        "answered: {discover}"
+    );
+
+    let mut hank = Shim::start(&home, "hank", &[]);
+    hank.ok_until("list_peers", json!({}), WAIT, |t, _| t.contains("- gina"));
+    hank.ok(
+        "send_message",
+        json!({"to": "gina", "text": "modern hello", "priority": "now"}),
+    );
+    // A 2026-07-28 request carries its own `_meta`; no `initialize` came.
+    let mut params = discover_params();
+    params["name"] = json!("check_messages");
+    params["arguments"] = json!({});
+    let deadline = std::time::Instant::now() + WAIT;
+    let text = loop {
+        let answer = gina.request("tools/call", params.clone());
+        let text = answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a tool result: {answer}"))
+            .to_owned();
+        if text.contains("modern hello") || std::time::Instant::now() > deadline {
+            break text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(text.contains("from hank"), "{text}");
+    gina.drain_for(Duration::from_millis(300));
+    assert!(
+        !gina.notifications.iter().any(|n| n["method"] == CHANNEL),
+        "{:?}",
+        gina.notifications
+    );
 }
 
 #[test]

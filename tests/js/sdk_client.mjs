@@ -112,12 +112,24 @@ for (const [k, v] of Object.entries(pushed.meta ?? {})) {
 }
 if (pushed.meta.from !== "alice") fail(`channel meta.from is ${pushed.meta.from}`);
 
-// Shown by the push, so check_messages must not show it again.
+// A push is not proof that a model saw it (there is no Claude Code
+// transcript here to confirm it): not seen yet; once the push window has
+// passed, check_messages shows it, once.
+const before = await call(alice, "message_status", { message_id: messageId });
+if ((before.structuredContent?.recipients ?? []).some((x) => x.state === "seen")) {
+  fail(`a push alone made the message seen: ${JSON.stringify(before.structuredContent)}`);
+}
+const isIt = (m) => m.text === "hello from the TypeScript SDK";
+const shown = await until("check_messages to show the unconfirmed push", async () => {
+  const r = await call(bob, "check_messages");
+  const n = (r.structuredContent?.messages ?? []).filter(isIt).length;
+  return n > 0 ? n : null;
+});
+if (shown !== 1) fail(`check_messages showed the message ${shown} times`);
 const inbox = await call(bob, "check_messages");
-const again = (inbox.structuredContent?.messages ?? []).some(
-  (m) => m.text === "hello from the TypeScript SDK",
-);
-if (again) fail("check_messages showed a message the channel push already showed");
+if ((inbox.structuredContent?.messages ?? []).some(isIt)) {
+  fail("check_messages showed the message a second time");
+}
 
 const seen = await until("message_status to reach seen", async () => {
   const st = await call(alice, "message_status", { message_id: messageId });

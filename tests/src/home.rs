@@ -62,6 +62,11 @@ impl Home {
 
     /// Starts `claudemeshd run` with `args`, logs in `<home>/daemon.log`.
     pub fn start_daemon(&self, args: &[&str]) -> Guarded {
+        self.start_daemon_with_env(args, &[])
+    }
+
+    /// `start_daemon` with more environment for the daemon.
+    pub fn start_daemon_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Guarded {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -69,6 +74,7 @@ impl Home {
             .expect("log file");
         let mut cmd = self.command(bins::DAEMON);
         cmd.arg("run").args(args).stdout(Stdio::null()).stderr(log);
+        cmd.envs(env.iter().copied());
         Guarded::spawn(&format!("claudemeshd ({})", self.name), &mut cmd)
     }
 

@@ -5,6 +5,7 @@
 
 pub mod bins;
 pub mod broker;
+pub mod claude;
 pub mod home;
 pub mod inbox;
 pub mod mcp;

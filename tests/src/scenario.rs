@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::inbox::{assert_not_shown_again, receive};
+use crate::inbox::{Path, assert_not_shown_again, receive};
 use crate::mcp::McpClient;
 use crate::wait;
 
@@ -56,17 +56,20 @@ pub fn send(from: &mut McpClient, to: &str, text: &str, priority: &str) -> Strin
         .to_owned()
 }
 
-/// Each recipient gets `text` exactly once, from `sender`.
-pub fn expect_once(recipients: &mut [&mut McpClient], sender: &str, text: &str) {
+/// Each recipient gets `text` exactly once, from `sender`; how each got it.
+pub fn expect_once(recipients: &mut [&mut McpClient], sender: &str, text: &str) -> Vec<Path> {
+    let mut paths = Vec::new();
     for r in recipients.iter_mut() {
-        let (_, from) = receive(r, text, LIMIT);
+        let (path, from) = receive(r, text, LIMIT);
         assert_eq!(
             from, sender,
             "{} got {text:?} from the wrong sender",
             r.name
         );
         assert_not_shown_again(r, text);
+        paths.push(path);
     }
+    paths
 }
 
 /// The recipients' states of `message_id`, as the sender sees them.
@@ -86,6 +89,28 @@ pub fn wait_seen(sender: &mut McpClient, message_id: &str, count: usize) {
     });
 }
 
+/// Waits until the sender sees the truth about `message_id` for recipients
+/// that got it by `paths`: `seen` when `check_messages` showed it;
+/// `delivered` when it was only pushed (a push is not proof that a model
+/// saw it, and these clients are not Claude Code: no transcript confirms
+/// it, `docs/shim.md`).
+pub fn wait_states(sender: &mut McpClient, message_id: &str, paths: &[Path]) {
+    let mut want: Vec<&str> = paths
+        .iter()
+        .map(|p| match p {
+            Path::CheckMessages => "seen",
+            Path::Channel => "delivered",
+        })
+        .collect();
+    want.sort_unstable();
+    wait::until(&format!("{message_id} to be {want:?}"), LIMIT, || {
+        let r = status(sender, message_id);
+        let mut got: Vec<&str> = r.iter().filter_map(|x| x["state"].as_str()).collect();
+        got.sort_unstable();
+        (got == want).then_some(())
+    });
+}
+
 /// Runs the shared conversation. `a` is alone on its side; `b` and `c`
 /// are in the group `@backend`.
 pub fn converse(a: &mut McpClient, b: &mut McpClient, c: &mut McpClient) {
@@ -94,20 +119,20 @@ pub fn converse(a: &mut McpClient, b: &mut McpClient, c: &mut McpClient) {
 
     // Direct messages, both ways.
     let dm = send(a, &bn, "dm: a to b", "now");
-    expect_once(&mut [b], &an, "dm: a to b");
-    wait_seen(a, &dm, 1);
+    let paths = expect_once(&mut [b], &an, "dm: a to b");
+    wait_states(a, &dm, &paths);
     let reply = send(b, &an, "dm: b to a", "next");
-    expect_once(&mut [a], &bn, "dm: b to a");
-    wait_seen(b, &reply, 1);
+    let paths = expect_once(&mut [a], &bn, "dm: b to a");
+    wait_states(b, &reply, &paths);
 
     // A group: both members, not the sender.
     let group = send(a, "@backend", "group: to backend", "now");
-    expect_once(&mut [b, c], &an, "group: to backend");
-    wait_seen(a, &group, 2);
+    let paths = expect_once(&mut [b, c], &an, "group: to backend");
+    wait_states(a, &group, &paths);
 
     // A broadcast: everyone but the sender itself.
     let all = send(c, "*", "broadcast: from c", "low");
-    expect_once(&mut [a, b], &cn, "broadcast: from c");
+    let paths = expect_once(&mut [a, b], &cn, "broadcast: from c");
     assert_not_shown_again(c, "broadcast: from c");
-    wait_seen(c, &all, 2);
+    wait_states(c, &all, &paths);
 }

@@ -14,10 +14,13 @@ use std::process::{Command, Output};
 use claudemesh_e2e::bins;
 use serde_json::Value;
 
+/// The current pinned Claude Code's own directory (`node_modules/.bin/claude`
+/// is ambiguous: `tests/js` pins two versions).
 fn claude_bin_dir() -> PathBuf {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("js/node_modules/.bin");
+    let dir =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("js/node_modules/@anthropic-ai/claude-code/bin");
     assert!(
-        dir.join("claude").exists(),
+        dir.join("claude.exe").exists(),
         "Claude Code is not installed for the tests: run `npm ci --prefix tests/js` (see .ci/run)"
     );
     dir
@@ -34,10 +37,15 @@ impl User {
             .prefix("cm-claude-")
             .tempdir()
             .unwrap();
+        // `claude` on PATH, as an install puts it there.
+        let bin = home.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::os::unix::fs::symlink(claude_bin_dir().join("claude.exe"), bin.join("claude"))
+            .unwrap();
         let path = format!(
             "{}:{}:{}",
             bins::profile_dir().display(),
-            claude_bin_dir().display(),
+            bin.display(),
             std::env::var("PATH").unwrap_or_default()
         );
         Self { home, path }
@@ -53,7 +61,7 @@ impl User {
     }
 
     fn claude(&self, args: &[&str]) -> Output {
-        self.run(&claude_bin_dir().join("claude"), args)
+        self.run(&claude_bin_dir().join("claude.exe"), args)
     }
 
     fn ctl(&self, args: &[&str]) -> Output {

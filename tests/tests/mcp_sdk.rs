@@ -1,7 +1,8 @@
 //! The shim against the official MCP TypeScript SDK client
 //! (`tests/js/sdk_client.mjs`, npm `@modelcontextprotocol/sdk`, installed by
 //! `.ci/run`): tools listed and called, and a channel notification received
-//! for an inbound message, over the real daemon's local mesh.
+//! for an inbound message (not seen until shown: after the push window
+//! `check_messages` shows it once), over the real daemon's local mesh.
 
 use std::path::Path;
 use std::process::Command;
@@ -17,7 +18,9 @@ fn the_typescript_sdk_lists_calls_and_receives_notifications() {
         "the MCP SDK is not installed for the tests: run `npm ci --prefix tests/js` (see .ci/run)"
     );
     let home = Home::new("sdk");
-    let mut daemon = home.start_daemon(&[]);
+    // A short push window: the SDK client is not Claude Code, no transcript
+    // confirms its pushes, so they are unread again after it.
+    let mut daemon = home.start_daemon_with_env(&[], &[("CLAUDEMESH_PUSH_CONFIRM_MS", "1000")]);
     let mut cmd = Command::new("node");
     cmd.arg(js.join("sdk_client.mjs"))
         .arg(bins::bin(bins::SHIM))

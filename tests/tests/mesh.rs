@@ -7,7 +7,7 @@ use claudemesh_e2e::broker::Broker;
 use claudemesh_e2e::home::Home;
 use claudemesh_e2e::inbox::receive;
 use claudemesh_e2e::mcp::McpClient;
-use claudemesh_e2e::scenario::{LIMIT, converse, send, wait_for_peers, wait_seen};
+use claudemesh_e2e::scenario::{LIMIT, converse, send, wait_for_peers, wait_states};
 
 #[test]
 fn team_mesh_two_daemons_one_broker() {
@@ -47,8 +47,8 @@ fn team_mesh_two_daemons_one_broker() {
     daemon_b.terminate();
     let queued = send(&mut alice, "bob", "offline: while b was down", "now");
     let _daemon_b = home_b.start_daemon(&["--no-local"]);
-    receive(&mut bob, "offline: while b was down", LIMIT);
-    wait_seen(&mut alice, &queued, 1);
+    let (path, _) = receive(&mut bob, "offline: while b was down", LIMIT);
+    wait_states(&mut alice, &queued, &[path]);
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn local_mesh_one_daemon_three_shims() {
         "next",
     );
     yann.resume_shim();
-    receive(&mut yann, "offline: while yann's shim was down", LIMIT);
-    wait_seen(&mut xena, &queued, 1);
+    let (path, _) = receive(&mut yann, "offline: while yann's shim was down", LIMIT);
+    wait_states(&mut xena, &queued, &[path]);
     wait_for_peers(&mut [&mut xena], &["xena", "yann", "zoe"]);
 }

@@ -181,9 +181,10 @@ impl Core {
             tracing::info!(session = %session_id, mesh = %mesh.slug(), "session resumed");
         }
         let sid = session_id.clone();
+        let before = super::inbox::pushed_before();
         let pending = self
             .store
-            .call(move |db| db.inbox_pending(&sid))
+            .call(move |db| db.inbox_pending(&sid, before))
             .await
             .map_err(internal)?;
         let display_name = self

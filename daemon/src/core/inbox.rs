@@ -21,6 +21,29 @@ use crate::store::{InboxRow, ReceiptDue};
 /// client's line limit (`MAX_IPC_LINE_BYTES`), leaving room for the frame.
 const ANSWER_BUDGET_BYTES: usize = claudemesh_protocol::ipc::MAX_IPC_LINE_BYTES * 3 / 4;
 
+/// How long a pushed message waits for the session's transcript to
+/// confirm that its model was shown it (`docs/shim.md`, "Message states");
+/// unconfirmed after this, it is unread again for the hooks, the pending
+/// note and `check_messages`. `CLAUDEMESH_PUSH_CONFIRM_MS` overrides it.
+const PUSH_CONFIRM_MS: i64 = 20_000;
+pub const ENV_PUSH_CONFIRM_MS: &str = "CLAUDEMESH_PUSH_CONFIRM_MS";
+
+fn push_confirm_ms() -> i64 {
+    static MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *MS.get_or_init(|| {
+        std::env::var(ENV_PUSH_CONFIRM_MS)
+            .ok()
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .filter(|ms| (0..=3_600_000).contains(ms))
+            .unwrap_or(PUSH_CONFIRM_MS)
+    })
+}
+
+/// Pushes at or before this instant are past their window.
+pub(super) fn pushed_before() -> i64 {
+    ids::now_ms() - push_confirm_ms()
+}
+
 impl Core {
     /// Pushes from the broker, as many as arrived together. Each is
     /// opened, all are committed in one write, and only then acknowledged
@@ -183,7 +206,7 @@ impl Core {
             return;
         };
         let sid = session_id.to_owned();
-        match self.store.call(move |db| db.inbox_unseen(&sid)).await {
+        match self.store.call(move |db| db.inbox_unpushed(&sid)).await {
             Ok(rows) => self.offer(session_id, &rows, &slug),
             Err(e) => {
                 internal(e);
@@ -196,7 +219,7 @@ impl Core {
         self.mesh(&mesh_id).map(|m| m.slug().to_owned())
     }
 
-    /// Every unseen message of the session, whatever its priority.
+    /// Every unread message of the session, whatever its priority.
     pub async fn fetch_inbox(
         &self,
         conn_id: u64,
@@ -208,7 +231,7 @@ impl Core {
         self.take_unseen(&sid, mark_seen, &mut budget).await
     }
 
-    /// The session's unseen messages, oldest first, as many as fit in
+    /// The session's unread messages, oldest first, as many as fit in
     /// `budget` bytes of answer (at least one); only those returned are
     /// marked seen, the rest stay pending for the next call.
     async fn take_unseen(
@@ -219,9 +242,10 @@ impl Core {
     ) -> Result<Vec<InboxMessage>, IpcError> {
         let slug = self.slug_of_session(sid).unwrap_or_default();
         let owned = sid.to_owned();
+        let before = pushed_before();
         let rows = self
             .store
-            .call(move |db| db.inbox_unseen(&owned))
+            .call(move |db| db.inbox_unread(&owned, before))
             .await
             .map_err(internal)?;
         let mut messages = Vec::new();
@@ -237,16 +261,29 @@ impl Core {
             messages.push(message);
         }
         if mark_seen && !messages.is_empty() {
+            // Marked and shown only if no push claimed them meanwhile.
             let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
-            self.mark_seen_ids(sid, ids).await?;
+            let owned = sid.to_owned();
+            let due = self
+                .store
+                .call(move |db| {
+                    db.inbox_mark_seen_if_pushed_before(&owned, &ids, ids::now_ms(), before)
+                })
+                .await
+                .map_err(internal)?;
+            let marked: std::collections::HashSet<&str> =
+                due.iter().map(|r| r.message_id.as_str()).collect();
+            messages.retain(|m| marked.contains(m.message_id.as_str()));
+            self.send_receipts(due).await;
         }
         Ok(messages)
     }
 
     pub async fn pending(&self, conn_id: u64, session_id: Option<&str>) -> Result<u32, IpcError> {
         let sid = self.check_attached(conn_id, session_id)?;
+        let before = pushed_before();
         self.store
-            .call(move |db| db.inbox_pending(&sid))
+            .call(move |db| db.inbox_pending(&sid, before))
             .await
             .map_err(internal)
     }
@@ -265,6 +302,32 @@ impl Core {
             ));
         }
         self.mark_seen_ids(&sid, message_ids).await
+    }
+
+    /// The shim is about to push these as channel notifications: held back
+    /// from the other paths until the transcript confirms them or the
+    /// window passes. Returns those it may push (not shown or pushed yet).
+    pub async fn mark_pushed(
+        &self,
+        conn_id: u64,
+        session_id: Option<&str>,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<String>, IpcError> {
+        let sid = self.check_attached(conn_id, session_id)?;
+        if message_ids.len() > 10_000 {
+            return Err(IpcError::new(
+                "too_large",
+                "mark at most 10000 messages at once",
+            ));
+        }
+        let session = sid.clone();
+        let marked = self
+            .store
+            .call(move |db| db.inbox_mark_pushed(&sid, &message_ids, ids::now_ms()))
+            .await
+            .map_err(internal)?;
+        tracing::debug!(%session, marked = marked.len(), "messages marked pushed");
+        Ok(marked)
     }
 
     async fn mark_seen_ids(&self, sid: &str, ids: Vec<String>) -> Result<(), IpcError> {
@@ -309,30 +372,14 @@ impl Core {
         }
     }
 
-    /// For a Claude Code hook: the unseen messages of the session(s) whose
+    /// For a Claude Code hook: the unread messages of the session(s) whose
     /// Claude Code process is the nearest ancestor of the caller, marked
     /// seen.
     pub async fn hook_context(
         &self,
         peer_pid: Option<u32>,
     ) -> Result<(Option<String>, Vec<InboxMessage>), IpcError> {
-        let Some(pid) = peer_pid else {
-            return Ok((None, Vec::new()));
-        };
-        let ancestry = process_info::ancestry(pid);
-        let sessions: Vec<String> = {
-            let map = self.sessions.lock();
-            ancestry
-                .iter()
-                .find_map(|p| {
-                    let mut found: Vec<&crate::sessions::Session> =
-                        map.values().filter(|s| s.claude() == *p).collect();
-                    found.sort_by_key(|s| s.row.created_at);
-                    (!found.is_empty())
-                        .then(|| found.iter().map(|s| s.row.session_id.clone()).collect())
-                })
-                .unwrap_or_default()
-        };
+        let sessions = self.hook_sessions(peer_pid);
         let mut messages = Vec::new();
         let mut budget = ANSWER_BUDGET_BYTES;
         for sid in &sessions {
@@ -342,6 +389,46 @@ impl Core {
             messages.extend(self.take_unseen(sid, true, &mut budget).await?);
         }
         Ok((sessions.into_iter().next(), messages))
+    }
+
+    /// For a Claude Code hook: these messages are in the session's
+    /// transcript (pushed and shown as channel messages), so they are seen.
+    /// Ids that are not the caller's sessions' change nothing.
+    pub async fn hook_confirm(
+        &self,
+        peer_pid: Option<u32>,
+        message_ids: Vec<String>,
+    ) -> Result<(), IpcError> {
+        if message_ids.len() > 10_000 {
+            return Err(IpcError::new(
+                "too_large",
+                "confirm at most 10000 messages at once",
+            ));
+        }
+        for sid in self.hook_sessions(peer_pid) {
+            self.mark_seen_ids(&sid, message_ids.clone()).await?;
+        }
+        Ok(())
+    }
+
+    /// The sessions of the nearest ancestor of `peer_pid` that is a Claude
+    /// Code process with sessions here, oldest first.
+    fn hook_sessions(&self, peer_pid: Option<u32>) -> Vec<String> {
+        let Some(pid) = peer_pid else {
+            return Vec::new();
+        };
+        let ancestry = process_info::ancestry(pid);
+        let map = self.sessions.lock();
+        ancestry
+            .iter()
+            .find_map(|p| {
+                let mut found: Vec<&crate::sessions::Session> =
+                    map.values().filter(|s| s.claude() == *p).collect();
+                found.sort_by_key(|s| s.row.created_at);
+                (!found.is_empty())
+                    .then(|| found.iter().map(|s| s.row.session_id.clone()).collect())
+            })
+            .unwrap_or_default()
     }
 }
 

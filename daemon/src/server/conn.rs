@@ -241,6 +241,14 @@ async fn dispatch(
             .mark_seen(conn, sid.as_deref(), message_ids)
             .await
             .map(|()| Response::Done),
+        Request::MarkPushed { message_ids } => core
+            .mark_pushed(conn, sid.as_deref(), message_ids)
+            .await
+            .map(|message_ids| Response::MarkedPushed { message_ids }),
+        Request::HookConfirm { message_ids } => core
+            .hook_confirm(state.peer_pid, message_ids)
+            .await
+            .map(|()| Response::Done),
         Request::SetSummary { summary } => {
             change(core, conn, sid, SessionChange::Summary(summary)).await
         }

@@ -125,15 +125,41 @@ impl Db {
         Ok(n)
     }
 
-    /// The session's messages not yet shown to its model, oldest first.
-    pub fn inbox_unseen(&self, session_id: &str) -> StoreResult<Vec<InboxRow>> {
+    /// The session's messages that may be pushed, oldest first: never
+    /// shown and never pushed (a message is pushed at most once).
+    pub fn inbox_unpushed(&self, session_id: &str) -> StoreResult<Vec<InboxRow>> {
+        // `?2` is bound for the shared query; it plays no part here.
+        self.inbox_select(
+            session_id,
+            "d.pushed_at IS NULL AND ?2 IS NOT NULL",
+            i64::MAX,
+        )
+    }
+
+    /// The session's unread messages, oldest first: not seen, and not
+    /// pushed after `pushed_before` (a push still waiting for the
+    /// transcript to confirm it is held back from the other paths).
+    pub fn inbox_unread(&self, session_id: &str, pushed_before: i64) -> StoreResult<Vec<InboxRow>> {
+        self.inbox_select(
+            session_id,
+            "(d.pushed_at IS NULL OR d.pushed_at <= ?2)",
+            pushed_before,
+        )
+    }
+
+    fn inbox_select(
+        &self,
+        session_id: &str,
+        condition: &str,
+        pushed_before: i64,
+    ) -> StoreResult<Vec<InboxRow>> {
         let mut stmt = self.conn.prepare(&format!(
             "{SELECT} FROM deliveries d JOIN inbox i
                  ON i.mesh_id = d.mesh_id AND i.message_id = d.message_id
-             WHERE d.session_id = ?1 AND d.seen_at IS NULL
+             WHERE d.session_id = ?1 AND d.seen_at IS NULL AND {condition}
              ORDER BY i.received_at, i.rowid"
         ))?;
-        let rows = stmt.query_map([session_id], from_row)?;
+        let rows = stmt.query_map(params![session_id, pushed_before], from_row)?;
         let mut out = Vec::new();
         for raw in rows {
             out.push(finish(raw?)?);
@@ -141,13 +167,43 @@ impl Db {
         Ok(out)
     }
 
-    pub fn inbox_pending(&self, session_id: &str) -> StoreResult<u32> {
+    /// How many messages `inbox_unread` would return.
+    pub fn inbox_pending(&self, session_id: &str, pushed_before: i64) -> StoreResult<u32> {
         let n: i64 = self.conn.query_row(
-            "SELECT COUNT(*) FROM deliveries WHERE session_id = ?1 AND seen_at IS NULL",
-            [session_id],
+            "SELECT COUNT(*) FROM deliveries WHERE session_id = ?1 AND seen_at IS NULL
+                 AND (pushed_at IS NULL OR pushed_at <= ?2)",
+            params![session_id, pushed_before],
             |r| r.get(0),
         )?;
         Ok(count(n))
+    }
+
+    /// Records that the session's copies of `message_ids` are being pushed
+    /// as channel notifications (not that the model saw them). Seen or
+    /// already pushed copies change nothing. Returns the ids now marked:
+    /// only those may be pushed, so that no other path showed them first.
+    pub fn inbox_mark_pushed(
+        &mut self,
+        session_id: &str,
+        message_ids: &[String],
+        now: i64,
+    ) -> StoreResult<Vec<String>> {
+        let tx = self.conn.savepoint()?;
+        let mut marked = Vec::new();
+        {
+            let mut mark = tx.prepare(
+                "UPDATE deliveries SET pushed_at = ?3
+                 WHERE session_id = ?1 AND message_id = ?2
+                   AND seen_at IS NULL AND pushed_at IS NULL",
+            )?;
+            for id in message_ids {
+                if mark.execute(params![session_id, id, now])? > 0 {
+                    marked.push(id.clone());
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(marked)
     }
 
     /// Unseen deliveries plus unassigned messages of a mesh.
@@ -170,12 +226,26 @@ impl Db {
         message_ids: &[String],
         now: i64,
     ) -> StoreResult<Vec<ReceiptDue>> {
+        self.inbox_mark_seen_if_pushed_before(session_id, message_ids, now, i64::MAX)
+    }
+
+    /// `inbox_mark_seen`, but a copy pushed after `pushed_before` (still in
+    /// its window: the push may have shown it) is left alone. Whoever shows
+    /// messages marks them so and shows only those it marked.
+    pub fn inbox_mark_seen_if_pushed_before(
+        &mut self,
+        session_id: &str,
+        message_ids: &[String],
+        now: i64,
+        pushed_before: i64,
+    ) -> StoreResult<Vec<ReceiptDue>> {
         let tx = self.conn.savepoint()?;
         let mut due = Vec::new();
         {
             let mut find = tx.prepare(
                 "SELECT mesh_id FROM deliveries
-                 WHERE session_id = ?1 AND message_id = ?2 AND seen_at IS NULL",
+                 WHERE session_id = ?1 AND message_id = ?2 AND seen_at IS NULL
+                   AND (pushed_at IS NULL OR pushed_at <= ?3)",
             )?;
             let mut mark = tx.prepare(
                 "UPDATE deliveries SET seen_at = ?4
@@ -183,7 +253,7 @@ impl Db {
             )?;
             for id in message_ids {
                 let meshes: Vec<String> = find
-                    .query_map(params![session_id, id], |r| r.get(0))?
+                    .query_map(params![session_id, id, pushed_before], |r| r.get(0))?
                     .collect::<Result<_, _>>()?;
                 for mesh_id in meshes {
                     mark.execute(params![mesh_id, id, session_id, now])?;
@@ -305,13 +375,13 @@ mod tests {
                 assert!(db.inbox_insert(&msg("m1", 1), &both)?);
                 assert!(!db.inbox_insert(&msg("m1", 1), &both)?, "repeat dropped");
                 assert!(db.inbox_has("mesh", "m1")?);
-                assert_eq!(db.inbox_pending("s1")?, 1);
+                assert_eq!(db.inbox_pending("s1", 0)?, 1);
                 let due = db.inbox_mark_seen("s1", &["m1".into(), "nope".into()], 5)?;
                 assert_eq!(due.len(), 1);
                 assert!(db.inbox_mark_seen("s1", &["m1".into()], 6)?.is_empty());
                 assert!(db.inbox_mark_seen("s3", &["m1".into()], 6)?.is_empty());
-                assert_eq!(db.inbox_pending("s1")?, 0);
-                assert_eq!(db.inbox_unseen("s2")?.len(), 1);
+                assert_eq!(db.inbox_pending("s1", 0)?, 0);
+                assert_eq!(db.inbox_unread("s2", 0)?.len(), 1);
                 assert_eq!(db.receipts_due("mesh")?, due);
                 db.receipts_sent(&due)?;
                 assert!(db.receipts_due("mesh")?.is_empty());
@@ -330,11 +400,11 @@ mod tests {
                 assert_eq!(db.inbox_depth("mesh")?, 1);
                 assert_eq!(db.assign_unassigned("mesh", "s9")?, 1);
                 assert_eq!(db.assign_unassigned("mesh", "s10")?, 0);
-                assert_eq!(db.inbox_unseen("s9")?[0].text, "hello");
+                assert_eq!(db.inbox_unread("s9", 0)?[0].text, "hello");
                 let now = 1 + INBOX_RETENTION_MS + 1;
                 db.purge_inbox(now)?;
                 assert!(!db.inbox_has("mesh", "m1")?);
-                assert_eq!(db.inbox_pending("s9")?, 0);
+                assert_eq!(db.inbox_pending("s9", 0)?, 0);
                 Ok(())
             })
             .unwrap();
@@ -353,11 +423,55 @@ mod tests {
                 // m1 was shown; m2 waits for whoever comes next.
                 assert_eq!(db.assign_unassigned("mesh", "next")?, 1);
                 let unseen: Vec<String> = db
-                    .inbox_unseen("next")?
+                    .inbox_unread("next", 0)?
                     .into_iter()
                     .map(|m| m.message_id)
                     .collect();
                 assert_eq!(unseen, ["m2"]);
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_push_is_held_back_then_unread_again_until_confirmed() {
+        let store = Store::open_in_memory().unwrap();
+        store
+            .call_sync(|db| {
+                db.inbox_insert(&msg("m1", 1), &["s1".to_owned()])?;
+                db.inbox_insert(&msg("m2", 2), &["s1".to_owned()])?;
+                let ids = |rows: Vec<InboxRow>| -> Vec<String> {
+                    rows.into_iter().map(|r| r.message_id).collect()
+                };
+                assert_eq!(ids(db.inbox_unpushed("s1")?), ["m1", "m2"]);
+                // unread -> pushed at 100
+                assert_eq!(db.inbox_mark_pushed("s1", &["m1".to_owned()], 100)?, ["m1"]);
+                assert!(
+                    db.inbox_mark_pushed("s1", &["m1".to_owned()], 150)?
+                        .is_empty()
+                );
+                // A path that fetched it before the push cannot mark it seen
+                // now that it is pushed (within the window).
+                assert!(
+                    db.inbox_mark_seen_if_pushed_before("s1", &["m1".to_owned()], 110, 90)?
+                        .is_empty()
+                );
+                assert_eq!(ids(db.inbox_unpushed("s1")?), ["m2"], "pushed once only");
+                // Within the window (pushes after 90 held back): not unread.
+                assert_eq!(ids(db.inbox_unread("s1", 90)?), ["m2"]);
+                assert_eq!(db.inbox_pending("s1", 90)?, 1);
+                // The window passed unconfirmed: unread again.
+                assert_eq!(ids(db.inbox_unread("s1", 100)?), ["m1", "m2"]);
+                assert_eq!(db.inbox_pending("s1", 100)?, 2);
+                // pushed -> seen (confirmed): a seen receipt is owed.
+                let due = db.inbox_mark_seen("s1", &["m1".to_owned()], 120)?;
+                assert_eq!(due.len(), 1);
+                assert_eq!(ids(db.inbox_unread("s1", i64::MAX)?), ["m2"]);
+                // A seen message cannot be marked pushed.
+                assert!(
+                    db.inbox_mark_pushed("s1", &["m1".to_owned()], 130)?
+                        .is_empty()
+                );
                 Ok(())
             })
             .unwrap();

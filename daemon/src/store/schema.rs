@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const VERSION: i64 = 3;
+const VERSION: i64 = 4;
 
 const V1: &str = "
 CREATE TABLE IF NOT EXISTS meta (
@@ -109,6 +109,13 @@ const V3: &str = "
 ALTER TABLE deliveries ADD COLUMN from_pool INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 4: a channel push is not proof that the model saw a message:
+/// `pushed_at` holds it back from the other paths for a short window while
+/// the transcript may confirm it; unconfirmed, it is unread again.
+const V4: &str = "
+ALTER TABLE deliveries ADD COLUMN pushed_at INTEGER;
+";
+
 /// Creates or upgrades the schema. Refuses a file from a newer daemon
 /// rather than guessing at it.
 pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
@@ -119,7 +126,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
         )));
     }
     // Step `i` takes the schema from version `i` to `i + 1`.
-    let steps = [V1, V2, V3];
+    let steps = [V1, V2, V3, V4];
     let from = usize::try_from(version).unwrap_or(0);
     if from < steps.len() {
         let todo = steps[from..].concat();
@@ -134,7 +141,7 @@ pub fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 mod tests {
     use rusqlite::Connection;
 
-    use super::{V1, VERSION, migrate};
+    use super::{V1, V2, V3, VERSION, migrate};
 
     fn user_version(conn: &Connection) -> i64 {
         conn.query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -163,9 +170,42 @@ mod tests {
             )
             .unwrap();
         assert_eq!(from_pool, 0);
+        let pushed_at: Option<i64> = conn
+            .query_row(
+                "SELECT pushed_at FROM deliveries WHERE message_id = 'x'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(pushed_at, None, "a migrated delivery is plain unread");
         // Running it again changes nothing.
         migrate(&conn).unwrap();
         assert_eq!(user_version(&conn), VERSION);
+    }
+
+    #[test]
+    fn a_version_3_file_gains_the_push_column() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(&format!("{V1} {V2} {V3} PRAGMA user_version = 3;"))
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO inbox (mesh_id, message_id, from_member, from_session, from_name,
+                 to_target, priority, body, sent_at, received_at)
+             VALUES ('m', 'x', 'pk', 's', 'n', 'me', 'now', 'hi', 1, 1);
+             INSERT INTO deliveries (mesh_id, message_id, session_id, seen_at)
+                 VALUES ('m', 'x', 's1', 5);",
+        )
+        .unwrap();
+        migrate(&conn).unwrap();
+        assert_eq!(user_version(&conn), VERSION);
+        let (seen, pushed): (Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT seen_at, pushed_at FROM deliveries WHERE message_id = 'x'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((seen, pushed), (Some(5), None));
     }
 
     #[test]

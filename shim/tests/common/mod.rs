@@ -75,6 +75,8 @@ pub struct Home {
     dir: tempfile::TempDir,
     /// What `CLAUDEMESH_DAEMON` points at for the shims of this home.
     pub daemon: PathBuf,
+    /// More environment for every shim (and the daemon it starts).
+    pub extra_env: Vec<(&'static str, String)>,
 }
 
 impl Home {
@@ -88,7 +90,11 @@ impl Home {
             .prefix("cm-shim-")
             .tempdir()
             .expect("a temp dir");
-        Home { dir, daemon }
+        Home {
+            dir,
+            daemon,
+            extra_env: Vec::new(),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -101,7 +107,7 @@ impl Home {
 
     pub fn env(&self) -> Vec<(&'static str, String)> {
         let p = |s: &str| self.path().join(s).display().to_string();
-        vec![
+        let mut env = vec![
             ("HOME", p("")),
             ("CLAUDEMESH_CONFIG_DIR", p("config")),
             ("CLAUDEMESH_DATA_DIR", p("data")),
@@ -110,7 +116,9 @@ impl Home {
             ("CLAUDEMESH_KEYSTORE", "file".into()),
             ("CLAUDEMESH_DAEMON", self.daemon.display().to_string()),
             ("CLAUDEMESH_DEBUG", "1".into()),
-        ]
+        ];
+        env.extend(self.extra_env.iter().cloned());
+        env
     }
 
     /// The pid of the daemon answering on this home's socket, if any.
@@ -237,6 +245,12 @@ impl Shim {
         let init = shim.initialize();
         assert!(init.get("result").is_some(), "initialize failed: {init}");
         shim
+    }
+
+    /// Starts a shim whose "Claude Code" parent has `parent_args` on its
+    /// command line, without initializing it.
+    pub fn spawn_with_parent_args(home: &Home, name: &str, parent_args: &[&str]) -> Shim {
+        Shim::spawn_under(home, name, &[], parent_args)
     }
 
     /// Starts a shim without initializing it.
