@@ -5,6 +5,7 @@
 #
 #   ./test.sh              everything
 #   ./test.sh --no-lint    skip fmt and clippy (a quicker local loop)
+#   ./test.sh --provision  only provision (packages, npm clients), then stop
 #
 # As root, missing Debian packages are installed with apt-get. As another
 # user, the script names the missing packages and stops with status 1
@@ -15,11 +16,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")"
 repo="$(pwd)"
 
 lint=1
+provision_only=
 for arg in "$@"; do
     case "$arg" in
         --no-lint) lint= ;;
+        --provision) provision_only=1 ;;
         -h | --help)
-            sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -113,6 +116,9 @@ fi
 
 # Real MCP clients for the end-to-end tests, pinned in tests/js/package-lock.json.
 stage "npm ci --prefix tests/js" npm ci --prefix tests/js --no-audit --no-fund
+if [ -n "$provision_only" ]; then
+    exit 0
+fi
 
 section "tool versions"
 rustc --version
