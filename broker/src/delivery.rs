@@ -3,17 +3,17 @@
 //! relayed to the sender's connections; and the redelivery of stored
 //! copies to a connection that has just come (see [`redeliver`]).
 //!
-//! The jobs the writer carries ([`SendJob`], [`ReceiptJob`]) are defined
-//! here, beside what answers them, so that the writer depends on this
-//! module and not the other way round.
-//!
-//! This runs on the async runtime right after the commit, one message
-//! after the other in number order. It looks at who is live *after* the
+//! Answers run on the async runtime right after the commit, one message
+//! after the other in number order. They look at who is live *after* the
 //! commit, so a recipient that connected while the message was being
 //! written is pushed to here; one that connected earlier reads the message
 //! in its redelivery. The writer's dispatch watermark, read when a
 //! connection or session becomes visible, tells the two apart, so nobody
 //! is missed and nobody gets the same push both ways.
+//!
+//! The jobs the writer carries ([`SendJob`], [`ReceiptJob`]) are defined
+//! here, beside what answers them, so that the writer depends on this
+//! module and not the other way round.
 
 use std::collections::HashMap;
 use std::sync::Arc;
