@@ -7,9 +7,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::config::BrokerConfig;
-use crate::hello::ReplayCache;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::replay_cache::ReplayCache;
 use crate::store::Store;
 use crate::writer::Writer;
 

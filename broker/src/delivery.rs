@@ -1,14 +1,19 @@
 //! What happens once the database has a message or a receipt: the sender's
 //! `ack`, the pushes to recipients that are online now, and receipts
-//! relayed to the sender's connections.
+//! relayed to the sender's connections; and the redelivery of stored
+//! copies to a connection that has just come (see [`redeliver`]).
 //!
-//! This runs on the async runtime right after the commit, one message
-//! after the other in number order. It looks at who is live *after* the
+//! Answers run on the async runtime right after the commit, one message
+//! after the other in number order. They look at who is live *after* the
 //! commit, so a recipient that connected while the message was being
 //! written is pushed to here; one that connected earlier reads the message
 //! in its redelivery. The writer's dispatch watermark, read when a
 //! connection or session becomes visible, tells the two apart, so nobody
 //! is missed and nobody gets the same push both ways.
+//!
+//! The jobs the writer carries ([`SendJob`], [`ReceiptJob`]) are defined
+//! here, beside what answers them, so that the writer depends on this
+//! module and not the other way round.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,13 +21,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use claudemesh_protocol::wire::{
-    Ack, DeliveryState, MessageSender, Push, RecipientState, ServerFrame,
+    Ack, DeliveryState, MessageSender, Priority, Push, RecipientState, ServerFrame,
 };
 
+use crate::clock::Clock;
 use crate::hub::{ConnHandle, ConnId, Mesh};
 use crate::metrics::Metrics;
-use crate::store::{NewMessage, PendingPush, ReceiptRoute, StoreError, messages::InsertOutcome};
-use crate::writer::ReceiptJob;
+use crate::store::messages::{self, InsertOutcome};
+use crate::store::{NewMessage, PendingPush, ReceiptRoute, RecipientCopy, Store, StoreError};
 
 /// A `send` on its way to the writer, with what is needed to answer it.
 pub struct SendJob {
@@ -34,43 +40,85 @@ pub struct SendJob {
     pub request_id: String,
 }
 
+/// A receipt to record and relay to the sender.
+pub struct ReceiptJob {
+    pub mesh: Arc<Mesh>,
+    pub message_id: String,
+    pub member_id: String,
+    pub pubkey: String,
+    /// For `seen`: the session that saw it.
+    pub session_id: Option<String>,
+    pub at: i64,
+}
+
 fn text(frame: &ServerFrame) -> Message {
     Message::Text(Utf8Bytes::from(frame.to_json()))
 }
 
-fn push_frame(m: &NewMessage, sessions: Vec<String>, nonce: &str, ciphertext: &str) -> Message {
-    text(&ServerFrame::Push(Push {
-        message_id: m.message_id.clone(),
-        from: MessageSender {
-            member: m.sender.pubkey.clone(),
-            session_id: m.sender.session_id.clone(),
-            display_name: m.sender.display_name.clone(),
-        },
-        to: m.target.clone(),
-        sessions,
-        priority: m.priority,
-        nonce: nonce.to_owned(),
-        ciphertext: ciphertext.to_owned(),
-        sent_at: m.sent_at,
-    }))
+/// What a `push` frame says, borrowed from a message just stored or from a
+/// stored copy being redelivered: the one place a push is built, so that
+/// both paths send the same frame.
+struct PushParts<'a> {
+    message_id: &'a str,
+    sender_pubkey: &'a str,
+    sender_session: &'a str,
+    sender_name: &'a str,
+    target: &'a str,
+    priority: Priority,
+    sent_at: i64,
+    nonce: &'a str,
+    ciphertext: &'a str,
 }
 
-/// The push frame for a stored copy, for redelivery.
-pub fn pending_push_frame(p: &PendingPush) -> Message {
-    text(&ServerFrame::Push(Push {
-        message_id: p.message_id.clone(),
-        from: MessageSender {
-            member: p.sender_pubkey.clone(),
-            session_id: p.sender_session.clone(),
-            display_name: p.sender_name.clone(),
-        },
-        to: p.target.clone(),
-        sessions: p.sessions.clone(),
-        priority: p.priority,
-        nonce: p.nonce.clone(),
-        ciphertext: p.ciphertext.clone(),
-        sent_at: p.sent_at,
-    }))
+impl<'a> PushParts<'a> {
+    /// A copy of a message that has just been stored.
+    fn of_new(m: &'a NewMessage, copy: &'a RecipientCopy) -> Self {
+        Self {
+            message_id: &m.message_id,
+            sender_pubkey: &m.sender.pubkey,
+            sender_session: &m.sender.session_id,
+            sender_name: &m.sender.display_name,
+            target: &m.target,
+            priority: m.priority,
+            sent_at: m.sent_at,
+            nonce: &copy.nonce,
+            ciphertext: &copy.ciphertext,
+        }
+    }
+
+    /// A stored copy, for redelivery.
+    fn of_pending(p: &'a PendingPush) -> Self {
+        Self {
+            message_id: &p.message_id,
+            sender_pubkey: &p.sender_pubkey,
+            sender_session: &p.sender_session,
+            sender_name: &p.sender_name,
+            target: &p.target,
+            priority: p.priority,
+            sent_at: p.sent_at,
+            nonce: &p.nonce,
+            ciphertext: &p.ciphertext,
+        }
+    }
+
+    /// The frame, for the connection carrying `sessions` (empty: the
+    /// whole member).
+    fn frame(&self, sessions: Vec<String>) -> Message {
+        text(&ServerFrame::Push(Push {
+            message_id: self.message_id.to_owned(),
+            from: MessageSender {
+                member: self.sender_pubkey.to_owned(),
+                session_id: self.sender_session.to_owned(),
+                display_name: self.sender_name.to_owned(),
+            },
+            to: self.target.to_owned(),
+            sessions,
+            priority: self.priority,
+            nonce: self.nonce.to_owned(),
+            ciphertext: self.ciphertext.to_owned(),
+            sent_at: self.sent_at,
+        }))
+    }
 }
 
 /// Answers a committed (or failed) send: `ack` first, then the pushes.
@@ -165,7 +213,7 @@ fn plan_pushes(
                 });
                 continue;
             }
-            let frame = push_frame(m, Vec::new(), &copy.nonce, &copy.ciphertext);
+            let frame = PushParts::of_new(m, copy).frame(Vec::new());
             let mut listed = false;
             for id in conns {
                 if let Some(c) = state.conn(*id) {
@@ -217,7 +265,7 @@ fn plan_pushes(
         }
         for (id, sessions) in by_conn {
             if let Some(c) = state.conn(id) {
-                let frame = push_frame(m, sessions, &copy.nonce, &copy.ciphertext);
+                let frame = PushParts::of_new(m, copy).frame(sessions);
                 pushes.push((c.handle.clone(), frame));
             }
         }
@@ -249,5 +297,60 @@ pub fn relay_receipt(job: &ReceiptJob, state: DeliveryState, route: &ReceiptRout
     let mesh = job.mesh.lock();
     for f in &frames {
         mesh.send_to_member(&route.sender_member_id, f);
+    }
+}
+
+/// A connection, or one session it has just opened, that has become
+/// visible to live pushes and must still read what was planned before.
+pub struct Redelivery {
+    pub handle: ConnHandle,
+    pub member_id: String,
+    /// Only the copies naming this session (`None`: all of the member's).
+    pub session: Option<String>,
+    /// The writer's dispatch watermark, read under the mesh lock that made
+    /// the connection (or session) visible.
+    pub dispatched: i64,
+}
+
+/// Pushes the member's stored, unacknowledged messages to this connection
+/// (all of them, or those naming `session`).
+///
+/// Every message numbered above `dispatched` is planned after the
+/// connection became visible, so it is pushed there live, and only those
+/// at or below it need this read (which also keeps a message from being
+/// pushed twice, live and again here).
+pub async fn redeliver(to: Redelivery, store: Arc<Store>, metrics: Arc<Metrics>, clock: Clock) {
+    let Redelivery {
+        handle,
+        member_id,
+        session,
+        dispatched,
+    } = to;
+    let now = clock.now_ms();
+    let pending = tokio::task::spawn_blocking(move || {
+        store.read(|c| messages::pending_for_member(c, &member_id, now, dispatched))
+    })
+    .await;
+    let pending = match pending {
+        Ok(Ok(p)) => p,
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "reading queued messages failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    for p in pending {
+        if let Some(s) = &session
+            && !p.sessions.iter().any(|x| x == s)
+        {
+            continue;
+        }
+        if !handle
+            .send_wait(PushParts::of_pending(&p).frame(p.sessions.clone()))
+            .await
+        {
+            return;
+        }
+        Metrics::inc(&metrics.messages_pushed);
     }
 }

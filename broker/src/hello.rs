@@ -7,9 +7,6 @@
 //! same hello) and in the database (so that it is still refused after a
 //! restart) until its timestamp can no longer pass check 1.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde_json::Value;
 
 use claudemesh_protocol::hello::{HelloRejection, verify_hello_value};
@@ -32,30 +29,6 @@ pub enum HelloFailure {
 impl From<HelloRejection> for HelloFailure {
     fn from(r: HelloRejection) -> Self {
         Self::Rejected(r)
-    }
-}
-
-/// Accepted signatures, until they expire.
-#[derive(Default)]
-pub struct ReplayCache {
-    seen: Mutex<HashMap<String, i64>>,
-}
-
-impl ReplayCache {
-    /// Records `signature`; false if it is already recorded and unexpired.
-    fn insert(&self, signature: &str, expires_at: i64, now_ms: i64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.get(signature).is_some_and(|exp| *exp >= now_ms) {
-            return false;
-        }
-        seen.insert(signature.to_owned(), expires_at);
-        true
-    }
-
-    /// Drops expired signatures.
-    pub fn prune(&self, now_ms: i64) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, exp| *exp >= now_ms);
     }
 }
 

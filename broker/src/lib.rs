@@ -12,7 +12,8 @@
 //! - [`http`]: the one port's routes (`/ws`, `/v1/join`, `/v1/leave`,
 //!   `/metrics`, `/healthz`);
 //! - [`ws`]: one task per WebSocket connection;
-//! - [`hello`]: the five hello checks;
+//! - [`hello`]: the five hello checks; [`replay_cache`]: the signatures
+//!   they have accepted (check 5);
 //! - [`hub`]: live presence (connections, sessions, names, groups, grace);
 //! - [`router`]: what a `to` names; [`delivery`]: acks, pushes, receipts;
 //! - [`writer`]: the group-commit database writer; [`store`]: all SQL;
@@ -33,6 +34,7 @@ mod ids;
 pub mod logging;
 pub mod metrics;
 pub mod net;
+mod replay_cache;
 mod router;
 mod server;
 pub mod shutdown;

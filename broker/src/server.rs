@@ -13,11 +13,11 @@ use tokio::task::JoinHandle;
 
 use crate::config::BrokerConfig;
 use crate::ctx::{Ctx, TaskCounter};
-use crate::hello::ReplayCache;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::net::admission::Admission;
 use crate::net::listener::GuardedListener;
+use crate::replay_cache::ReplayCache;
 use crate::store::{Store, members, settings};
 use crate::writer::{WriteOp, Writer};
 

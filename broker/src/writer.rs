@@ -20,8 +20,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use claudemesh_protocol::wire::DeliveryState;
 
-use crate::delivery::{self, SendJob};
-use crate::hub::Mesh;
+use crate::delivery::{self, ReceiptJob, SendJob};
 use crate::metrics::Metrics;
 use crate::store::{self, ReceiptRoute, StoreError, messages, replay};
 
@@ -57,17 +56,6 @@ pub enum WriteOp {
     Housekeeping { now_ms: i64 },
     /// Commit what came before, checkpoint the WAL and stop.
     Shutdown(oneshot::Sender<()>),
-}
-
-/// A receipt to record and relay to the sender.
-pub struct ReceiptJob {
-    pub mesh: Arc<Mesh>,
-    pub message_id: String,
-    pub member_id: String,
-    pub pubkey: String,
-    /// For `seen`: the session that saw it.
-    pub session_id: Option<String>,
-    pub at: i64,
 }
 
 enum Done {

@@ -28,14 +28,29 @@ use claudemesh_protocol::limits::MAX_FRAME_BYTES;
 use claudemesh_protocol::wire::{ConnectionRole, HelloAck, ServerFrame};
 
 use crate::ctx::Ctx;
-use crate::delivery::pending_push_frame;
+use crate::delivery::{self, Redelivery};
 use crate::hello::{self, HelloFailure};
 use crate::hub::presence::sanitize_name;
-use crate::hub::{ConnEntry, ConnHandle, Departure, Mesh, SessionSpec, close_frame};
+use crate::hub::{ConnEntry, ConnHandle, ConnId, Departure, Mesh, SessionSpec, close_frame};
 use crate::net::admission::Slot;
-use crate::store::messages;
-use crate::ws::frames::Connection;
+use crate::store::MemberInfo;
 use crate::ws::outbound;
+
+/// An authenticated connection, from its accepted hello to its
+/// departure. What each frame does is in the `handlers` module, as more
+/// methods of this type: this module calls them, that one imports the
+/// type, and neither imports the other.
+pub struct Connection {
+    pub ctx: Arc<Ctx>,
+    pub mesh: Arc<Mesh>,
+    pub handle: ConnHandle,
+    pub id: ConnId,
+    pub member: MemberInfo,
+    pub role: ConnectionRole,
+    /// The hello's `sessionId`: the session itself on a `role:"session"`
+    /// connection.
+    pub hello_session: String,
+}
 
 /// How long the broker waits for the peer's half of a close handshake.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -229,7 +244,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
                     });
                     handle.send_text(ack.to_json());
                     // Read under the lock that made this connection visible to
-                    // pushes: see `redeliver`.
+                    // pushes: see `delivery::redeliver`.
                     Ok(ctx.writer.dispatched())
                 }
                 Err(refusal) => {
@@ -258,12 +273,17 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         "connection accepted"
     );
     let mut writer = tokio::spawn(outbound::run(sink, rx, handle.clone()));
-    tokio::spawn(redeliver(
-        ctx.clone(),
-        handle.clone(),
-        member.id.clone(),
-        None,
+    let to = Redelivery {
+        handle: handle.clone(),
+        member_id: member.id.clone(),
+        session: None,
         dispatched,
+    };
+    tokio::spawn(delivery::redeliver(
+        to,
+        ctx.store.clone(),
+        ctx.metrics.clone(),
+        ctx.config.clock.clone(),
     ));
 
     let conn = Connection {
@@ -361,46 +381,4 @@ fn depart(ctx: &Arc<Ctx>, mesh: &Arc<Mesh>, conn: &Connection, departure: Depart
             state.expire(&key, epoch);
         }
     });
-}
-
-/// Pushes the member's stored, unacknowledged messages to this connection
-/// (all of them, or those naming `session`).
-///
-/// `dispatched` is the writer's dispatch watermark read under the mesh lock
-/// that made the connection (or session) visible: every message numbered
-/// above it is planned after that moment, so it is pushed here live, and
-/// only those at or below it need this read (which also keeps a message
-/// from being pushed twice, live and again here).
-pub async fn redeliver(
-    ctx: Arc<Ctx>,
-    handle: ConnHandle,
-    member_id: String,
-    session: Option<String>,
-    dispatched: i64,
-) {
-    let now = ctx.now_ms();
-    let store = ctx.store.clone();
-    let pending = tokio::task::spawn_blocking(move || {
-        store.read(|c| messages::pending_for_member(c, &member_id, now, dispatched))
-    })
-    .await;
-    let pending = match pending {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "reading queued messages failed");
-            return;
-        }
-        Err(_) => return,
-    };
-    for p in pending {
-        if let Some(s) = &session
-            && !p.sessions.iter().any(|x| x == s)
-        {
-            continue;
-        }
-        if !handle.send_wait(pending_push_frame(&p)).await {
-            return;
-        }
-        crate::metrics::Metrics::inc(&ctx.metrics.messages_pushed);
-    }
 }

@@ -2,11 +2,11 @@
 //!
 //! - [`connection`]: the life of a connection (hello, attach, read loop,
 //!   close, departure);
-//! - [`frames`]: what each client frame does once the hello is accepted;
+//! - [`handlers`]: what each client frame does once the hello is accepted;
 //! - [`outbound`]: the task that writes queued frames to the socket.
 
 pub mod connection;
-pub mod frames;
+pub mod handlers;
 pub mod outbound;
 
 use std::sync::Arc;

@@ -1,11 +1,11 @@
-//! What each client frame does after the hello.
+//! The handlers of the client frames that follow the hello: one method of
+//! [`Connection`] per frame type, from [`Connection::on_text`] down.
 //!
 //! A frame that does not parse, or names a session this connection does
 //! not carry, gets an `error` (echoing the request `id` when there is one)
 //! and the connection lives on: only the handshake closes connections.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde_json::json;
 
@@ -20,26 +20,13 @@ use claudemesh_protocol::wire::{
     SessionOpen,
 };
 
-use crate::ctx::Ctx;
-use crate::delivery::SendJob;
+use crate::delivery::{self, ReceiptJob, Redelivery, SendJob};
 use crate::hub::presence::{normalize_group, normalize_groups};
-use crate::hub::{ConnHandle, ConnId, Mesh, SessionError, SessionSpec};
+use crate::hub::{SessionError, SessionSpec};
 use crate::router::{self, Recipient, Unresolved};
-use crate::store::{MemberInfo, NewMessage, RecipientCopy, SenderInfo, members, messages};
-use crate::writer::{ReceiptJob, WriteOp};
-
-/// An authenticated connection, as the frame handlers see it.
-pub struct Connection {
-    pub ctx: Arc<Ctx>,
-    pub mesh: Arc<Mesh>,
-    pub handle: ConnHandle,
-    pub id: ConnId,
-    pub member: MemberInfo,
-    pub role: ConnectionRole,
-    /// The hello's `sessionId`: the session itself on a `role:"session"`
-    /// connection.
-    pub hello_session: String,
-}
+use crate::store::{NewMessage, RecipientCopy, SenderInfo, members, messages};
+use crate::writer::WriteOp;
+use crate::ws::connection::Connection;
 
 /// A refused request: an error code and a sentence.
 struct Refusal {
@@ -312,12 +299,17 @@ impl Connection {
         };
         let (name, dispatched) = name;
         tracing::debug!(session = %sid, name = %name, "session opened");
-        tokio::spawn(crate::ws::connection::redeliver(
-            self.ctx.clone(),
-            self.handle.clone(),
-            self.member.id.clone(),
-            Some(sid),
+        let to = Redelivery {
+            handle: self.handle.clone(),
+            member_id: self.member.id.clone(),
+            session: Some(sid),
             dispatched,
+        };
+        tokio::spawn(delivery::redeliver(
+            to,
+            self.ctx.store.clone(),
+            self.ctx.metrics.clone(),
+            self.ctx.config.clock.clone(),
         ));
         Ok(())
     }
