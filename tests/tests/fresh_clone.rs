@@ -27,8 +27,8 @@ fn installed_version(clone: &Path, package: &str) -> Option<String> {
 }
 
 fn pinned_versions(root: &Path) -> Vec<(String, String)> {
-    let text = std::fs::read_to_string(root.join("tests/js/package.json"))
-        .expect("tests/js/package.json");
+    let text =
+        std::fs::read_to_string(root.join("tests/js/package.json")).expect("tests/js/package.json");
     let v: serde_json::Value = serde_json::from_str(&text).expect("package.json is JSON");
     v["dependencies"]
         .as_object()
