@@ -122,12 +122,13 @@ impl Machine {
         machine
     }
 
-    /// Joins a mesh through an invite link (`claudemesh-ctl join`); the
-    /// running daemon picks it up, and it becomes the default mesh.
+    /// Joins a mesh through an invite link (`claudemesh-ctl join
+    /// --default`): the running daemon picks it up, and new sessions go
+    /// there.
     pub fn join(&self, link: &str) {
         let out = self
             .command(&bins::bin(bins::CTL))
-            .args(["join", link])
+            .args(["join", link, "--default"])
             .output()
             .unwrap();
         assert!(
