@@ -423,21 +423,25 @@ impl Core {
     /// worker caches the same reply too, but maybe only after the caller
     /// has read the cache: the caller must see this answer.
     pub(super) async fn refresh_peers(&self, mesh: &Mesh) {
+        if let Some(ServerFrame::PeersList { peers, .. }) = self.ask_peers(mesh, false).await {
+            mesh.replace_peers(peers);
+        }
+    }
+
+    /// One `list_peers` round trip to the mesh's broker (3 s), with the
+    /// members extension when `members`; `None` when no answer came.
+    pub(super) async fn ask_peers(&self, mesh: &Mesh, members: bool) -> Option<ServerFrame> {
         let id = format!("r{}", self.next_id());
-        let reply = mesh
-            .link
+        mesh.link
             .request(
                 ClientFrame::ListPeers {
                     id: Some(id.clone()),
-                    members: false,
+                    members,
                 },
                 ReplyKey::RequestId(id),
                 Duration::from_secs(3),
             )
-            .await;
-        if let Some(ServerFrame::PeersList { peers, .. }) = reply {
-            mesh.replace_peers(peers);
-        }
+            .await
     }
 }
 

@@ -40,19 +40,7 @@ impl Core {
         if !mesh.link.is_connected() {
             return Err(down());
         }
-        let id = format!("r{}", self.next_id());
-        let reply = mesh
-            .link
-            .request(
-                ClientFrame::ListPeers {
-                    id: Some(id.clone()),
-                    members: true,
-                },
-                ReplyKey::RequestId(id),
-                Duration::from_secs(3),
-            )
-            .await;
-        match reply {
+        match self.ask_peers(&mesh, true).await {
             Some(ServerFrame::PeersList {
                 peers,
                 members: Some(members),

@@ -43,9 +43,6 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// How SQLite words `SQLITE_FULL`; commit failures travel as text.
-const DISK_FULL_TEXT: &str = "database or disk is full";
-
 impl StoreError {
     /// True when a write failed for want of disk space: nothing was
     /// stored, and the same write can succeed once space is freed.
@@ -56,7 +53,8 @@ impl StoreError {
             {
                 true
             }
-            other => other.to_string().contains(DISK_FULL_TEXT),
+            // Commit failures travel as text: matched as the broker's are.
+            other => claudemesh_broker::store::is_disk_full_text(&other.to_string()),
         }
     }
 }
