@@ -406,7 +406,13 @@ impl Core {
             ));
         }
         for sid in self.hook_sessions(peer_pid) {
-            self.mark_seen_ids(&sid, message_ids.clone()).await?;
+            let ids = message_ids.clone();
+            let due = self
+                .store
+                .call(move |db| db.inbox_confirm_pushed(&sid, &ids, ids::now_ms()))
+                .await
+                .map_err(internal)?;
+            self.send_receipts(due).await;
         }
         Ok(())
     }

@@ -239,13 +239,39 @@ impl Db {
         now: i64,
         pushed_before: i64,
     ) -> StoreResult<Vec<ReceiptDue>> {
+        self.mark_seen_where(session_id, message_ids, now, pushed_before, false)
+    }
+
+    /// Marks seen the session's copies of `message_ids` that were pushed
+    /// (the transcript showed them as channel messages). A copy never
+    /// pushed cannot have arrived as a channel message: a tag naming it
+    /// was written by someone else (a peer's text, the model), and
+    /// changes nothing.
+    pub fn inbox_confirm_pushed(
+        &mut self,
+        session_id: &str,
+        message_ids: &[String],
+        now: i64,
+    ) -> StoreResult<Vec<ReceiptDue>> {
+        self.mark_seen_where(session_id, message_ids, now, i64::MAX, true)
+    }
+
+    fn mark_seen_where(
+        &mut self,
+        session_id: &str,
+        message_ids: &[String],
+        now: i64,
+        pushed_before: i64,
+        only_pushed: bool,
+    ) -> StoreResult<Vec<ReceiptDue>> {
         let tx = self.conn.savepoint()?;
         let mut due = Vec::new();
         {
             let mut find = tx.prepare(
                 "SELECT mesh_id FROM deliveries
                  WHERE session_id = ?1 AND message_id = ?2 AND seen_at IS NULL
-                   AND (pushed_at IS NULL OR pushed_at <= ?3)",
+                   AND (pushed_at IS NULL OR pushed_at <= ?3)
+                   AND (?4 = 0 OR pushed_at IS NOT NULL)",
             )?;
             let mut mark = tx.prepare(
                 "UPDATE deliveries SET seen_at = ?4
@@ -253,7 +279,9 @@ impl Db {
             )?;
             for id in message_ids {
                 let meshes: Vec<String> = find
-                    .query_map(params![session_id, id, pushed_before], |r| r.get(0))?
+                    .query_map(params![session_id, id, pushed_before, only_pushed], |r| {
+                        r.get(0)
+                    })?
                     .collect::<Result<_, _>>()?;
                 for mesh_id in meshes {
                     mark.execute(params![mesh_id, id, session_id, now])?;
@@ -463,8 +491,14 @@ mod tests {
                 // The window passed unconfirmed: unread again.
                 assert_eq!(ids(db.inbox_unread("s1", 100)?), ["m1", "m2"]);
                 assert_eq!(db.inbox_pending("s1", 100)?, 2);
+                // A confirmation names only pushed copies: m2 was never
+                // pushed, so a tag naming it changes nothing.
+                assert!(
+                    db.inbox_confirm_pushed("s1", &["m2".to_owned()], 115)?
+                        .is_empty()
+                );
                 // pushed -> seen (confirmed): a seen receipt is owed.
-                let due = db.inbox_mark_seen("s1", &["m1".to_owned()], 120)?;
+                let due = db.inbox_confirm_pushed("s1", &["m1".to_owned()], 120)?;
                 assert_eq!(due.len(), 1);
                 assert_eq!(ids(db.inbox_unread("s1", i64::MAX)?), ["m2"]);
                 // A seen message cannot be marked pushed.
