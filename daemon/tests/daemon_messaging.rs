@@ -334,23 +334,6 @@ async fn hook_context_finds_the_callers_session() {
     }
 }
 
-/// The furthest state the sender's daemon knows for its message's first
-/// recipient.
-async fn first_recipient_state(
-    sender: &mut support::client::TestClient,
-    message_id: &str,
-) -> Option<DeliveryState> {
-    match sender
-        .request(Request::MessageStatus {
-            message_id: message_id.to_owned(),
-        })
-        .await
-    {
-        Ok(Response::MessageStatus { recipients, .. }) => recipients.first().map(|r| r.state),
-        other => panic!("message_status answered {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pushed_message_waits_for_the_transcript_to_confirm_it() {
     let home = Home::new();
@@ -391,7 +374,7 @@ async fn a_pushed_message_waits_for_the_transcript_to_confirm_it() {
         other => panic!("hook_context answered {other:?}"),
     }
     assert_ne!(
-        first_recipient_state(&mut sender.client, &sent.message_id).await,
+        sender.client.first_recipient_state(&sent.message_id).await,
         Some(DeliveryState::Seen),
         "pushed is not seen"
     );
@@ -403,7 +386,9 @@ async fn a_pushed_message_waits_for_the_transcript_to_confirm_it() {
     .await
     .expect("hook_confirm");
     let state = eventually(WAIT, async || {
-        first_recipient_state(&mut sender.client, &sent.message_id)
+        sender
+            .client
+            .first_recipient_state(&sent.message_id)
             .await
             .filter(|s| *s == DeliveryState::Seen)
     })

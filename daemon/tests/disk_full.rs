@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use claudemesh_protocol::ipc::{Request, Response, SendArgs};
 use claudemesh_protocol::wire::{DeliveryState, Priority};
-use support::client::{TestClient, WAIT};
+use support::client::WAIT;
 use support::tmpfs::Tmpfs;
 use support::{Daemon, Home, TestBroker, eventually};
 
@@ -21,18 +21,6 @@ fn send(to: &str, text: &str) -> Request {
         text: text.into(),
         priority: Priority::Now,
     })
-}
-
-async fn state_of(client: &mut TestClient, message_id: &str) -> Option<DeliveryState> {
-    match client
-        .request(Request::MessageStatus {
-            message_id: message_id.to_owned(),
-        })
-        .await
-    {
-        Ok(Response::MessageStatus { recipients, .. }) => recipients.first().map(|r| r.state),
-        other => panic!("message_status answered {other:?}"),
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,7 +88,7 @@ async fn a_full_disk_refuses_clearly_holds_pushes_unacked_and_recovers_without_a
     }
     for _ in 0..20 {
         for id in &pushed {
-            let state = state_of(&mut a, id).await;
+            let state = a.first_recipient_state(id).await;
             assert_ne!(state, Some(DeliveryState::Delivered), "delivered unstored");
             assert_ne!(state, Some(DeliveryState::Seen), "seen unstored");
         }
@@ -126,7 +114,7 @@ async fn a_full_disk_refuses_clearly_holds_pushes_unacked_and_recovers_without_a
     for id in &pushed {
         let delivered = eventually(WAIT, async || {
             matches!(
-                state_of(&mut a, id).await,
+                a.first_recipient_state(id).await,
                 Some(DeliveryState::Delivered | DeliveryState::Seen)
             )
             .then_some(())

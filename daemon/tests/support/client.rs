@@ -229,6 +229,23 @@ impl TestClient {
             other => panic!("list_peers answered {other:?}"),
         }
     }
+
+    /// The furthest state this daemon knows for its message's first
+    /// recipient.
+    pub async fn first_recipient_state(
+        &mut self,
+        message_id: &str,
+    ) -> Option<claudemesh_protocol::wire::DeliveryState> {
+        match self
+            .request(Request::MessageStatus {
+                message_id: message_id.to_owned(),
+            })
+            .await
+        {
+            Ok(Response::MessageStatus { recipients, .. }) => recipients.first().map(|r| r.state),
+            other => panic!("message_status answered {other:?}"),
+        }
+    }
 }
 
 impl Drop for TestClient {
