@@ -223,7 +223,7 @@ impl Drop for Writer {
 /// checkpoint interval with no commit, unless the WAL has passed
 /// [`WAL_FORCE_RESTART_FRAMES`].
 fn checkpoint_loop(conn: Connection, stop: &AtomicBool, metrics: &Metrics) {
-    let commits = || metrics.db_commits.load(Ordering::Relaxed);
+    let commits = || metrics.db_commits.get();
     let mut seen = commits();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(CHECKPOINT_EVERY);
@@ -317,8 +317,8 @@ fn apply_batch(
     let t1 = std::time::Instant::now();
     if began.is_ok() {
         let committed = conn.execute_batch("COMMIT");
-        Metrics::add(&metrics.db_apply_nanos, nanos(t1 - t0));
-        Metrics::add(&metrics.db_commit_nanos, nanos(t1.elapsed()));
+        Metrics::add_time(&metrics.db_apply_seconds, t1 - t0);
+        Metrics::add_time(&metrics.db_commit_seconds, t1.elapsed());
         if let Err(e) = committed {
             tracing::error!(error = %e, "group commit failed; the batch is refused");
             let _ = conn.execute_batch("ROLLBACK");
@@ -332,10 +332,6 @@ fn apply_batch(
         }
     }
     (done, stop)
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn apply(conn: &Connection, next_seq: &mut i64, op: WriteOp) -> Done {
