@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use claudemesh_protocol::ipc::LinkState;
 use claudemesh_protocol::limits::IDLE_TIMEOUT_MS;
-use claudemesh_protocol::wire::{ClientFrame, HelloAck, ServerFrame};
+use claudemesh_protocol::wire::{ClientFrame, ErrorCode, HelloAck, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -303,7 +303,7 @@ impl LinkTask {
                         }
                         Some(Ok(Message::Close(frame))) => {
                             let reason = frame.map(|f| f.reason.as_str().to_owned()).unwrap_or_default();
-                            if is_revocation(&reason) {
+                            if is_revocation(&ErrorCode::parse(&reason)) {
                                 return Ended::Revoked(format!("the broker closed the connection: {reason}"));
                             }
                             return Ended::Lost(if reason.is_empty() {
@@ -385,9 +385,8 @@ impl LinkTask {
 }
 
 /// A close reason or error code that means this member is out for good.
-fn is_revocation(code: &str) -> bool {
-    let code = code.to_ascii_lowercase();
-    code == "unauthorized" || code.contains("revoked")
+fn is_revocation(code: &ErrorCode) -> bool {
+    matches!(code, ErrorCode::Unauthorized | ErrorCode::Revoked)
 }
 
 /// A write the broker has not taken after this long means a dead network
