@@ -171,7 +171,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
             let err = error_text(r.error_code(), r.to_string());
             return close_direct(sink, stream, vec![err], 1008, r.code()).await;
         }
-        Err(HelloFailure::Internal(e)) if crate::store::is_disk_full_text(&e) => {
+        Err(HelloFailure::Internal(e)) if e.is_disk_full() => {
             tracing::error!(error = %e, "the disk is full: a hello was refused");
             let err = error_text(
                 ErrorCode::Unavailable,
