@@ -16,7 +16,7 @@ use claudemesh_protocol::wire::{
 };
 use tokio::sync::oneshot;
 
-use super::outbox_rules::{self, Situation, Verdict};
+use super::outbox_rules::{self, Retry, Situation, Verdict};
 use super::{Core, internal};
 use crate::ids;
 use crate::link::ReplyKey;
@@ -312,24 +312,23 @@ impl Core {
         match verdict {
             Verdict::Fail => self.fail(&id, &error.code, &error.message, false).await,
             Verdict::Withdraw => self.fail(&id, &error.code, &error.message, true).await,
-            retry => self.retry(mesh, row, error, retry).await,
+            Verdict::Retry(retry) => self.retry(mesh, row, error, retry).await,
         }
         true
     }
 
     /// Records the refusal on the row (with any members to seal for too),
-    /// then, in the background, does what `verdict` asks before sending
-    /// again.
+    /// then, in the background, does what `retry` asks and sends again.
     async fn retry(
         self: &Arc<Self>,
         mesh: &Arc<Mesh>,
         row: OutboxRow,
         error: &ErrorFrame,
-        verdict: Verdict,
+        retry: Retry,
     ) {
         let detail = format!("{}: {}", error.code, error.message);
         let mut extra = row.extra_members.clone();
-        if let Verdict::Reseal(members) = &verdict {
+        if let Retry::Reseal(members) = &retry {
             extra.extend(members.iter().cloned());
         }
         let (id, now) = (row.id.clone(), self.now_ms());
@@ -344,9 +343,9 @@ impl Core {
         let core = self.clone();
         let mesh = mesh.clone();
         tokio::spawn(async move {
-            match verdict {
-                Verdict::Reseal(_) | Verdict::RefreshPeers => core.refresh_peers(&mesh).await,
-                Verdict::Reopen => {
+            match retry {
+                Retry::Reseal(_) | Retry::RefreshPeers => core.refresh_peers(&mesh).await,
+                Retry::Reopen => {
                     let session = core
                         .sessions
                         .lock()
@@ -363,8 +362,7 @@ impl Core {
                         }
                     }
                 }
-                Verdict::RetryAfter(delay) => tokio::time::sleep(delay).await,
-                Verdict::Fail | Verdict::Withdraw => return,
+                Retry::After(delay) => tokio::time::sleep(delay).await,
             }
             let lookup = row.id.clone();
             if let Ok(Some(row)) = core.store.call(move |db| db.outbox_get(&lookup)).await {

@@ -42,16 +42,23 @@ pub enum Verdict {
     /// Bad input the sender still waits on: it hears the code, and nothing
     /// stays in the outbox.
     Withdraw,
-    /// Seal for these members too (64-hex keys the refusal named), refresh
-    /// the peer list and send again.
+    /// Not yet: note the refusal on the row, do this, then send again.
+    Retry(Retry),
+}
+
+/// What to do before sending a refused message again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Retry {
+    /// Seal for these members too (64-hex keys the refusal named), and
+    /// refresh the peer list.
     Reseal(Vec<String>),
-    /// Refresh the peer list and send again (a `missing_envelope` that
-    /// names no member this row does not already seal for).
+    /// Refresh the peer list (a `missing_envelope` that names no member
+    /// this row does not already seal for).
     RefreshPeers,
-    /// Open the sending session at the broker again, then send again.
+    /// Open the sending session at the broker again.
     Reopen,
-    /// Send again after this long.
-    RetryAfter(Duration),
+    /// Wait this long.
+    After(Duration),
 }
 
 /// The rule for a message the broker refused with `code` (and, for
@@ -73,16 +80,16 @@ pub fn on_refusal(
                     new.push(m.clone());
                 }
             }
-            if new.is_empty() {
-                Verdict::RefreshPeers
+            Verdict::Retry(if new.is_empty() {
+                Retry::RefreshPeers
             } else {
-                Verdict::Reseal(new)
-            }
+                Retry::Reseal(new)
+            })
         }
         // The broker lost the session (it restarted, or dropped it).
-        ErrorCode::UnknownSession => Verdict::Reopen,
+        ErrorCode::UnknownSession => Verdict::Retry(Retry::Reopen),
         ErrorCode::RateLimited | ErrorCode::Unavailable | ErrorCode::InternalError => {
-            Verdict::RetryAfter(TRANSIENT_RETRY)
+            Verdict::Retry(Retry::After(TRANSIENT_RETRY))
         }
         // Everything else is the message's own fault (malformed, too
         // large, wrong role…) or a code this build does not know: sending
@@ -104,7 +111,7 @@ fn unknown_target(situation: &Situation, now: i64) -> Verdict {
         .is_some_and(|at| now.saturating_sub(at) < SETTLE_WINDOW_MS)
         && !(situation.sender_waiting && situation.target_unheard_of);
     if settling {
-        Verdict::RetryAfter(TARGET_RETRY)
+        Verdict::Retry(Retry::After(TARGET_RETRY))
     } else if situation.sender_waiting {
         Verdict::Withdraw
     } else {
@@ -181,14 +188,14 @@ mod tests {
             ..settled()
         };
         let v = on_refusal(&row(1), &ErrorCode::UnknownTarget, &[], &s, NOW);
-        assert_eq!(v, Verdict::RetryAfter(TARGET_RETRY));
+        assert_eq!(v, Verdict::Retry(Retry::After(TARGET_RETRY)));
         // A waiting sender of a name heard before also waits it out.
         let s = Situation {
             sender_waiting: true,
             ..s
         };
         let v = on_refusal(&row(1), &ErrorCode::UnknownTarget, &[], &s, NOW);
-        assert_eq!(v, Verdict::RetryAfter(TARGET_RETRY));
+        assert_eq!(v, Verdict::Retry(Retry::After(TARGET_RETRY)));
     }
 
     #[test]
@@ -228,7 +235,7 @@ mod tests {
         r.extra_members = vec![key('a')];
         let named = [key('a'), key('b'), key('b'), "not-a-key".into(), key('C')];
         let v = on_refusal(&r, &ErrorCode::MissingEnvelope, &named, &settled(), NOW);
-        assert_eq!(v, Verdict::Reseal(vec![key('b')]));
+        assert_eq!(v, Verdict::Retry(Retry::Reseal(vec![key('b')])));
     }
 
     #[test]
@@ -242,9 +249,9 @@ mod tests {
             &settled(),
             NOW,
         );
-        assert_eq!(v, Verdict::RefreshPeers);
+        assert_eq!(v, Verdict::Retry(Retry::RefreshPeers));
         let v = on_refusal(&r, &ErrorCode::MissingEnvelope, &[], &settled(), NOW);
-        assert_eq!(v, Verdict::RefreshPeers);
+        assert_eq!(v, Verdict::Retry(Retry::RefreshPeers));
     }
 
     #[test]
@@ -257,7 +264,7 @@ mod tests {
             &settled(),
             NOW,
         );
-        assert_eq!(v, Verdict::Reseal(vec![key('b')]));
+        assert_eq!(v, Verdict::Retry(Retry::Reseal(vec![key('b')])));
         let v = on_refusal(
             &row(MAX_RESEALS),
             &ErrorCode::MissingEnvelope,
@@ -271,7 +278,7 @@ mod tests {
     #[test]
     fn unknown_session_reopens_the_session() {
         let v = on_refusal(&row(1), &ErrorCode::UnknownSession, &[], &settled(), NOW);
-        assert_eq!(v, Verdict::Reopen);
+        assert_eq!(v, Verdict::Retry(Retry::Reopen));
     }
 
     #[test]
@@ -282,7 +289,7 @@ mod tests {
             ErrorCode::InternalError,
         ] {
             let v = on_refusal(&row(1), &code, &[], &settled(), NOW);
-            assert_eq!(v, Verdict::RetryAfter(TRANSIENT_RETRY), "{code}");
+            assert_eq!(v, Verdict::Retry(Retry::After(TRANSIENT_RETRY)), "{code}");
         }
     }
 
