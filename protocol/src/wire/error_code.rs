@@ -4,9 +4,9 @@
 use crate::error_code::error_codes;
 
 error_codes! {
-    /// Why the broker refused a frame or a connection (PROTOCOL.md and
-    /// docs/protocol.md). Unknown codes from a newer broker land in
-    /// [`ErrorCode::Other`].
+    /// Why the broker refused a frame, a connection or an enrollment request
+    /// (`/v1/join`, `/v1/leave`) (PROTOCOL.md and docs/protocol.md). Unknown
+    /// codes from a newer broker land in [`ErrorCode::Other`].
     ErrorCode {
         /// A frame or field that does not parse or breaks a rule.
         Malformed = "malformed",
@@ -52,6 +52,14 @@ error_codes! {
         Unavailable = "unavailable",
         /// The broker failed (its database); retrying may help.
         InternalError = "internal_error",
+        /// Enrollment: the broker holds no mesh with this id.
+        UnknownMesh = "unknown_mesh",
+        /// Enrollment: the invite link does not decode or a field is bad.
+        BadInvite = "bad_invite",
+        /// Enrollment: the invite is past its expiry.
+        Expired = "expired",
+        /// Enrollment: the invite was used as many times as it allows.
+        Exhausted = "exhausted",
     }
 }
 
