@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use claudemesh_protocol::wire::{
-    Ack, DeliveryState, MessageSender, Priority, Push, RecipientState, ServerFrame,
+    Ack, DeliveryState, ErrorCode, MessageSender, Priority, Push, RecipientState, ServerFrame,
 };
 
 use crate::clock::Clock;
@@ -139,7 +139,7 @@ pub fn send_committed(
             tracing::error!(error = %e, "the disk is full: a message was refused");
             metrics.message_rejected("storage_full");
             let err = ServerFrame::error(
-                "unavailable",
+                ErrorCode::Unavailable,
                 "the broker's disk is full, so this message was not stored; send it again \
                  with the same id later (it is kept once space is freed)",
                 Some(request_id),
@@ -148,9 +148,9 @@ pub fn send_committed(
         }
         Err(e) => {
             tracing::error!(error = %e, "storing a message failed");
-            metrics.message_rejected("internal_error");
+            metrics.message_rejected(ErrorCode::InternalError.as_str());
             let err = ServerFrame::error(
-                "internal_error",
+                ErrorCode::InternalError,
                 "the broker could not store this message; send it again with the same id",
                 Some(request_id),
             );

@@ -14,7 +14,7 @@ use claudemesh_protocol::limits::HELLO_SKEW_MS;
 use claudemesh_protocol::wire::Hello;
 
 use crate::ctx::Ctx;
-use crate::store::{MemberInfo, members};
+use crate::store::{MemberInfo, StoreError, members};
 
 /// Why a hello did not get through.
 #[derive(Debug, thiserror::Error)]
@@ -23,7 +23,7 @@ pub enum HelloFailure {
     Rejected(HelloRejection),
     /// The broker could not check (database trouble): close 1011.
     #[error("the broker could not verify the hello: {0}")]
-    Internal(String),
+    Internal(StoreError),
 }
 
 impl From<HelloRejection> for HelloFailure {
@@ -41,7 +41,7 @@ pub async fn verify(ctx: &Ctx, frame: &Value) -> Result<(Hello, MemberInfo), Hel
     let member = ctx
         .store
         .read(|c| members::find_by_pubkey(c, &hello.mesh_id, &hello.pubkey))
-        .map_err(|e| HelloFailure::Internal(e.to_string()))?;
+        .map_err(HelloFailure::Internal)?;
     let member = match member {
         Some(m) if !m.revoked && m.id == hello.member_id => m,
         _ => return Err(HelloRejection::Unauthorized.into()),
@@ -60,6 +60,6 @@ pub async fn verify(ctx: &Ctx, frame: &Value) -> Result<(Hello, MemberInfo), Hel
     {
         Ok(true) => Ok((hello, member)),
         Ok(false) => Err(HelloRejection::Replayed.into()),
-        Err(e) => Err(HelloFailure::Internal(e.to_string())),
+        Err(e) => Err(HelloFailure::Internal(e)),
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use claudemesh_daemon::client::{ClientError, DaemonClient};
 use claudemesh_daemon::paths::Paths;
-use claudemesh_protocol::ipc::{AttachArgs, DaemonStatus, Request, Response};
+use claudemesh_protocol::ipc::{AttachArgs, DaemonStatus, IpcErrorCode, Request, Response};
 
 use crate::error::{CtlError, Result};
 use crate::output;
@@ -28,10 +28,13 @@ pub fn block_on<F: Future>(f: F) -> F::Output {
 fn client_error(e: ClientError) -> CtlError {
     match e {
         ClientError::NotRunning { .. } => CtlError::daemon_down(),
-        ClientError::Daemon(ipc) => CtlError::failure(format!(
-            "the daemon refused: {} ({})",
-            ipc.message, ipc.code
-        )),
+        ClientError::Daemon(ipc) => CtlError {
+            daemon_code: Some(ipc.code.clone()),
+            ..CtlError::failure(format!(
+                "the daemon refused: {} ({})",
+                ipc.message, ipc.code
+            ))
+        },
         other => CtlError::failure(other.to_string()),
     }
 }
@@ -134,7 +137,7 @@ pub async fn attach_self(
     match request(client, Request::Attach(args)).await {
         Ok(Response::Attached(info)) => Ok(info),
         Ok(other) => Err(unexpected("attach", &other)),
-        Err(mut e) if e.message.contains("unknown_mesh") => {
+        Err(mut e) if e.daemon_code == Some(IpcErrorCode::UnknownMesh) => {
             e.exit = crate::error::Exit::NotJoined;
             Err(e.hint("see `claudemesh-ctl list` for the joined meshes"))
         }

@@ -11,6 +11,7 @@ use claudemesh_daemon::keystore::Keystore;
 use claudemesh_protocol::MemberSecretKey;
 use claudemesh_protocol::invite::{self, Invite, InviteError};
 use claudemesh_protocol::leave::LeaveRequest;
+use claudemesh_protocol::wire::ErrorCode;
 use serde_json::{Value, json};
 
 use crate::broker_http::{self, HttpError, broker_override, http_origin};
@@ -93,28 +94,28 @@ fn enroll_error(e: HttpError, origin: &str, invite: &Invite) -> CtlError {
             message,
         } => {
             let said = message.clone().unwrap_or_default();
-            let (text, hint): (String, String) = match code.as_deref() {
-                Some("bad_invite") => (
+            let (text, hint): (String, String) = match code.as_deref().map(ErrorCode::parse) {
+                Some(ErrorCode::BadInvite) => (
                     format!("the broker refused the invite as malformed: {said}"),
                     ASK_FOR_NEW.into(),
                 ),
-                Some("bad_signature") => (
+                Some(ErrorCode::BadSignature) => (
                     "the broker says the invite is not signed by the mesh's owner key".into(),
                     format!("do not use this link; {ASK_FOR_NEW}"),
                 ),
-                Some("expired") => (
+                Some(ErrorCode::Expired) => (
                     "the broker says the invite has expired".into(),
                     ASK_FOR_NEW.into(),
                 ),
-                Some("revoked") => (
+                Some(ErrorCode::Revoked) => (
                     "the invite was revoked by the mesh owner".into(),
                     ASK_FOR_NEW.into(),
                 ),
-                Some("exhausted") => (
+                Some(ErrorCode::Exhausted) => (
                     "the invite has already been used as many times as it allows".into(),
                     ASK_FOR_NEW.into(),
                 ),
-                Some("unknown_mesh") => (
+                Some(ErrorCode::UnknownMesh) => (
                     format!(
                         "the broker at {origin} does not know mesh `{}` ({})",
                         invite.mesh_slug, invite.mesh_id

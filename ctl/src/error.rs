@@ -8,6 +8,8 @@
 use std::fmt;
 use std::process::ExitCode;
 
+use claudemesh_protocol::ipc::IpcErrorCode;
+
 /// The process exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -51,6 +53,8 @@ pub struct CtlError {
     pub hint: Option<String>,
     /// Already reported on stdout (e.g. doctor's table): only the exit code.
     pub quiet: bool,
+    /// The daemon's code, when the daemon refused the request.
+    pub daemon_code: Option<IpcErrorCode>,
 }
 
 pub type Result<T, E = CtlError> = std::result::Result<T, E>;
@@ -62,6 +66,7 @@ impl CtlError {
             message: message.into(),
             hint: None,
             quiet: false,
+            daemon_code: None,
         }
     }
 

@@ -22,7 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use claudemesh_daemon::paths::Paths;
-use claudemesh_protocol::ipc::{InboxMessage, Request, Response};
+use claudemesh_protocol::ipc::{InboxMessage, IpcErrorCode, Request, Response};
 use serde_json::{Value, json};
 
 use crate::{daemon, transcript};
@@ -146,7 +146,7 @@ pub fn run() {
                     .await
                     {
                         Ok(_) => true,
-                        Err(e) if e.message.contains("not_a_claude_process") => true,
+                        Err(e) if e.daemon_code == Some(IpcErrorCode::NotAClaudeProcess) => true,
                         Err(e) => return Err(e.message),
                     };
                 // Read again next time unless the daemon has them.
@@ -158,7 +158,7 @@ pub fn run() {
                 Ok(Response::HookContext { messages, .. }) => Ok(messages),
                 Ok(_) => Err("unexpected answer to hook_context".to_owned()),
                 // Not a Claude Code session the daemon knows: nothing to show.
-                Err(e) if e.message.contains("not_a_claude_process") => Ok(Vec::new()),
+                Err(e) if e.daemon_code == Some(IpcErrorCode::NotAClaudeProcess) => Ok(Vec::new()),
                 Err(e) => Err(e.message),
             }
         })

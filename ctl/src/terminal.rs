@@ -13,7 +13,9 @@
 use std::io::Write;
 
 use claudemesh_daemon::config::{Config, MeshConfig};
-use claudemesh_protocol::ipc::{AttachArgs, AttachedInfo, Event, InboxMessage, Request, Response};
+use claudemesh_protocol::ipc::{
+    AttachArgs, AttachedInfo, Event, InboxMessage, IpcErrorCode, Request, Response,
+};
 use serde_json::json;
 
 use crate::ctx;
@@ -85,7 +87,7 @@ async fn attach(
         Ok(_) => Err(CtlError::failure(
             "unexpected answer from the daemon to attach",
         )),
-        Err(mut e) if e.message.contains("unknown_mesh") => {
+        Err(mut e) if e.daemon_code == Some(IpcErrorCode::UnknownMesh) => {
             e.exit = crate::error::Exit::NotJoined;
             Err(e.hint("see `claudemesh-ctl list` for the joined meshes"))
         }

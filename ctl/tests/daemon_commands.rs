@@ -114,7 +114,6 @@ fn healthy(home: &Home) -> FakeDaemon {
             )),
             Request::Send(_) => Ok(Response::Sent(SentInfo {
                 message_id: "msg_42".into(),
-                accepted: true,
                 recipients: vec![RecipientView {
                     member: "cd".repeat(32),
                     session_id: Some("sess-api".into()),

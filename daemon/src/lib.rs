@@ -16,6 +16,8 @@ pub mod paths;
 #[cfg(feature = "server")]
 pub mod background;
 #[cfg(feature = "server")]
+pub mod clock;
+#[cfg(feature = "server")]
 pub mod core;
 #[cfg(feature = "server")]
 pub mod ids;

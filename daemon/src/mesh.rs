@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use claudemesh_protocol::MemberSecretKey;
 use claudemesh_protocol::ipc::LinkState;
@@ -26,8 +25,8 @@ pub struct Mesh {
     /// next connect.
     pending_closes: Mutex<HashSet<String>>,
     worker: Mutex<Option<JoinHandle<()>>>,
-    /// When the current connection's hello was accepted.
-    connected_at: Mutex<Option<Instant>>,
+    /// When the current connection's hello was accepted (ms, core clock).
+    connected_at: Mutex<Option<i64>>,
     /// Display names seen in the broker's peer lists and events since the
     /// daemon started: right after a reconnect, a name seen before belongs
     /// to a peer that may not be back yet, not to no one.
@@ -76,14 +75,14 @@ impl Mesh {
         self.link.status().state == LinkState::Revoked
     }
 
-    pub fn mark_connected(&self) {
-        *lock(&self.connected_at) = Some(Instant::now());
+    pub fn mark_connected(&self, now_ms: i64) {
+        *lock(&self.connected_at) = Some(now_ms);
     }
 
-    /// True within `window` of the last connect: right after a broker
-    /// restart, peers are still coming back and names may not resolve yet.
-    pub fn connected_within(&self, window: Duration) -> bool {
-        lock(&self.connected_at).is_some_and(|t| t.elapsed() < window)
+    /// When the last connect was (ms): right after a broker restart, peers
+    /// are still coming back and names may not resolve yet.
+    pub fn connected_at(&self) -> Option<i64> {
+        *lock(&self.connected_at)
     }
 
     pub fn set_worker(&self, worker: JoinHandle<()>) {

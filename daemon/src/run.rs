@@ -117,6 +117,7 @@ async fn serve(paths: Paths, options: RunOptions) -> anyhow::Result<()> {
         keystore,
         CoreOptions {
             local_enabled: options.local,
+            clock: crate::clock::Clock::system(),
         },
     )?;
 

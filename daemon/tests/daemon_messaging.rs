@@ -54,7 +54,6 @@ async fn two_daemons_on_one_broker_exchange_messages() {
         Ok(Response::Sent(s)) => s,
         other => panic!("send answered {other:?}"),
     };
-    assert!(sent.accepted);
     assert_eq!(sent.recipients.len(), 1, "{sent:?}");
     assert_eq!(sent.recipients[0].display_name.as_deref(), Some("bob"));
 
@@ -590,4 +589,53 @@ async fn a_large_inbox_is_handed_over_in_answers_the_client_can_read() {
     let expected: Vec<String> = (0..COUNT).map(|i| format!("{i:02}")).collect();
     assert_eq!(all, expected, "each message once, oldest first");
     drop(daemon);
+}
+
+/// A send to an enrolled member with no session anywhere: the daemon's peer
+/// list cannot name it, so the first transmission has no envelope for it;
+/// the broker's `missing_envelope` names the member in `members`, and the
+/// daemon seals for it and sends again, so the message is queued for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_named_by_missing_envelope_is_sealed_for_and_the_message_queued() {
+    let broker = TestBroker::start().await;
+    let (home_a, home_c) = (Home::new(), Home::new());
+    broker.enroll(&home_a, "team", "alice-member");
+    // Carol never runs a daemon: the broker knows her only as a member.
+    let carol = broker.enroll(&home_c, "team", "carol-member");
+    let da = Daemon::start_ready(&home_a, &["--no-local"]).await;
+    let mut a = da.client().await;
+    a.attach(std::process::id(), "alice", None).await;
+
+    let sent = match a
+        .request(send("carol-member", "for later", Priority::Next))
+        .await
+    {
+        Ok(Response::Sent(s)) => s,
+        other => panic!("send answered {other:?}; log:\n{}", da.log()),
+    };
+    let queued = eventually(WAIT, async || {
+        match a
+            .request(Request::MessageStatus {
+                message_id: sent.message_id.clone(),
+            })
+            .await
+        {
+            Ok(Response::MessageStatus { recipients, .. }) => recipients
+                .iter()
+                .any(|r| r.member == carol.pubkey && r.state == DeliveryState::Queued)
+                .then_some(()),
+            other => panic!("message_status answered {other:?}"),
+        }
+    })
+    .await;
+    assert!(
+        queued.is_some(),
+        "never queued for carol; log:\n{}",
+        da.log()
+    );
+    assert!(
+        da.log().contains("missing_envelope"),
+        "the first transmission was expected to lack carol's envelope; log:\n{}",
+        da.log()
+    );
 }

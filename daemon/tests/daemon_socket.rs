@@ -23,7 +23,7 @@ fn relay_helper() {
 async fn error_code(c: &mut TestClient, raw: &[u8]) -> String {
     c.send_raw(raw).await.expect("write");
     match c.next_frame(WAIT).await {
-        Some(DaemonFrame::Err { error, .. }) => error.code,
+        Some(DaemonFrame::Err { error, .. }) => error.code.to_string(),
         other => panic!(
             "{:?} was answered with {other:?}",
             String::from_utf8_lossy(raw)

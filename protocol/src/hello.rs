@@ -14,7 +14,7 @@ use crate::limits::{
     HELLO_SKEW_MS, MAX_CLIENT_BYTES, MAX_CWD_BYTES, MAX_DISPLAY_NAME_CHARS, TextError, check_line,
     check_name,
 };
-use crate::wire::Hello;
+use crate::wire::{ErrorCode, Hello};
 
 /// Why a hello was refused, in PROTOCOL.md's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
@@ -52,6 +52,17 @@ impl HelloRejection {
             Self::BadSignature => "bad_signature",
             Self::Unauthorized => "unauthorized",
             Self::Replayed => "replayed",
+        }
+    }
+
+    /// [`Self::code`] as the error frame's typed code.
+    pub fn error_code(self) -> ErrorCode {
+        match self {
+            Self::TimestampSkew => ErrorCode::TimestampSkew,
+            Self::Malformed => ErrorCode::Malformed,
+            Self::BadSignature => ErrorCode::BadSignature,
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::Replayed => ErrorCode::Replayed,
         }
     }
 }

@@ -68,11 +68,12 @@ pub enum InviteError {
 
 impl InviteError {
     /// The `POST /v1/join` error code for this failure.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::wire::ErrorCode {
+        use crate::wire::ErrorCode;
         match self {
-            Self::BadSignature => "bad_signature",
-            Self::Expired { .. } => "expired",
-            _ => "bad_invite",
+            Self::BadSignature => ErrorCode::BadSignature,
+            Self::Expired { .. } => ErrorCode::Expired,
+            _ => ErrorCode::BadInvite,
         }
     }
 }

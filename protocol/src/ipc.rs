@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::error_code::error_codes;
 use crate::wire::{DeliveryState, MemberPresence, MessageSender, Peer, PeerStatus, Priority};
 
 /// Bumped on any incompatible change to these frames.
@@ -183,20 +184,71 @@ pub enum DaemonFrame {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message} ({code})")]
 pub struct IpcError {
-    /// snake_case: `version_mismatch`, `no_hello`, `malformed`, `unknown_op`,
-    /// `too_large`, `not_attached`, `already_attached`, `unknown_mesh`,
-    /// `unknown_target`, `not_a_claude_process`, `forbidden`, `internal`, …
-    pub code: String,
+    pub code: IpcErrorCode,
     /// One sentence a person can act on.
     pub message: String,
 }
 
 impl IpcError {
-    pub fn new(code: &str, message: impl Into<String>) -> Self {
+    pub fn new(code: impl Into<IpcErrorCode>, message: impl Into<String>) -> Self {
         Self {
-            code: code.to_owned(),
+            code: code.into(),
             message: message.into(),
         }
+    }
+}
+
+error_codes! {
+    /// Why the daemon refused a request (`docs/ipc.md`). A code this build
+    /// does not know (a newer daemon's) lands in [`IpcErrorCode::Other`].
+    IpcErrorCode {
+        /// The client's [`IPC_VERSION`] is not the daemon's.
+        VersionMismatch = "version_mismatch",
+        /// The first request was not `hello`.
+        NoHello = "no_hello",
+        /// A line, request or argument that does not parse or breaks a rule.
+        Malformed = "malformed",
+        /// An `op` the daemon does not know.
+        UnknownOp = "unknown_op",
+        /// A line or message over its limit.
+        TooLarge = "too_large",
+        /// The request needs `attach` first.
+        NotAttached = "not_attached",
+        /// This connection already carries a session.
+        AlreadyAttached = "already_attached",
+        /// No joined mesh has this slug or id.
+        UnknownMesh = "unknown_mesh",
+        /// A `send` whose `to` names no one (the broker's answer, passed on).
+        UnknownTarget = "unknown_target",
+        /// The `claudePid` is not a Claude Code ancestor of the caller.
+        NotAClaudeProcess = "not_a_claude_process",
+        /// The caller is another OS user.
+        Forbidden = "forbidden",
+        /// The daemon has all the connections it takes.
+        Busy = "busy",
+        /// `message_status` for a message this daemon never sent.
+        UnknownMessage = "unknown_message",
+        /// The member was revoked from the session's mesh.
+        Revoked = "revoked",
+        /// The broker cannot answer now (the link is down).
+        Unavailable = "unavailable",
+        /// The config file could not be read.
+        ConfigError = "config_error",
+        /// The daemon's disk is full: nothing was stored.
+        StorageFull = "storage_full",
+        /// The daemon's database failed; see its log.
+        Internal = "internal",
+        /// The broker's sealing check, passed on when re-sealing gave up.
+        MissingEnvelope = "missing_envelope",
+        /// The broker's rate limit, passed on.
+        RateLimited = "rate_limited",
+    }
+}
+
+impl From<&crate::wire::ErrorCode> for IpcErrorCode {
+    /// A broker refusal reaches the client under the broker's own code.
+    fn from(code: &crate::wire::ErrorCode) -> Self {
+        Self::parse(code.as_str())
     }
 }
 
@@ -263,16 +315,29 @@ pub struct AttachedInfo {
     pub link: LinkState,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A `sent` answer: the message is durable in the outbox.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SentInfo {
     /// The id the sender uses for `message_status`.
     pub message_id: String,
-    /// Durable in the outbox; always true in a `Sent` answer.
-    pub accepted: bool,
     /// Per recipient, once the broker has acknowledged; empty while the
     /// broker is unreachable (the message waits in the outbox).
     pub recipients: Vec<RecipientView>,
+}
+
+/// The JSON keeps `"accepted":true` (docs/ipc.md promises it, and clients
+/// built before the field left this struct require it); it never said
+/// anything, so it is not a field.
+impl Serialize for SentInfo {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut sent = serializer.serialize_struct("SentInfo", 3)?;
+        sent.serialize_field("messageId", &self.message_id)?;
+        sent.serialize_field("accepted", &true)?;
+        sent.serialize_field("recipients", &self.recipients)?;
+        sent.end()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -427,20 +492,26 @@ impl RequestFrame {
         let id = object.and_then(|o| o.get("id")).and_then(Value::as_u64);
         let op = object.and_then(|o| o.get("op")).and_then(Value::as_str);
         let error = match (object, op) {
-            (None, _) => IpcError::new("malformed", "a request must be one JSON object per line"),
-            (Some(_), None) => IpcError::new("malformed", "a request needs a string field `op`"),
+            (None, _) => IpcError::new(
+                IpcErrorCode::Malformed,
+                "a request must be one JSON object per line",
+            ),
+            (Some(_), None) => IpcError::new(
+                IpcErrorCode::Malformed,
+                "a request needs a string field `op`",
+            ),
             (Some(_), Some(op)) if !Request::OPS.contains(&op) => {
-                IpcError::new("unknown_op", format!("unknown operation `{op}`"))
+                IpcError::new(IpcErrorCode::UnknownOp, format!("unknown operation `{op}`"))
             }
             (Some(o), Some(op)) if id.is_none() => IpcError::new(
-                "malformed",
+                IpcErrorCode::Malformed,
                 format!(
                     "request `{op}` needs a non-negative integer `id` (got {})",
                     o.get("id").map_or("none".to_owned(), Value::to_string)
                 ),
             ),
             (Some(_), Some(op)) => IpcError::new(
-                "malformed",
+                IpcErrorCode::Malformed,
                 format!("invalid arguments for `{op}`: {}", strip_position(&first)),
             ),
         };
@@ -457,7 +528,7 @@ impl DaemonFrame {
     pub fn parse(line: &str) -> Result<Self, IpcError> {
         serde_json::from_str(line).map_err(|e| {
             IpcError::new(
-                "malformed",
+                IpcErrorCode::Malformed,
                 format!("unreadable frame from the daemon: {}", strip_position(&e)),
             )
         })
@@ -543,6 +614,65 @@ mod tests {
         assert_eq!((e.id, e.error.code.as_str()), (None, "malformed"));
         let e = RequestFrame::parse(r#"{"id":-1,"op":"detach"}"#).unwrap_err();
         assert_eq!(e.error.code, "malformed");
+    }
+
+    #[test]
+    fn every_error_code_round_trips_as_its_string() {
+        for code in IpcErrorCode::KNOWN {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+            assert_eq!(&serde_json::from_str::<IpcErrorCode>(&json).unwrap(), code);
+        }
+        let strings: std::collections::BTreeSet<_> = IpcErrorCode::KNOWN
+            .iter()
+            .map(IpcErrorCode::as_str)
+            .collect();
+        assert_eq!(
+            strings.len(),
+            IpcErrorCode::KNOWN.len(),
+            "two variants share a string"
+        );
+        assert_eq!(
+            IpcError::new(IpcErrorCode::NotAClaudeProcess, "x"),
+            serde_json::from_str(r#"{"code":"not_a_claude_process","message":"x"}"#).unwrap()
+        );
+    }
+
+    #[test]
+    fn an_unknown_error_code_parses_into_other_and_is_sent_back_unchanged() {
+        let line = r#"{"kind":"err","id":3,"error":{"code":"quota_exceeded","message":"m"}}"#;
+        let frame = DaemonFrame::parse(line).unwrap();
+        let DaemonFrame::Err { error, .. } = &frame else {
+            panic!("{frame:?}")
+        };
+        assert_eq!(error.code, IpcErrorCode::Other("quota_exceeded".into()));
+        assert_eq!(frame.to_line().trim_end(), line);
+    }
+
+    #[test]
+    fn a_broker_code_passed_on_keeps_its_string() {
+        use crate::wire::ErrorCode;
+        for code in ErrorCode::KNOWN {
+            assert_eq!(IpcErrorCode::from(code).as_str(), code.as_str());
+        }
+        assert_eq!(
+            IpcErrorCode::from(&ErrorCode::UnknownTarget),
+            IpcErrorCode::UnknownTarget
+        );
+    }
+
+    #[test]
+    fn a_sent_answer_still_says_accepted() {
+        let sent = Response::Sent(SentInfo {
+            message_id: "m-1".into(),
+            recipients: Vec::new(),
+        });
+        let json = serde_json::to_string(&sent).unwrap();
+        assert_eq!(
+            json,
+            r#"{"type":"sent","messageId":"m-1","accepted":true,"recipients":[]}"#
+        );
+        assert_eq!(serde_json::from_str::<Response>(&json).unwrap(), sent);
     }
 
     #[test]

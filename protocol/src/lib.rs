@@ -10,6 +10,7 @@
 pub mod critical_thread;
 pub mod encoding;
 pub mod envelope;
+mod error_code;
 pub mod hello;
 pub mod invite;
 pub mod ipc;

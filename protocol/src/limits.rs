@@ -126,10 +126,11 @@ pub enum TextError {
 
 impl TextError {
     /// The protocol error code: `too_large` or `malformed`.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::wire::ErrorCode {
+        use crate::wire::ErrorCode;
         match self {
-            Self::TooLong { .. } => "too_large",
-            Self::ControlCharacter { .. } => "malformed",
+            Self::TooLong { .. } => ErrorCode::TooLarge,
+            Self::ControlCharacter { .. } => ErrorCode::Malformed,
         }
     }
 }

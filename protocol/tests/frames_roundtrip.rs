@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 
-use claudemesh_protocol::wire::{Ack, MemberPresence, Send};
+use claudemesh_protocol::wire::{Ack, ErrorCode, MemberPresence, SendRequest};
 use claudemesh_protocol::wire::{
     ClientFrame, ConnectionRole, DeliveryState, Envelope, ErrorFrame, FrameError, Hello, HelloAck,
     MessageBody, MessageSender, Peer, PeerEvent, PeerStatus, Priority, Push, RecipientState,
@@ -178,7 +178,7 @@ fn client_examples() -> Vec<(String, ClientFrame)> {
  "priority":"now",
  "envelopes":[{"member":"<recipient pubkey>","nonce":"<b64 24 bytes>","ciphertext":"<b64>"}]}"#,
             ),
-            ClientFrame::Send(Send {
+            ClientFrame::Send(SendRequest {
                 id: s("<client message id>"),
                 session_id: Some(s("<sender session>")),
                 to: s("…"),
@@ -192,7 +192,7 @@ fn client_examples() -> Vec<(String, ClientFrame)> {
         ),
         (
             s(r#"{"type":"send","id":"c2","to":"@backend","envelopes":[]}"#),
-            ClientFrame::Send(Send {
+            ClientFrame::Send(SendRequest {
                 id: s("c2"),
                 session_id: None,
                 to: s("@backend"),
@@ -399,17 +399,30 @@ fn server_examples() -> Vec<(String, ServerFrame)> {
                 r#"{"type":"error","code":"<snake_case>","message":"<sentence>","id":"<request id, if any>"}"#,
             ),
             ServerFrame::Error(ErrorFrame {
-                code: s("<snake_case>"),
+                code: ErrorCode::Other(s("<snake_case>")),
                 message: s("<sentence>"),
                 id: Some(s("<request id, if any>")),
+                members: Vec::new(),
             }),
         ),
         (
             s(r#"{"type":"error","code":"no_hello","message":"Send hello first."}"#),
             ServerFrame::Error(ErrorFrame {
-                code: s("no_hello"),
+                code: ErrorCode::NoHello,
                 message: s("Send hello first."),
                 id: None,
+                members: Vec::new(),
+            }),
+        ),
+        (
+            s(
+                r#"{"type":"error","code":"missing_envelope","message":"no envelope for recipient member(s) …","id":"m-1","members":["…"]}"#,
+            ),
+            ServerFrame::Error(ErrorFrame {
+                code: ErrorCode::MissingEnvelope,
+                message: s("no envelope for recipient member(s) …"),
+                id: Some(s("m-1")),
+                members: vec![s("…")],
             }),
         ),
     ]
@@ -688,7 +701,7 @@ fn every_enum_value_round_trips() {
     ] {
         assert_eq!(priority.as_str(), text);
         assert_eq!(Priority::parse(text), Some(priority));
-        let send = ClientFrame::Send(Send {
+        let send = ClientFrame::Send(SendRequest {
             id: s("c"),
             session_id: None,
             to: s("*"),

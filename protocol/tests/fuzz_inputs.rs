@@ -153,7 +153,7 @@ proptest! {
                 prop_assert_eq!(again, frame);
             }
             Err(failure) => {
-                prop_assert!(!failure.error.code.is_empty());
+                prop_assert!(!failure.error.code.as_str().is_empty());
                 if failure.id.is_some() {
                     prop_assert_eq!(failure.id, id);
                 }

@@ -260,7 +260,6 @@ mod tests {
     fn sent_says_per_recipient_state() {
         let info = SentInfo {
             message_id: "m1".into(),
-            accepted: true,
             recipients: vec![RecipientView {
                 member: "b".repeat(64),
                 session_id: Some("s".into()),
@@ -308,7 +307,6 @@ mod tests {
         };
         let info = SentInfo {
             message_id: "m-0123456789abcdef01234567".into(),
-            accepted: true,
             recipients: vec![recipient.clone()],
         };
         let message = InboxMessage {

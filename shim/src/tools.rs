@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use claudemesh_protocol::ipc::{MAX_TEXT_BYTES, Request, Response, SendArgs};
+use claudemesh_protocol::ipc::{IpcErrorCode, MAX_TEXT_BYTES, Request, Response, SendArgs};
 use claudemesh_protocol::wire::{PeerStatus, Priority};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
@@ -198,16 +198,21 @@ fn error_result(e: ToolError) -> CallToolResult {
     let (kind, code, text) = match e {
         ToolError::BadArgs(text) => ("invalid_arguments", None, text),
         ToolError::Failed(Failure::Refused(e)) => {
-            let hint = match e.code.as_str() {
-                "unknown_target" if !e.message.contains("list_peers") => {
+            // A hint the daemon's sentence already gives is not repeated.
+            let hint = match e.code {
+                IpcErrorCode::UnknownTarget if !e.message.contains("list_peers") => {
                     "Call list_peers for the names you can send to."
                 }
-                "unknown_mesh" if !e.message.contains("claudemesh-ctl") => {
+                IpcErrorCode::UnknownMesh if !e.message.contains("claudemesh-ctl") => {
                     "Run `claudemesh-ctl list` to see the joined meshes."
                 }
                 _ => "",
             };
-            ("refused", Some(e.code.clone()), sentences(&e.message, hint))
+            (
+                "refused",
+                Some(e.code.to_string()),
+                sentences(&e.message, hint),
+            )
         }
         ToolError::Failed(f @ Failure::Unreachable(_)) => {
             ("daemon_unreachable", None, f.to_string())

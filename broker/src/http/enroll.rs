@@ -24,12 +24,13 @@ use claudemesh_protocol::hello::HelloRejection;
 use claudemesh_protocol::invite::{self, InviteError};
 use claudemesh_protocol::leave::LeaveRequest;
 use claudemesh_protocol::limits::{self, MAX_DISPLAY_NAME_CHARS};
+use claudemesh_protocol::wire::ErrorCode;
 
 use crate::ctx::Ctx;
 use crate::store::invites::{JoinRefusal, JoinRequest};
 use crate::store::{StoreError, invites, members};
 
-fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     (
         status,
         Json(json!({"error": code, "message": message.into()})),
@@ -41,7 +42,7 @@ fn internal(e: &StoreError) -> Response {
     tracing::error!(error = %e, "enrollment database error");
     error(
         StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
+        ErrorCode::InternalError,
         "the broker could not complete this request; try again",
     )
 }
@@ -59,14 +60,14 @@ pub async fn join(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<JoinBody>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "malformed",
+            ErrorCode::Malformed,
             "the body must be JSON {\"invite\",\"pubkey\",\"displayName\"}",
         );
     };
     if MemberPublicKey::from_hex(&req.pubkey).is_err() {
         return error(
             StatusCode::BAD_REQUEST,
-            "malformed",
+            ErrorCode::Malformed,
             "pubkey must be a 64-character lowercase hex ed25519 public key",
         );
     }
@@ -83,7 +84,7 @@ pub async fn join(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
     if let Some(name) = &req.display_name
         && let Err(e) = limits::check_name("displayName", name, MAX_DISPLAY_NAME_CHARS)
     {
-        return error(StatusCode::BAD_REQUEST, "malformed", e.to_string());
+        return error(StatusCode::BAD_REQUEST, ErrorCode::Malformed, e.to_string());
     }
     let display_name: String = req
         .display_name
@@ -97,7 +98,7 @@ pub async fn join(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
         Err(e) => {
             return error(
                 StatusCode::INTERNAL_SERVER_ERROR,
-                "internal_error",
+                ErrorCode::InternalError,
                 e.to_string(),
             );
         }
@@ -141,32 +142,32 @@ pub async fn join(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
             let (status, code, message) = match r {
                 JoinRefusal::UnknownMesh => (
                     StatusCode::NOT_FOUND,
-                    "unknown_mesh",
+                    ErrorCode::UnknownMesh,
                     "this broker has no such mesh",
                 ),
                 JoinRefusal::BadSignature => (
                     StatusCode::FORBIDDEN,
-                    "bad_signature",
+                    ErrorCode::BadSignature,
                     "the invite was not signed by this mesh's owner key",
                 ),
                 JoinRefusal::BadInvite => (
                     StatusCode::BAD_REQUEST,
-                    "bad_invite",
+                    ErrorCode::BadInvite,
                     "this broker issued no such invite for this mesh",
                 ),
                 JoinRefusal::Revoked => (
                     StatusCode::FORBIDDEN,
-                    "revoked",
+                    ErrorCode::Revoked,
                     "the invite (or this key's membership) has been revoked",
                 ),
                 JoinRefusal::Expired => (
                     StatusCode::GONE,
-                    "expired",
+                    ErrorCode::Expired,
                     "the invite has expired; ask for a new one",
                 ),
                 JoinRefusal::Exhausted => (
                     StatusCode::GONE,
-                    "exhausted",
+                    ErrorCode::Exhausted,
                     "the invite has no uses left; ask for a new one",
                 ),
             };
@@ -179,7 +180,7 @@ pub async fn leave(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
     let Ok(req) = serde_json::from_slice::<LeaveRequest>(&body) else {
         return error(
             StatusCode::BAD_REQUEST,
-            "malformed",
+            ErrorCode::Malformed,
             "the body must be JSON {\"meshId\",\"memberId\",\"pubkey\",\"timestamp\",\"signature\"}",
         );
     };
@@ -188,7 +189,7 @@ pub async fn leave(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
             HelloRejection::BadSignature => StatusCode::UNAUTHORIZED,
             _ => StatusCode::BAD_REQUEST,
         };
-        return error(status, r.code(), r.to_string());
+        return error(status, r.error_code(), r.to_string());
     }
     let now_ms = ctx.now_ms();
     let store = ctx.store.clone();
@@ -219,7 +220,7 @@ pub async fn leave(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
         }
         Ok(Ok(false)) => error(
             StatusCode::FORBIDDEN,
-            HelloRejection::Unauthorized.code(),
+            HelloRejection::Unauthorized.error_code(),
             "no member of this mesh has this public key and member id",
         ),
         Ok(Err(e)) => internal(&e),

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 
 use axum::extract::ws::{Message, Utf8Bytes};
-use claudemesh_protocol::wire::{ConnectionRole, Peer, PeerEvent, PeerStatus, ServerFrame};
+use claudemesh_protocol::wire::{
+    ConnectionRole, ErrorCode, Peer, PeerEvent, PeerStatus, ServerFrame,
+};
 
 use claudemesh_protocol::limits::{
     MAX_DISPLAY_NAME_CHARS, MAX_GROUP_CHARS, MAX_PEERS_LIST_BYTES, MAX_SESSIONS_PER_CONNECTION,
@@ -66,20 +68,20 @@ pub enum SessionError {
 
 impl SessionError {
     /// The error code and sentence sent to the client.
-    pub fn code_and_message(self, session_id: &str) -> (&'static str, String) {
+    pub fn code_and_message(self, session_id: &str) -> (ErrorCode, String) {
         match self {
             Self::Unknown => (
-                "unknown_session",
+                ErrorCode::UnknownSession,
                 format!("session {session_id} is not open on this connection"),
             ),
             Self::TooManyOnConnection => (
-                "too_many_sessions",
+                ErrorCode::TooManySessions,
                 format!(
                     "a connection carries at most {MAX_SESSIONS_PER_CONNECTION} sessions; close one first"
                 ),
             ),
             Self::TooManyForMember => (
-                "too_many_sessions",
+                ErrorCode::TooManySessions,
                 format!(
                     "a member has at most {MAX_SESSIONS_PER_MEMBER} sessions listed; close one first"
                 ),
@@ -338,10 +340,12 @@ impl MeshState {
             {
                 oc.sessions.retain(|s| *s != key.1);
                 match oc.role {
-                    ConnectionRole::Session => oc.handle.close(1000, "session_taken_over"),
+                    ConnectionRole::Session => {
+                        oc.handle.close(1000, ErrorCode::SessionTakenOver.as_str())
+                    }
                     ConnectionRole::Daemon => {
                         let err = ServerFrame::error(
-                            "session_taken_over",
+                            ErrorCode::SessionTakenOver,
                             format!(
                                 "session {} was taken over by another connection of this member",
                                 key.1
@@ -509,7 +513,7 @@ impl MeshState {
         for id in self.member_conns(member_id).to_vec() {
             if let Some(c) = self.conns.get_mut(&id) {
                 c.sessions.clear();
-                c.handle.close(1008, "revoked");
+                c.handle.close(1008, ErrorCode::Revoked.as_str());
             }
         }
         let keys: Vec<SessionKey> = self

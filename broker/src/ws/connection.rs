@@ -25,7 +25,7 @@ use serde_json::Value;
 use tokio::time::MissedTickBehavior;
 
 use claudemesh_protocol::limits::MAX_FRAME_BYTES;
-use claudemesh_protocol::wire::{ConnectionRole, HelloAck, ServerFrame};
+use claudemesh_protocol::wire::{ConnectionRole, ErrorCode, HelloAck, ServerFrame};
 
 use crate::ctx::Ctx;
 use crate::delivery::{self, Redelivery};
@@ -125,7 +125,7 @@ async fn drain_until_closed(stream: &mut SplitStream<WebSocket>) {
     let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
 }
 
-fn error_text(code: &str, message: impl Into<String>) -> Message {
+fn error_text(code: ErrorCode, message: impl Into<String>) -> Message {
     Message::Text(Utf8Bytes::from(
         ServerFrame::error(code, message, None).to_json(),
     ))
@@ -145,8 +145,8 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         }
         Ok(Incoming::Text(t)) => t,
         Ok(Incoming::TooLarge) => {
-            let err = error_text("too_large", "frames are limited to 1 MiB");
-            return close_direct(sink, stream, vec![err], 1009, "too_large").await;
+            let err = error_text(ErrorCode::TooLarge, "frames are limited to 1 MiB");
+            return close_direct(sink, stream, vec![err], 1009, ErrorCode::TooLarge.as_str()).await;
         }
         Ok(Incoming::Closed) => return,
         Ok(Incoming::Binary | Incoming::Control) => {
@@ -168,25 +168,39 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         Err(HelloFailure::Rejected(r)) => {
             ctx.metrics.connection_rejected(r.code());
             tracing::info!(reason = r.code(), "hello rejected");
-            let err = error_text(r.code(), r.to_string());
+            let err = error_text(r.error_code(), r.to_string());
             return close_direct(sink, stream, vec![err], 1008, r.code()).await;
         }
-        Err(HelloFailure::Internal(e)) if crate::store::is_disk_full_text(&e) => {
+        Err(HelloFailure::Internal(e)) if e.is_disk_full() => {
             tracing::error!(error = %e, "the disk is full: a hello was refused");
             let err = error_text(
-                "unavailable",
+                ErrorCode::Unavailable,
                 "the broker's disk is full and it cannot accept connections now; try again later",
             );
             // 1013: try again later.
-            return close_direct(sink, stream, vec![err], 1013, "unavailable").await;
+            return close_direct(
+                sink,
+                stream,
+                vec![err],
+                1013,
+                ErrorCode::Unavailable.as_str(),
+            )
+            .await;
         }
         Err(HelloFailure::Internal(e)) => {
             tracing::error!(error = %e, "hello could not be verified");
             let err = error_text(
-                "internal_error",
+                ErrorCode::InternalError,
                 "the broker could not verify the hello; try again",
             );
-            return close_direct(sink, stream, vec![err], 1011, "internal_error").await;
+            return close_direct(
+                sink,
+                stream,
+                vec![err],
+                1011,
+                ErrorCode::InternalError.as_str(),
+            )
+            .await;
         }
     };
 
@@ -194,11 +208,11 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
     let (handle, rx) = ConnHandle::new(conn_id, ctx.config.outbound_queue);
     let mesh = ctx.hub.mesh(&hello.mesh_id);
     let now = ctx.now_ms();
-    let attached: Result<i64, (&'static str, String)> = {
+    let attached: Result<i64, (ErrorCode, String)> = {
         let mut state = mesh.lock();
         if state.member_conns(&member.id).len() >= ctx.config.max_connections_per_member {
             Err((
-                "too_many_connections",
+                ErrorCode::TooManyConnections,
                 format!(
                     "this member already has {} connections open; close one and retry",
                     ctx.config.max_connections_per_member
@@ -257,9 +271,10 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
     let dispatched = match attached {
         Ok(d) => d,
         Err((code, message)) => {
-            ctx.metrics.connection_rejected(code);
+            ctx.metrics.connection_rejected(code.as_str());
+            let reason = code.as_str().to_owned();
             let err = error_text(code, message);
-            return close_direct(sink, stream, vec![err], 1008, code).await;
+            return close_direct(sink, stream, vec![err], 1008, &reason).await;
         }
     };
     slot.authenticated();
@@ -313,13 +328,14 @@ async fn reject_no_hello(
     sink: SplitSink<WebSocket, Message>,
     stream: SplitStream<WebSocket>,
 ) {
-    ctx.metrics.connection_rejected("no_hello");
-    tracing::info!(reason = "no_hello", "connection rejected");
+    let reason = ErrorCode::NoHello.as_str();
+    ctx.metrics.connection_rejected(reason);
+    tracing::info!(reason, "connection rejected");
     let err = error_text(
-        "no_hello",
+        ErrorCode::NoHello,
         "the first frame on a connection must be a hello",
     );
-    close_direct(sink, stream, vec![err], 1008, "no_hello").await;
+    close_direct(sink, stream, vec![err], 1008, reason).await;
 }
 
 /// Reads frames until the connection ends; says how it ended.
@@ -342,9 +358,9 @@ async fn read_loop(conn: &Connection, stream: &mut SplitStream<WebSocket>) -> De
                 last_heard = Instant::now();
                 match classify(item) {
                     Incoming::Text(t) => conn.on_text(&t).await,
-                    Incoming::Binary => conn.error("malformed", "frames must be JSON text frames", None),
+                    Incoming::Binary => conn.error(ErrorCode::Malformed, "frames must be JSON text frames", None),
                     Incoming::Control => {}
-                    Incoming::TooLarge => conn.handle.close(1009, "too_large"),
+                    Incoming::TooLarge => conn.handle.close(1009, ErrorCode::TooLarge.as_str()),
                     Incoming::Closed => return Departure::Dropped,
                 }
             }

@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 
-use serde_json::json;
-
 use claudemesh_protocol::encoding::{b64_decode, is_lower_hex, is_valid_id};
 use claudemesh_protocol::limits::{
     self, MAX_CIPHERTEXT_CHARS, MAX_CWD_BYTES, MAX_DISPLAY_NAME_CHARS, MAX_GROUP_CHARS,
@@ -16,8 +14,8 @@ use claudemesh_protocol::limits::{
     RECEIPT_BURST, RECEIPT_RATE_PER_SEC, TextError,
 };
 use claudemesh_protocol::wire::{
-    ClientFrame, ConnectionRole, DeliveryState, Envelope, MemberPresence, Send, ServerFrame,
-    SessionOpen,
+    ClientFrame, ConnectionRole, DeliveryState, Envelope, ErrorCode, ErrorFrame, MemberPresence,
+    SendRequest, ServerFrame, SessionOpen,
 };
 
 use crate::delivery::{self, ReceiptJob, Redelivery, SendJob};
@@ -30,11 +28,11 @@ use crate::ws::connection::Connection;
 
 /// A refused request: an error code and a sentence.
 struct Refusal {
-    code: &'static str,
+    code: ErrorCode,
     message: String,
 }
 
-fn refuse(code: &'static str, message: impl Into<String>) -> Refusal {
+fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
@@ -77,10 +75,19 @@ fn check_session_open(open: &SessionOpen) -> Result<(), TextError> {
 
 impl Connection {
     /// Sends an `error` frame.
-    pub fn error(&self, code: &str, message: &str, id: Option<String>) {
-        self.ctx.metrics.frame_error(code);
-        self.handle
-            .send_text(ServerFrame::error(code, message, id).to_json());
+    pub fn error(&self, code: ErrorCode, message: &str, id: Option<String>) {
+        self.send_error(ErrorFrame {
+            code,
+            message: message.to_owned(),
+            id,
+            members: Vec::new(),
+        });
+    }
+
+    /// Sends an `error` frame built in full (one with `members`).
+    fn send_error(&self, error: ErrorFrame) {
+        self.ctx.metrics.frame_error(error.code.as_str());
+        self.reply(ServerFrame::Error(error));
     }
 
     fn reply(&self, frame: ServerFrame) {
@@ -100,7 +107,7 @@ impl Connection {
     async fn on_frame(&self, frame: ClientFrame) {
         let result = match frame {
             ClientFrame::Hello(_) => Err(refuse(
-                "unexpected_hello",
+                ErrorCode::UnexpectedHello,
                 "this connection has already said hello",
             )),
             ClientFrame::SessionOpen(open) => self.session_open(open).await,
@@ -145,7 +152,7 @@ impl Connection {
                 if let Err(e) = limits::check_name("group", &group, MAX_GROUP_CHARS + 1) {
                     Err(text_refusal(e))
                 } else if g.is_empty() {
-                    Err(refuse("malformed", "a group needs a name"))
+                    Err(refuse(ErrorCode::Malformed, "a group needs a name"))
                 } else {
                     let mut full = false;
                     let result = self.update(session_id, |p| {
@@ -161,7 +168,7 @@ impl Connection {
                     });
                     if full {
                         Err(refuse(
-                            "too_large",
+                            ErrorCode::TooLarge,
                             format!(
                                 "a session belongs to at most {MAX_GROUPS_PER_SESSION} groups; leave one first"
                             ),
@@ -184,7 +191,7 @@ impl Connection {
                 match self.send(send).await {
                     Ok(()) => Ok(()),
                     Err(r) => {
-                        self.ctx.metrics.message_rejected(r.code);
+                        self.ctx.metrics.message_rejected(r.code.as_str());
                         self.error(r.code, &r.message, Some(id));
                         return;
                     }
@@ -231,7 +238,7 @@ impl Connection {
             (ConnectionRole::Session, Some(s)) => Err(unknown_session(&s)),
             (ConnectionRole::Daemon, Some(s)) => Ok(s),
             (ConnectionRole::Daemon, None) => Err(refuse(
-                "malformed",
+                ErrorCode::Malformed,
                 "sessionId is required on a daemon connection",
             )),
         }
@@ -257,13 +264,13 @@ impl Connection {
     async fn session_open(&self, open: SessionOpen) -> Result<(), Refusal> {
         if self.role != ConnectionRole::Daemon {
             return Err(refuse(
-                "wrong_role",
+                ErrorCode::WrongRole,
                 "session_open is for role:\"daemon\" connections; this connection is itself a session",
             ));
         }
         if !is_valid_id(&open.session_id) {
             return Err(refuse(
-                "malformed",
+                ErrorCode::Malformed,
                 format!(
                     "sessionId must be 1 to {} characters, none of them a control character",
                     limits::MAX_ID_CHARS
@@ -317,7 +324,7 @@ impl Connection {
     fn session_close(&self, session_id: &str) -> Result<(), Refusal> {
         if self.role != ConnectionRole::Daemon {
             return Err(refuse(
-                "wrong_role",
+                ErrorCode::WrongRole,
                 "session_close is for role:\"daemon\" connections; close the connection instead",
             ));
         }
@@ -327,17 +334,17 @@ impl Connection {
             .map_err(|_| unknown_session(session_id))
     }
 
-    async fn send(&self, send: Send) -> Result<(), Refusal> {
+    async fn send(&self, send: SendRequest) -> Result<(), Refusal> {
         if !is_valid_id(&send.id) {
             return Err(refuse(
-                "malformed",
+                ErrorCode::Malformed,
                 "the send id must be 1 to 64 characters",
             ));
         }
         let sid = self.session_of(send.session_id.clone())?;
         let envelopes = check_envelopes(&send.envelopes)?;
         let Some(target) = router::parse(&send.to) else {
-            return Err(refuse("malformed", "`to` must not be empty"));
+            return Err(refuse(ErrorCode::Malformed, "`to` must not be empty"));
         };
         let sender_key = (self.member.id.clone(), sid.clone());
         let cfg = &self.ctx.config;
@@ -345,7 +352,7 @@ impl Connection {
             let mut state = self.mesh.lock();
             if !state.take_token(&self.member.id, cfg.send_rate_per_sec, cfg.send_burst) {
                 return Err(refuse(
-                    "rate_limited",
+                    ErrorCode::RateLimited,
                     "too many messages from this member; slow down and retry",
                 ));
             }
@@ -371,7 +378,7 @@ impl Connection {
             Err(()) => {
                 return self.duplicate_or(&send.id, || {
                     refuse(
-                        "unknown_target",
+                        ErrorCode::UnknownTarget,
                         format!("no peer, member or group is named {:?}", send.to),
                     )
                 });
@@ -387,17 +394,16 @@ impl Connection {
             if self.duplicate_ack(&send.id)? {
                 return Ok(());
             }
-            self.ctx.metrics.message_rejected("missing_envelope");
-            // The extra `members` field lets a client seal for them and retry.
-            let frame = json!({
-                "type": "error",
-                "id": send.id,
-                "code": "missing_envelope",
-                "message": format!("no envelope for recipient member(s) {}", missing.join(", ")),
-                "members": missing,
+            self.ctx
+                .metrics
+                .message_rejected(ErrorCode::MissingEnvelope.as_str());
+            // `members` lets the client seal for them and send again.
+            self.send_error(ErrorFrame {
+                code: ErrorCode::MissingEnvelope,
+                message: format!("no envelope for recipient member(s) {}", missing.join(", ")),
+                id: Some(send.id),
+                members: missing.into_iter().map(str::to_owned).collect(),
             });
-            self.ctx.metrics.frame_error("missing_envelope");
-            self.handle.send_text(frame.to_string());
             return Ok(());
         }
 
@@ -442,7 +448,7 @@ impl Connection {
         };
         if !self.ctx.writer.submit(WriteOp::Send(job)).await {
             return Err(refuse(
-                "unavailable",
+                ErrorCode::Unavailable,
                 "the broker is shutting down; send again after reconnecting",
             ));
         }
@@ -555,7 +561,7 @@ impl Connection {
     ) -> Result<(), Refusal> {
         match state {
             DeliveryState::Queued => Err(refuse(
-                "malformed",
+                ErrorCode::Malformed,
                 "a receipt's state is `seen` (or `delivered`)",
             )),
             DeliveryState::Delivered => self.receipt(message_id, None, state).await,
@@ -563,7 +569,7 @@ impl Connection {
                 let sid = self.session_of(session_id)?;
                 if !is_valid_id(&sid) {
                     return Err(refuse(
-                        "malformed",
+                        ErrorCode::Malformed,
                         format!(
                             "sessionId must be 1 to {} characters, none of them a control character",
                             limits::MAX_ID_CHARS
@@ -585,13 +591,13 @@ impl Connection {
         let key = (self.member.id.clone(), sid.to_owned());
         if state.session(&key).is_none() {
             return Err(refuse(
-                "unknown_session",
+                ErrorCode::UnknownSession,
                 format!("session {sid} is not a listed session of this member"),
             ));
         }
         if !state.take_receipt_token(&self.member.id, RECEIPT_RATE_PER_SEC, RECEIPT_BURST) {
             return Err(refuse(
-                "rate_limited",
+                ErrorCode::RateLimited,
                 format!(
                     "at most {RECEIPT_RATE_PER_SEC} seen receipts per second per member (bursts of {RECEIPT_BURST}); slow down"
                 ),
@@ -607,7 +613,10 @@ impl Connection {
         state: DeliveryState,
     ) -> Result<(), Refusal> {
         if message_id.is_empty() || message_id.len() > 128 {
-            return Err(refuse("malformed", "messageId is missing or too long"));
+            return Err(refuse(
+                ErrorCode::Malformed,
+                "messageId is missing or too long",
+            ));
         }
         let job = ReceiptJob {
             mesh: self.mesh.clone(),
@@ -641,7 +650,7 @@ impl Connection {
             .map_err(|e| internal(&e))?;
         found.ok_or_else(|| {
             refuse(
-                "unknown_message",
+                ErrorCode::UnknownMessage,
                 "no message with this id was sent by or to this member (or it expired)",
             )
         })
@@ -651,7 +660,7 @@ impl Connection {
 fn internal(e: &crate::store::StoreError) -> Refusal {
     tracing::error!(error = %e, "database read failed");
     refuse(
-        "internal_error",
+        ErrorCode::InternalError,
         "the broker could not read its database; try again",
     )
 }
@@ -662,19 +671,19 @@ fn check_envelopes(envelopes: &[Envelope]) -> Result<HashMap<&str, &Envelope>, R
     for env in envelopes {
         if !is_lower_hex(&env.member, 64) {
             return Err(refuse(
-                "malformed",
+                ErrorCode::Malformed,
                 "an envelope's member must be a 64-character lowercase hex public key",
             ));
         }
         if b64_decode(&env.nonce).is_none_or(|n| n.len() != NONCE_BYTES) {
             return Err(refuse(
-                "malformed",
+                ErrorCode::Malformed,
                 "an envelope's nonce must be 24 bytes of standard base64",
             ));
         }
         if env.ciphertext.len() > MAX_CIPHERTEXT_CHARS {
             return Err(refuse(
-                "too_large",
+                ErrorCode::TooLarge,
                 format!(
                     "an envelope's ciphertext is limited to {MAX_CIPHERTEXT_CHARS} characters of base64, so that its push fits in a frame"
                 ),
@@ -682,13 +691,13 @@ fn check_envelopes(envelopes: &[Envelope]) -> Result<HashMap<&str, &Envelope>, R
         }
         if b64_decode(&env.ciphertext).is_none_or(|c| c.len() < 16) {
             return Err(refuse(
-                "malformed",
+                ErrorCode::Malformed,
                 "an envelope's ciphertext must be a crypto_box in standard base64",
             ));
         }
         if out.insert(env.member.as_str(), env).is_some() {
             return Err(refuse(
-                "malformed",
+                ErrorCode::Malformed,
                 "one envelope per recipient member: this send has two for the same member",
             ));
         }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use claudemesh_protocol::ipc::{
-    DaemonFrame, Event, IPC_VERSION, IpcError, MAX_IPC_LINE_BYTES, Request, RequestFrame, Response,
+    DaemonFrame, Event, IPC_VERSION, IpcError, IpcErrorCode, MAX_IPC_LINE_BYTES, Request,
+    RequestFrame, Response,
 };
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::tokio::prelude::*;
@@ -109,7 +110,7 @@ impl DaemonClient {
                 "expected `welcome` in answer to hello, got {}",
                 response_type(&other)
             ))),
-            Err(ClientError::Daemon(e)) if e.code == "version_mismatch" => {
+            Err(ClientError::Daemon(e)) if e.code == IpcErrorCode::VersionMismatch => {
                 Err(ClientError::VersionMismatch {
                     ours: IPC_VERSION,
                     theirs: None,
@@ -313,8 +314,8 @@ async fn read_frames(
 
 /// Codes of the frame a daemon sends before closing a connection it will
 /// not serve (another user's, or one too many).
-fn refuses_connection(code: &str) -> bool {
-    matches!(code, "forbidden" | "busy")
+fn refuses_connection(code: &IpcErrorCode) -> bool {
+    matches!(code, IpcErrorCode::Forbidden | IpcErrorCode::Busy)
 }
 
 /// Answers every request waiting on this connection with `error`, and

@@ -108,7 +108,7 @@ impl ClientError {
     /// The daemon's error code, for a request the daemon refused.
     pub fn daemon_code(&self) -> Option<&str> {
         match self {
-            Self::Daemon(e) => Some(&e.code),
+            Self::Daemon(e) => Some(e.code.as_str()),
             _ => None,
         }
     }

@@ -6,7 +6,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use claudemesh_protocol::ipc::{AttachArgs, AttachedInfo, DaemonFrame, Event, IpcError};
+use claudemesh_protocol::ipc::{
+    AttachArgs, AttachedInfo, DaemonFrame, Event, IpcError, IpcErrorCode,
+};
 use claudemesh_protocol::wire::{ClientFrame, PeerStatus, ServerFrame, SessionOpen};
 use tokio::sync::mpsc;
 
@@ -34,7 +36,7 @@ pub enum SessionChange {
 
 pub fn not_attached() -> IpcError {
     IpcError::new(
-        "not_attached",
+        IpcErrorCode::NotAttached,
         "this connection has no session; send `attach` first (or it was taken over by a newer connection of the same Claude Code)",
     )
 }
@@ -53,19 +55,19 @@ impl Core {
         validate_attach(&args)?;
         let peer = peer_pid.ok_or_else(|| {
             IpcError::new(
-                "not_a_claude_process",
+                IpcErrorCode::NotAClaudeProcess,
                 "the daemon cannot tell which process is connecting, so it cannot tie a session to it",
             )
         })?;
         if args.claude_pid <= 1 {
             return Err(IpcError::new(
-                "not_a_claude_process",
+                IpcErrorCode::NotAClaudeProcess,
                 "claudePid must be the Claude Code process that started the client, not init",
             ));
         }
         let claude = process_info::is_ancestor_or_self(args.claude_pid, peer).ok_or_else(|| {
             IpcError::new(
-                "not_a_claude_process",
+                IpcErrorCode::NotAClaudeProcess,
                 format!(
                     "process {} is not this client (pid {peer}) or one of its ancestors; claudePid must be the Claude Code process that started the client",
                     args.claude_pid
@@ -74,7 +76,7 @@ impl Core {
         })?;
         let mesh = self.resolve_mesh(args.mesh.as_deref()).ok_or_else(|| {
             IpcError::new(
-                "unknown_mesh",
+                IpcErrorCode::UnknownMesh,
                 match &args.mesh {
                     Some(m) => format!("no joined mesh is called {m:?}; `claudemesh-ctl list` shows the joined meshes"),
                     None => "no mesh is joined and the local mesh is off; join a mesh with `claudemesh-ctl join`".into(),
@@ -135,7 +137,7 @@ impl Core {
                         groups,
                         summary: String::new(),
                         status: PeerStatus::Idle,
-                        created_at: ids::now_ms(),
+                        created_at: self.now_ms(),
                     };
                     map.insert(
                         session_id.clone(),
@@ -181,7 +183,7 @@ impl Core {
             tracing::info!(session = %session_id, mesh = %mesh.slug(), "session resumed");
         }
         let sid = session_id.clone();
-        let before = super::inbox::pushed_before();
+        let before = super::inbox::pushed_before(self.now_ms());
         let pending = self
             .store
             .call(move |db| db.inbox_pending(&sid, before))
@@ -274,8 +276,12 @@ impl Core {
             .get(session_id)
             .map(|s| s.row.mesh_id.clone())
             .ok_or_else(not_attached)?;
-        self.mesh(&mesh_id)
-            .ok_or_else(|| IpcError::new("unknown_mesh", "this session's mesh is no longer joined"))
+        self.mesh(&mesh_id).ok_or_else(|| {
+            IpcError::new(
+                IpcErrorCode::UnknownMesh,
+                "this session's mesh is no longer joined",
+            )
+        })
     }
 
     /// Ends a session for good: closed at the broker, its undelivered
@@ -451,7 +457,7 @@ impl Core {
         match &change {
             SessionChange::Summary(s) if s.len() > MAX_SUMMARY_BYTES => {
                 return Err(IpcError::new(
-                    "too_large",
+                    IpcErrorCode::TooLarge,
                     format!("a summary is at most {MAX_SUMMARY_BYTES} bytes"),
                 ));
             }

@@ -6,13 +6,12 @@ use std::collections::HashMap;
 
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::envelope;
-use claudemesh_protocol::ipc::{Event, InboxMessage, IpcError};
+use claudemesh_protocol::ipc::{Event, InboxMessage, IpcError, IpcErrorCode};
 use claudemesh_protocol::wire::{
     ClientFrame, DeliveryState, MessageBody, PeerStatus, Priority, Push,
 };
 
 use super::{Core, internal};
-use crate::ids;
 use crate::mesh::Mesh;
 use crate::process_info;
 use crate::store::{InboxRow, ReceiptDue};
@@ -40,8 +39,8 @@ fn push_confirm_ms() -> i64 {
 }
 
 /// Pushes at or before this instant are past their window.
-pub(super) fn pushed_before() -> i64 {
-    ids::now_ms() - push_confirm_ms()
+pub(super) fn pushed_before(now: i64) -> i64 {
+    now - push_confirm_ms()
 }
 
 impl Core {
@@ -57,7 +56,7 @@ impl Core {
         if pushes.is_empty() {
             return pushes;
         }
-        let received_at = ids::now_ms();
+        let received_at = self.now_ms();
         let mut acks = Vec::with_capacity(pushes.len());
         let mut batch = Vec::with_capacity(pushes.len());
         for push in &pushes {
@@ -242,7 +241,7 @@ impl Core {
     ) -> Result<Vec<InboxMessage>, IpcError> {
         let slug = self.slug_of_session(sid).unwrap_or_default();
         let owned = sid.to_owned();
-        let before = pushed_before();
+        let before = pushed_before(self.now_ms());
         let rows = self
             .store
             .call(move |db| db.inbox_unread(&owned, before))
@@ -264,11 +263,10 @@ impl Core {
             // Marked and shown only if no push claimed them meanwhile.
             let ids: Vec<String> = messages.iter().map(|m| m.message_id.clone()).collect();
             let owned = sid.to_owned();
+            let now = self.now_ms();
             let due = self
                 .store
-                .call(move |db| {
-                    db.inbox_mark_seen_if_pushed_before(&owned, &ids, ids::now_ms(), before)
-                })
+                .call(move |db| db.inbox_mark_seen_if_pushed_before(&owned, &ids, now, before))
                 .await
                 .map_err(internal)?;
             let marked: std::collections::HashSet<&str> =
@@ -281,7 +279,7 @@ impl Core {
 
     pub async fn pending(&self, conn_id: u64, session_id: Option<&str>) -> Result<u32, IpcError> {
         let sid = self.check_attached(conn_id, session_id)?;
-        let before = pushed_before();
+        let before = pushed_before(self.now_ms());
         self.store
             .call(move |db| db.inbox_pending(&sid, before))
             .await
@@ -297,7 +295,7 @@ impl Core {
         let sid = self.check_attached(conn_id, session_id)?;
         if message_ids.len() > 10_000 {
             return Err(IpcError::new(
-                "too_large",
+                IpcErrorCode::TooLarge,
                 "mark at most 10000 messages at once",
             ));
         }
@@ -316,14 +314,15 @@ impl Core {
         let sid = self.check_attached(conn_id, session_id)?;
         if message_ids.len() > 10_000 {
             return Err(IpcError::new(
-                "too_large",
+                IpcErrorCode::TooLarge,
                 "mark at most 10000 messages at once",
             ));
         }
         let session = sid.clone();
+        let now = self.now_ms();
         let marked = self
             .store
-            .call(move |db| db.inbox_mark_pushed(&sid, &message_ids, ids::now_ms()))
+            .call(move |db| db.inbox_mark_pushed(&sid, &message_ids, now))
             .await
             .map_err(internal)?;
         tracing::debug!(%session, marked = marked.len(), "messages marked pushed");
@@ -332,9 +331,10 @@ impl Core {
 
     async fn mark_seen_ids(&self, sid: &str, ids: Vec<String>) -> Result<(), IpcError> {
         let owned = sid.to_owned();
+        let now = self.now_ms();
         let due = self
             .store
-            .call(move |db| db.inbox_mark_seen(&owned, &ids, ids::now_ms()))
+            .call(move |db| db.inbox_mark_seen(&owned, &ids, now))
             .await
             .map_err(internal)?;
         self.send_receipts(due).await;
@@ -401,15 +401,16 @@ impl Core {
     ) -> Result<(), IpcError> {
         if message_ids.len() > 10_000 {
             return Err(IpcError::new(
-                "too_large",
+                IpcErrorCode::TooLarge,
                 "confirm at most 10000 messages at once",
             ));
         }
         for sid in self.hook_sessions(peer_pid) {
             let ids = message_ids.clone();
+            let now = self.now_ms();
             let due = self
                 .store
-                .call(move |db| db.inbox_confirm_pushed(&sid, &ids, ids::now_ms()))
+                .call(move |db| db.inbox_confirm_pushed(&sid, &ids, now))
                 .await
                 .map_err(internal)?;
             self.send_receipts(due).await;

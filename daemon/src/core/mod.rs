@@ -16,6 +16,7 @@ pub mod attach;
 mod inbox;
 mod meshes;
 mod outbox;
+mod outbox_rules;
 mod status;
 mod worker;
 
@@ -23,9 +24,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use claudemesh_protocol::ipc::{IpcError, RecipientView};
+use claudemesh_protocol::ipc::{IpcError, IpcErrorCode, RecipientView};
 use tokio::sync::oneshot;
 
+use crate::clock::Clock;
 use crate::config::MeshConfig;
 use crate::keystore::Keystore;
 use crate::mesh::Mesh;
@@ -41,6 +43,8 @@ pub use outbox::SendOutcome;
 pub struct CoreOptions {
     /// Whether the embedded local mesh runs (`--local`, the default).
     pub local_enabled: bool,
+    /// Where "now" comes from (the system clock unless a test pins it).
+    pub clock: Clock,
 }
 
 pub struct Core {
@@ -92,6 +96,11 @@ impl Core {
             restored: tokio::sync::watch::Sender::new(false),
             next_id: AtomicU64::new(1),
         }))
+    }
+
+    /// Now, in milliseconds since the Unix epoch, from [`CoreOptions::clock`].
+    pub fn now_ms(&self) -> i64 {
+        self.options.clock.now_ms()
     }
 
     /// A number unique in this process: connection ids, request ids.
@@ -209,14 +218,14 @@ pub fn internal(e: StoreError) -> IpcError {
     if e.is_disk_full() {
         tracing::error!(error = %e, "the disk is full: a write was refused");
         return IpcError::new(
-            "storage_full",
+            IpcErrorCode::StorageFull,
             "the daemon's disk is full, so nothing was stored; free space on the disk that \
              holds the daemon's data directory and try again (no restart needed)",
         );
     }
     tracing::error!(error = %e, "a database operation failed");
     IpcError::new(
-        "internal",
+        IpcErrorCode::Internal,
         "the daemon could not read or write its database; see its log",
     )
 }

@@ -10,10 +10,13 @@ use std::time::Duration;
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::encoding::is_lower_hex;
 use claudemesh_protocol::envelope;
-use claudemesh_protocol::ipc::{IpcError, MAX_TEXT_BYTES, SendArgs, SentInfo};
-use claudemesh_protocol::wire::{Ack, ClientFrame, MessageBody, RecipientState, Send, ServerFrame};
+use claudemesh_protocol::ipc::{IpcError, IpcErrorCode, MAX_TEXT_BYTES, SendArgs, SentInfo};
+use claudemesh_protocol::wire::{
+    Ack, ClientFrame, ErrorCode, ErrorFrame, MessageBody, RecipientState, SendRequest, ServerFrame,
+};
 use tokio::sync::oneshot;
 
+use super::outbox_rules::{self, Retry, Situation, Verdict};
 use super::{Core, internal};
 use crate::ids;
 use crate::link::ReplyKey;
@@ -22,13 +25,6 @@ use crate::store::{OutboxRow, OutboxState};
 
 /// How long `send` waits for the broker's ack before answering anyway.
 const ACK_WAIT: Duration = Duration::from_secs(2);
-/// A message re-sealed this many times for `missing_envelope` is failed.
-const MAX_RESEALS: u32 = 8;
-/// A pending message not acked this long after its last transmission is
-/// transmitted again (the ack may have been lost).
-pub const RETRY_AFTER_MS: i64 = 15_000;
-/// How long after a connect `unknown_target` is treated as "not back yet".
-const SETTLE_WINDOW: Duration = Duration::from_secs(30);
 /// The longest `to`.
 const MAX_TARGET_BYTES: usize = 512;
 
@@ -37,20 +33,6 @@ const MAX_TARGET_BYTES: usize = 512;
 pub enum SendOutcome {
     Acked(Vec<RecipientState>),
     Failed(IpcError),
-}
-
-/// Error codes after which retrying cannot help.
-fn is_permanent(code: &str) -> bool {
-    !matches!(
-        code,
-        "rate_limited"
-            | "unavailable"
-            | "internal"
-            | "internal_error"
-            | "unknown_session"
-            | "missing_envelope"
-            | "busy"
-    )
 }
 
 impl Core {
@@ -63,7 +45,7 @@ impl Core {
         let sid = self.check_attached(conn_id, session_id)?;
         if args.text.len() > MAX_TEXT_BYTES {
             return Err(IpcError::new(
-                "too_large",
+                IpcErrorCode::TooLarge,
                 format!(
                     "the message is {} bytes; the limit is {MAX_TEXT_BYTES}; split it or send a file path instead",
                     args.text.len()
@@ -71,12 +53,15 @@ impl Core {
             ));
         }
         if args.text.is_empty() {
-            return Err(IpcError::new("malformed", "the message text is empty"));
+            return Err(IpcError::new(
+                IpcErrorCode::Malformed,
+                "the message text is empty",
+            ));
         }
         let to = args.to.trim().to_owned();
         if to.is_empty() || to.len() > MAX_TARGET_BYTES || to.chars().any(char::is_control) {
             return Err(IpcError::new(
-                "malformed",
+                IpcErrorCode::Malformed,
                 "`to` must be a display name, @group, *, a member key or key/sessionId",
             ));
         }
@@ -84,16 +69,17 @@ impl Core {
         let mesh_id = mesh.id().to_owned();
         if mesh.is_revoked() {
             return Err(IpcError::new(
-                "revoked",
+                IpcErrorCode::Revoked,
                 format!(
                     "this member was revoked from mesh {}; nothing can be sent there (join again with a new invite)",
                     mesh.slug()
                 ),
             ));
         }
-        let body = serde_json::to_string(&MessageBody::text(args.text))
-            .map_err(|_| IpcError::new("malformed", "the message could not be encoded"))?;
-        let now = ids::now_ms();
+        let body = serde_json::to_string(&MessageBody::text(args.text)).map_err(|_| {
+            IpcError::new(IpcErrorCode::Malformed, "the message could not be encoded")
+        })?;
+        let now = self.now_ms();
         // The first transmission is counted in the insert itself: one
         // write per accepted send.
         let linked = mesh.link.is_connected();
@@ -133,7 +119,6 @@ impl Core {
         };
         Ok(SentInfo {
             message_id: row.id,
-            accepted: true,
             recipients: self.recipient_views(
                 Some(&mesh),
                 recipients
@@ -220,7 +205,7 @@ impl Core {
                 Err(e) => tracing::error!(error = %e, "sealing a message failed"),
             }
         }
-        mesh.link.send(ClientFrame::Send(Send {
+        mesh.link.send(ClientFrame::Send(SendRequest {
             id: row.id.clone(),
             session_id: Some(row.session_id.clone()),
             to: row.to.clone(),
@@ -231,9 +216,10 @@ impl Core {
             return;
         }
         let id = row.id.clone();
+        let now = self.now_ms();
         if let Err(e) = self
             .store
-            .call(move |db| db.outbox_attempted(&id, ids::now_ms()))
+            .call(move |db| db.outbox_attempted(&id, now))
             .await
         {
             internal(e);
@@ -241,7 +227,7 @@ impl Core {
     }
 
     /// Transmits every pending message of the mesh (after a connect), or
-    /// only those whose last attempt is older than [`RETRY_AFTER_MS`].
+    /// only those overdue ([`outbox_rules::is_overdue`]).
     pub(super) async fn transmit_pending(&self, mesh: &Mesh, only_stale: bool) {
         let mesh_id = mesh.id().to_owned();
         let rows = match self.store.call(move |db| db.outbox_pending(&mesh_id)).await {
@@ -251,9 +237,9 @@ impl Core {
                 return;
             }
         };
-        let cutoff = ids::now_ms() - RETRY_AFTER_MS;
+        let now = self.now_ms();
         for row in rows {
-            if only_stale && row.updated_at > cutoff {
+            if only_stale && !outbox_rules::is_overdue(&row, now) {
                 continue;
             }
             self.transmit(mesh, &row, true).await;
@@ -267,10 +253,10 @@ impl Core {
             return;
         }
         let stored = acks.clone();
+        let now = self.now_ms();
         if let Err(e) = self
             .store
             .call(move |db| {
-                let now = ids::now_ms();
                 for ack in &stored {
                     db.outbox_acked(&ack.id, &ack.message_id, &ack.recipients, now)?;
                 }
@@ -292,86 +278,63 @@ impl Core {
         self.settle_draining().await;
     }
 
-    /// The broker refused a send.
+    /// A broker `error` about an outbox message: the retry rules
+    /// ([`outbox_rules::on_refusal`]) decide, this carries it out. False
+    /// when the error is about no outbox message (a request's, or none).
     pub(super) async fn on_send_error(
         self: &Arc<Self>,
         mesh: &Arc<Mesh>,
-        id: String,
-        code: String,
-        message: String,
-        members: Vec<String>,
-    ) {
+        error: &ErrorFrame,
+    ) -> bool {
+        let Some(id) = error.id.clone() else {
+            return false;
+        };
         let lookup = id.clone();
         let row = match self.store.call(move |db| db.outbox_get(&lookup)).await {
             Ok(Some(row)) if row.state == OutboxState::Pending => row,
-            Ok(_) => return,
+            Ok(Some(_)) => return true,
+            Ok(None) => return false,
             Err(e) => {
                 internal(e);
-                return;
+                return true;
             }
         };
-        let detail = format!("{code}: {message}");
-        tracing::info!(message_id = %id, %code, "the broker refused a send");
-        // Right after a (re)connect the recipient's daemon may not be back
-        // yet (a restarted broker knows no session until it is): a target
-        // that does not resolve then is retried for a while, as it would
-        // be queued while the link is down. But a name this daemon has
-        // never seen, which no session has, refused while its sender still
-        // waits, is no one (the broker also checked the members enrolled
-        // under that name): the sender hears it at once.
-        let settling = code == "unknown_target"
-            && mesh.connected_within(SETTLE_WINDOW)
-            && !(self.waiters().contains_key(&id)
-                && !mesh.has_seen_name(&row.to)
-                && self.names_no_one(mesh, &row.to, &row.session_id));
-        if is_permanent(&code) && !settling {
-            let (rid, d) = (id.clone(), detail.clone());
-            // A name that addresses no one, answered while its sender
-            // waits, is bad input: the sender hears it and nothing stays.
-            let withdraw = code == "unknown_target" && self.waiters().contains_key(&id);
-            if let Err(e) = self
-                .store
-                .call(move |db| {
-                    if withdraw {
-                        db.outbox_withdraw(&rid)
-                    } else {
-                        db.outbox_failed(&rid, &d, ids::now_ms())
-                    }
-                })
-                .await
-            {
-                internal(e);
-            }
-            if let Some(waiter) = self.waiters().remove(&id) {
-                let _ = waiter.send(SendOutcome::Failed(IpcError::new(&code, message)));
-            }
-            self.settle_draining().await;
-            return;
+        tracing::info!(message_id = %id, code = %error.code, "the broker refused a send");
+        let sender_waiting = self.waiters().contains_key(&id);
+        let situation = Situation {
+            connected_at: mesh.connected_at(),
+            sender_waiting,
+            target_unheard_of: !mesh.has_seen_name(&row.to)
+                && self.names_no_one(mesh, &row.to, &row.session_id),
+        };
+        let now = self.now_ms();
+        let verdict = outbox_rules::on_refusal(&row, &error.code, &error.members, &situation, now);
+        match verdict {
+            Verdict::Fail => self.fail(&id, &error.code, &error.message, false).await,
+            Verdict::Withdraw => self.fail(&id, &error.code, &error.message, true).await,
+            Verdict::Retry(retry) => self.retry(mesh, row, error, retry).await,
         }
+        true
+    }
+
+    /// Records the refusal on the row (with any members to seal for too),
+    /// then, in the background, does what `retry` asks and sends again.
+    async fn retry(
+        self: &Arc<Self>,
+        mesh: &Arc<Mesh>,
+        row: OutboxRow,
+        error: &ErrorFrame,
+        retry: Retry,
+    ) {
+        let detail = format!("{}: {}", error.code, error.message);
         let mut extra = row.extra_members.clone();
-        if code == "missing_envelope" {
-            if row.attempts >= MAX_RESEALS {
-                let (rid, d) = (id.clone(), detail.clone());
-                let _ = self
-                    .store
-                    .call(move |db| db.outbox_failed(&rid, &d, ids::now_ms()))
-                    .await;
-                if let Some(waiter) = self.waiters().remove(&id) {
-                    let _ = waiter.send(SendOutcome::Failed(IpcError::new(&code, message)));
-                }
-                self.settle_draining().await;
-                return;
-            }
-            for m in members.into_iter().chain(hex_keys_in(&message)) {
-                if is_lower_hex(&m, 64) && !extra.contains(&m) {
-                    extra.push(m);
-                }
-            }
+        if let Retry::Reseal(members) = &retry {
+            extra.extend(members.iter().cloned());
         }
-        let (rid, d, e2) = (id.clone(), detail, extra.clone());
+        let (id, now) = (row.id.clone(), self.now_ms());
         if let Err(e) = self
             .store
-            .call(move |db| db.outbox_note_error(&rid, &d, Some(&e2), ids::now_ms()))
+            .call(move |db| db.outbox_note_error(&id, &detail, Some(&extra), now))
             .await
         {
             internal(e);
@@ -380,43 +343,59 @@ impl Core {
         let core = self.clone();
         let mesh = mesh.clone();
         tokio::spawn(async move {
-            match code.as_str() {
-                "missing_envelope" => core.refresh_peers(&mesh).await,
-                "unknown_session" => {
-                    let row = core
+            match retry {
+                Retry::Reseal(_) | Retry::RefreshPeers => core.refresh_peers(&mesh).await,
+                Retry::Reopen => {
+                    let session = core
                         .sessions
                         .lock()
                         .get(&row.session_id)
                         .map(|s| s.row.clone());
-                    match row {
+                    match session {
                         Some(r) => core.open_at_broker(&mesh, &r).await,
-                        None => return core.fail_orphan(&id).await,
+                        None => {
+                            let why =
+                                "the sending session ended before the broker accepted the message";
+                            return core
+                                .fail(&row.id, &ErrorCode::UnknownSession, why, false)
+                                .await;
+                        }
                     }
                 }
-                "unknown_target" => tokio::time::sleep(Duration::from_secs(2)).await,
-                _ => tokio::time::sleep(Duration::from_secs(1)).await,
+                Retry::After(delay) => tokio::time::sleep(delay).await,
             }
-            let lookup = id.clone();
+            let lookup = row.id.clone();
             if let Ok(Some(row)) = core.store.call(move |db| db.outbox_get(&lookup)).await {
                 core.transmit(&mesh, &row, true).await;
             }
         });
     }
 
-    /// A pending message whose sending session no longer exists, refused
-    /// by the broker for it: nothing can send it now.
-    async fn fail_orphan(&self, id: &str) {
-        let rid = id.to_owned();
-        let _ = self
+    /// The one way a message fails for good: the row is marked failed with
+    /// why (or, when `withdraw`, removed: bad input leaves nothing), a
+    /// sender still waiting hears the code, and sessions that were only
+    /// waiting for their last message may end.
+    async fn fail(&self, id: &str, code: &ErrorCode, message: &str, withdraw: bool) {
+        let detail = format!("{code}: {message}");
+        let (rid, now) = (id.to_owned(), self.now_ms());
+        if let Err(e) = self
             .store
             .call(move |db| {
-                db.outbox_failed(
-                    &rid,
-                    "unknown_session: the sending session ended before the broker accepted the message",
-                    ids::now_ms(),
-                )
+                if withdraw {
+                    db.outbox_withdraw(&rid)
+                } else {
+                    db.outbox_failed(&rid, &detail, now)
+                }
             })
-            .await;
+            .await
+        {
+            internal(e);
+        }
+        if let Some(waiter) = self.waiters().remove(id) {
+            let error = IpcError::new(IpcErrorCode::from(code), message);
+            let _ = waiter.send(SendOutcome::Failed(error));
+        }
+        self.settle_draining().await;
     }
 
     /// Asks the broker for the current peer list and caches it. The
@@ -450,32 +429,4 @@ fn is_member_form(to: &str) -> bool {
         || to
             .split_once('/')
             .is_some_and(|(pk, _)| is_lower_hex(pk, 64))
-}
-
-/// The 64-hex words of an error message (the members `missing_envelope`
-/// names, for brokers that do not send a `members` list).
-fn hex_keys_in(message: &str) -> Vec<String> {
-    message
-        .split(|c: char| !c.is_ascii_hexdigit())
-        .filter(|w| is_lower_hex(w, 64))
-        .map(str::to_owned)
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keys_are_found_in_error_messages() {
-        let k = "ab".repeat(32);
-        let msg = format!(
-            "no envelope for recipient member(s) {k}, {}",
-            "cd".repeat(32)
-        );
-        assert_eq!(hex_keys_in(&msg).len(), 2);
-        assert!(hex_keys_in("nothing here").is_empty());
-        assert!(is_permanent("unknown_target"));
-        assert!(!is_permanent("rate_limited"));
-    }
 }

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use claudemesh_protocol::ipc::{
-    DaemonStatus, IpcError, LinkState, MeshStatus, OutboxEntry, PeerView, RecipientView,
-    SessionInfo,
+    DaemonStatus, IpcError, IpcErrorCode, LinkState, MeshStatus, OutboxEntry, PeerView,
+    RecipientView, SessionInfo,
 };
 use claudemesh_protocol::wire::{ClientFrame, MemberPresence, Peer, RecipientState, ServerFrame};
 
@@ -29,7 +29,7 @@ impl Core {
         let mesh = self.session_mesh(&sid)?;
         let down = || {
             IpcError::new(
-                "unavailable",
+                IpcErrorCode::Unavailable,
                 format!(
                     "the broker of mesh {} did not list its members (link down, or a broker \
                      without the members extension)",
@@ -92,7 +92,10 @@ impl Core {
         message_id: String,
     ) -> Result<(String, Vec<RecipientView>), IpcError> {
         if message_id.len() > 128 {
-            return Err(IpcError::new("malformed", "that is not a message id"));
+            return Err(IpcError::new(
+                IpcErrorCode::Malformed,
+                "that is not a message id",
+            ));
         }
         let lookup = message_id.clone();
         let row = self
@@ -102,7 +105,7 @@ impl Core {
             .map_err(internal)?
             .ok_or_else(|| {
                 IpcError::new(
-                    "unknown_message",
+                    IpcErrorCode::UnknownMessage,
                     format!("no message {message_id:?} was sent from this daemon (or it is older than the retention period)"),
                 )
             })?;
@@ -253,7 +256,7 @@ impl Core {
 
     /// Retention: old inbox rows and settled outbox rows.
     pub async fn purge(&self) {
-        let now = crate::ids::now_ms();
+        let now = self.now_ms();
         let result = self
             .store
             .call(move |db| {

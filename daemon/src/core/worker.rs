@@ -114,14 +114,8 @@ impl Core {
         }
         self.on_acks(acks).await;
         for e in errors {
-            match e.id {
-                Some(id) if id.starts_with("m-") => {
-                    self.on_send_error(mesh, id, e.code, e.message, Vec::new())
-                        .await
-                }
-                _ => {
-                    tracing::info!(mesh = %mesh.slug(), code = %e.code, message = %e.message, "the broker reported an error")
-                }
+            if !self.on_send_error(mesh, &e).await {
+                tracing::info!(mesh = %mesh.slug(), code = %e.code, message = %e.message, "the broker reported an error");
             }
         }
         let unstored = self.on_pushes(mesh, pushes).await;
@@ -140,7 +134,7 @@ impl Core {
         {
             internal(e);
         }
-        mesh.mark_connected();
+        mesh.mark_connected(self.now_ms());
         mesh.replace_peers(ack.peers);
         for row in self.sessions.rows(Some(mesh.id())) {
             mesh.link.send(session_open_frame(&row, &self.host));

@@ -6,7 +6,7 @@ use std::time::Duration;
 use claudemesh_protocol::MemberSecretKey;
 use claudemesh_protocol::hello::signed_hello;
 use claudemesh_protocol::limits::MAX_FRAME_BYTES;
-use claudemesh_protocol::wire::{ClientFrame, ConnectionRole, HelloAck, ServerFrame};
+use claudemesh_protocol::wire::{ClientFrame, ConnectionRole, ErrorCode, HelloAck, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -38,7 +38,7 @@ pub enum ConnectError {
     /// The broker could not be reached or the handshake broke.
     Transport(String),
     /// The broker answered the hello with an error code.
-    Rejected { code: String, message: String },
+    Rejected { code: ErrorCode, message: String },
 }
 
 impl ConnectError {
@@ -115,10 +115,11 @@ async fn first_frame(ws: &mut Ws) -> Result<ServerFrame, ConnectError> {
                     .map(|f| f.reason.as_str().to_owned())
                     .unwrap_or_default();
                 return Err(ConnectError::Rejected {
+                    // A close reason is a code word too (`revoked`, `unauthorized`).
                     code: if reason.is_empty() {
-                        "closed".into()
+                        ErrorCode::Other("closed".into())
                     } else {
-                        reason.clone()
+                        ErrorCode::parse(&reason)
                     },
                     message: "the broker closed the connection during the hello".into(),
                 });

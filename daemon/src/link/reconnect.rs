@@ -17,7 +17,7 @@
 use std::time::Duration;
 
 use claudemesh_protocol::limits::IDLE_TIMEOUT_MS;
-use claudemesh_protocol::wire::ErrorFrame;
+use claudemesh_protocol::wire::{ErrorCode, ErrorFrame};
 use tokio::time::Instant;
 
 use super::backoff::Backoff;
@@ -118,7 +118,7 @@ impl Reconnect {
 
 /// How a close frame from the broker ends the connection.
 pub fn on_close(reason: &str) -> Ended {
-    if is_revocation(reason) {
+    if is_revocation(&ErrorCode::parse(reason)) {
         return Ended::Revoked(format!("the broker closed the connection: {reason}"));
     }
     Ended::Lost(if reason.is_empty() {
@@ -136,9 +136,8 @@ pub fn on_error_frame(e: &ErrorFrame) -> Option<Ended> {
 }
 
 /// A close reason or error code that means this member is out for good.
-pub fn is_revocation(code: &str) -> bool {
-    let code = code.to_ascii_lowercase();
-    code == "unauthorized" || code.contains("revoked")
+pub fn is_revocation(code: &ErrorCode) -> bool {
+    matches!(code, ErrorCode::Unauthorized | ErrorCode::Revoked)
 }
 
 /// What the link does on its ping timer.

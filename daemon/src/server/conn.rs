@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claudemesh_protocol::ipc::{
-    DaemonFrame, IPC_VERSION, IpcError, MAX_IPC_LINE_BYTES, Request, RequestFrame, Response,
+    DaemonFrame, IPC_VERSION, IpcError, IpcErrorCode, MAX_IPC_LINE_BYTES, Request, RequestFrame,
+    Response,
 };
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon;
@@ -49,7 +50,7 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
         let refusal = DaemonFrame::Err {
             id: None,
             error: IpcError::new(
-                "forbidden",
+                IpcErrorCode::Forbidden,
                 "this daemon serves only the user that runs it; run the command as that user, \
                  or start your own daemon with `claudemeshd run` (each user has their own)",
             ),
@@ -62,7 +63,7 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
         let busy = DaemonFrame::Err {
             id: None,
             error: IpcError::new(
-                "busy",
+                IpcErrorCode::Busy,
                 "the daemon has too many connections; try again shortly",
             ),
         };
@@ -96,7 +97,11 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
                 }
                 let Ok(text) = std::str::from_utf8(&bytes) else {
                     let _ = frames
-                        .send(error(None, "malformed", "a request must be UTF-8 JSON"))
+                        .send(error(
+                            None,
+                            IpcErrorCode::Malformed,
+                            "a request must be UTF-8 JSON",
+                        ))
                         .await;
                     continue;
                 };
@@ -116,7 +121,7 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
                 let _ = frames
                     .send(error(
                         None,
-                        "too_large",
+                        IpcErrorCode::TooLarge,
                         format!("a request line is at most {MAX_IPC_LINE_BYTES} bytes; closing"),
                     ))
                     .await;
@@ -130,7 +135,7 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
 
-fn error(id: Option<u64>, code: &str, message: impl Into<String>) -> DaemonFrame {
+fn error(id: Option<u64>, code: IpcErrorCode, message: impl Into<String>) -> DaemonFrame {
     DaemonFrame::Err {
         id,
         error: IpcError::new(code, message),
@@ -162,7 +167,7 @@ async fn dispatch(
             })
         } else {
             Err(IpcError::new(
-                "version_mismatch",
+                IpcErrorCode::VersionMismatch,
                 format!(
                     "this daemon (claudemeshd {}) speaks IPC version {IPC_VERSION}, but {} speaks version {protocol}; install matching versions and restart the daemon",
                     env!("CARGO_PKG_VERSION"),
@@ -176,7 +181,7 @@ async fn dispatch(
     if !state.hello {
         let _ = frames
             .send(reply(Err(IpcError::new(
-                "no_hello",
+                IpcErrorCode::NoHello,
                 "send `hello` with the IPC protocol version first",
             ))))
             .await;
@@ -201,7 +206,7 @@ async fn dispatch(
         Request::Attach(args) => {
             if core.check_attached(conn, sid.as_deref()).is_ok() {
                 Err(IpcError::new(
-                    "already_attached",
+                    IpcErrorCode::AlreadyAttached,
                     "this connection already carries a session; open another connection for another session",
                 ))
             } else {
@@ -274,7 +279,7 @@ async fn dispatch(
             .reload_config()
             .await
             .map(|_| Response::Done)
-            .map_err(|e| IpcError::new("config_error", e)),
+            .map_err(|e| IpcError::new(IpcErrorCode::ConfigError, e)),
         Request::ListOutbox => core
             .list_outbox()
             .await

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use claudemesh_protocol::ipc::{AttachArgs, IpcError};
+use claudemesh_protocol::ipc::{AttachArgs, IpcError, IpcErrorCode};
 
 use crate::host::host_name;
 
@@ -15,7 +15,7 @@ use claudemesh_protocol::limits::{
 /// Refuses attach arguments that the broker would refuse or that make no
 /// sense, with a sentence saying which.
 pub fn validate_attach(args: &AttachArgs) -> Result<(), IpcError> {
-    let bad = |m: String| Err(IpcError::new("malformed", m));
+    let bad = |m: String| Err(IpcError::new(IpcErrorCode::Malformed, m));
     if let Some(name) = &args.display_name {
         let n = name.trim();
         if n.chars().count() > MAX_NAME_CHARS || n.chars().any(char::is_control) {
@@ -48,7 +48,7 @@ pub fn validate_attach(args: &AttachArgs) -> Result<(), IpcError> {
 pub fn validate_group(g: &str) -> Result<(), IpcError> {
     if g.is_empty() || g.chars().count() > MAX_NAME_CHARS || g.chars().any(char::is_control) {
         return Err(IpcError::new(
-            "malformed",
+            IpcErrorCode::Malformed,
             format!("a group name is 1 to {MAX_NAME_CHARS} printable characters"),
         ));
     }

@@ -48,9 +48,11 @@ pub struct SessionOpen {
     pub status: PeerStatus,
 }
 
+/// The body of a `send` frame: one message, sealed once per recipient
+/// member, under the client's request `id` (which its `ack` echoes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Send {
+pub struct SendRequest {
     pub id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
@@ -101,7 +103,7 @@ pub enum ClientFrame {
         session_id: Option<String>,
         group: String,
     },
-    Send(Send),
+    Send(SendRequest),
     #[serde(rename_all = "camelCase")]
     ClientAck {
         message_id: String,

@@ -8,10 +8,12 @@
 
 mod client;
 mod common;
+mod error_code;
 mod parse;
 mod server;
 
 pub use client::*;
 pub use common::*;
+pub use error_code::ErrorCode;
 pub use parse::{FrameError, ParseFailure};
 pub use server::*;

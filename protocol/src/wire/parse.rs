@@ -3,6 +3,8 @@
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::error_code::ErrorCode;
+
 /// Why a text frame is not a valid frame.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FrameError {
@@ -20,10 +22,10 @@ pub enum FrameError {
 
 impl FrameError {
     /// The protocol error code to answer with.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            Self::UnknownType(_) => "unknown_type",
-            _ => "malformed",
+            Self::UnknownType(_) => ErrorCode::UnknownType,
+            _ => ErrorCode::Malformed,
         }
     }
 }

@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::common::{DeliveryState, MessageSender, Peer, Priority, RecipientState};
+use super::error_code::ErrorCode;
 use super::parse::{ParseFailure, parse_tagged};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,10 +59,14 @@ pub struct Push {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorFrame {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The recipient members a `missing_envelope` names (64-hex public
+    /// keys): the sender seals for them and sends again. Absent when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<String>,
 }
 
 /// One active member of the mesh (extension, docs/protocol.md).
@@ -145,12 +150,17 @@ impl ServerFrame {
         serde_json::to_string(self).expect("server frames always serialize")
     }
 
-    /// An `error` frame with a snake_case `code` and a human sentence.
-    pub fn error(code: &str, message: impl Into<String>, id: Option<String>) -> Self {
+    /// An `error` frame with a `code` and a human sentence.
+    pub fn error(
+        code: impl Into<ErrorCode>,
+        message: impl Into<String>,
+        id: Option<String>,
+    ) -> Self {
         Self::Error(ErrorFrame {
-            code: code.to_owned(),
+            code: code.into(),
             message: message.into(),
             id,
+            members: Vec::new(),
         })
     }
 }
