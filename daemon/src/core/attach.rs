@@ -10,7 +10,7 @@ use claudemesh_protocol::ipc::{AttachArgs, AttachedInfo, DaemonFrame, Event, Ipc
 use claudemesh_protocol::wire::{ClientFrame, PeerStatus, ServerFrame, SessionOpen};
 use tokio::sync::mpsc;
 
-use super::{Core, internal};
+use super::{Core, SessionHandle, internal};
 use crate::ids;
 use crate::link::ReplyKey;
 use crate::mesh::Mesh;
@@ -42,14 +42,15 @@ pub fn not_attached() -> IpcError {
 impl Core {
     /// Makes connection `conn_id` the session of the Claude Code process
     /// `args.claude_pid`, which must be the connecting process or one of its
-    /// ancestors.
+    /// ancestors. The connection keeps the handle for the session's
+    /// requests.
     pub async fn attach(
         self: &Arc<Self>,
         conn_id: u64,
         peer_pid: Option<u32>,
         args: AttachArgs,
         frames: mpsc::Sender<DaemonFrame>,
-    ) -> Result<AttachedInfo, IpcError> {
+    ) -> Result<(SessionHandle, AttachedInfo), IpcError> {
         validate_attach(&args)?;
         let peer = peer_pid.ok_or_else(|| {
             IpcError::new(
@@ -205,9 +206,10 @@ impl Core {
         };
         // Messages already due are pushed after the reply (the connection
         // writes frames in order).
+        let handle = SessionHandle::new(self.clone(), conn_id, session_id.clone());
         let core = self.clone();
         tokio::spawn(async move { core.release(&session_id).await });
-        Ok(info)
+        Ok((handle, info))
     }
 
     /// `session_open` for `row`, waiting briefly for the broker's name.
@@ -243,9 +245,8 @@ impl Core {
 
     /// The connection is gone; its session (if still its own) waits for a
     /// new shim or for its Claude Code to exit.
-    pub fn connection_closed(&self, conn_id: u64, session_id: Option<&str>) {
-        if let Some(sid) = session_id
-            && let Some(s) = self.sessions.lock().get_mut(sid)
+    pub(super) fn connection_closed(&self, conn_id: u64, sid: &str) {
+        if let Some(s) = self.sessions.lock().get_mut(sid)
             && s.is_attached_to(conn_id)
         {
             s.attachment = None;
@@ -253,15 +254,10 @@ impl Core {
         }
     }
 
-    /// Checks that `conn_id` holds `session_id`.
-    pub fn check_attached(
-        &self,
-        conn_id: u64,
-        session_id: Option<&str>,
-    ) -> Result<String, IpcError> {
-        let sid = session_id.ok_or_else(not_attached)?;
+    /// Checks that `conn_id` still holds `sid`.
+    pub(super) fn check_attached(&self, conn_id: u64, sid: &str) -> Result<(), IpcError> {
         match self.sessions.lock().get(sid) {
-            Some(s) if s.is_attached_to(conn_id) => Ok(sid.to_owned()),
+            Some(s) if s.is_attached_to(conn_id) => Ok(()),
             _ => Err(not_attached()),
         }
     }
@@ -441,13 +437,12 @@ impl Core {
     }
 
     /// Applies a status, summary or group change made by the session.
-    pub async fn change_session(
+    pub(super) async fn change_session(
         self: &Arc<Self>,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: &str,
         change: SessionChange,
     ) -> Result<(), IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
+        let sid = sid.to_owned();
         match &change {
             SessionChange::Summary(s) if s.len() > MAX_SUMMARY_BYTES => {
                 return Err(IpcError::new(
@@ -512,13 +507,6 @@ impl Core {
         if matches!(change, SessionChange::Status(s) if s != PeerStatus::Working) {
             self.release(&sid).await;
         }
-        Ok(())
-    }
-
-    /// Detach: the session ends now rather than when its Claude Code exits.
-    pub async fn detach(&self, conn_id: u64, session_id: Option<&str>) -> Result<(), IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
-        self.end_session(&sid, "detached by its client").await;
         Ok(())
     }
 

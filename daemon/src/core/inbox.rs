@@ -220,15 +220,13 @@ impl Core {
     }
 
     /// Every unread message of the session, whatever its priority.
-    pub async fn fetch_inbox(
+    pub(super) async fn fetch_inbox(
         &self,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: &str,
         mark_seen: bool,
     ) -> Result<Vec<InboxMessage>, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
         let mut budget = ANSWER_BUDGET_BYTES;
-        self.take_unseen(&sid, mark_seen, &mut budget).await
+        self.take_unseen(sid, mark_seen, &mut budget).await
     }
 
     /// The session's unread messages, oldest first, as many as fit in
@@ -279,8 +277,8 @@ impl Core {
         Ok(messages)
     }
 
-    pub async fn pending(&self, conn_id: u64, session_id: Option<&str>) -> Result<u32, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
+    pub(super) async fn pending(&self, sid: &str) -> Result<u32, IpcError> {
+        let sid = sid.to_owned();
         let before = pushed_before();
         self.store
             .call(move |db| db.inbox_pending(&sid, before))
@@ -288,32 +286,29 @@ impl Core {
             .map_err(internal)
     }
 
-    pub async fn mark_seen(
+    pub(super) async fn mark_seen(
         &self,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: &str,
         message_ids: Vec<String>,
     ) -> Result<(), IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
         if message_ids.len() > 10_000 {
             return Err(IpcError::new(
                 "too_large",
                 "mark at most 10000 messages at once",
             ));
         }
-        self.mark_seen_ids(&sid, message_ids).await
+        self.mark_seen_ids(sid, message_ids).await
     }
 
     /// The shim is about to push these as channel notifications: held back
     /// from the other paths until the transcript confirms them or the
     /// window passes. Returns those it may push (not shown or pushed yet).
-    pub async fn mark_pushed(
+    pub(super) async fn mark_pushed(
         &self,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: &str,
         message_ids: Vec<String>,
     ) -> Result<Vec<String>, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
+        let sid = sid.to_owned();
         if message_ids.len() > 10_000 {
             return Err(IpcError::new(
                 "too_large",

@@ -54,13 +54,11 @@ fn is_permanent(code: &str) -> bool {
 }
 
 impl Core {
-    pub async fn send(
+    pub(super) async fn send(
         self: &Arc<Self>,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: String,
         args: SendArgs,
     ) -> Result<SentInfo, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
         if args.text.len() > MAX_TEXT_BYTES {
             return Err(IpcError::new(
                 "too_large",

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claudemesh_protocol::ipc::{
-    DaemonFrame, IPC_VERSION, IpcError, MAX_IPC_LINE_BYTES, Request, RequestFrame, Response,
+    AttachArgs, DaemonFrame, IPC_VERSION, IpcError, MAX_IPC_LINE_BYTES, Request, RequestFrame,
+    Response,
 };
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon;
@@ -21,7 +22,8 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::framing::{Line, read_line};
-use crate::core::{Core, SessionChange};
+use crate::core::attach::not_attached;
+use crate::core::{Core, SessionChange, SessionHandle};
 
 /// Frames (answers and events) waiting to be written to one client. Kept
 /// small: a thousand sessions each have one, and a client that does not
@@ -32,7 +34,9 @@ struct ConnState {
     id: u64,
     peer_pid: Option<u32>,
     hello: bool,
-    session: Option<String>,
+    /// Dropped when the connection closes: the session then waits for a
+    /// new shim or for its Claude Code to exit.
+    session: Option<SessionHandle>,
 }
 
 pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_slot: bool) {
@@ -125,7 +129,7 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
             Ok(Line::Eof) | Err(_) => break,
         }
     }
-    core.connection_closed(state.id, state.session.as_deref());
+    drop(state.session.take());
     drop(frames);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
@@ -152,115 +156,88 @@ async fn dispatch(
             error,
         },
     };
-    if let Request::Hello { protocol, client } = &frame.request {
-        let result = if *protocol == IPC_VERSION {
-            state.hello = true;
-            Ok(Response::Welcome {
-                protocol: IPC_VERSION,
-                daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
-                pid: std::process::id(),
-            })
-        } else {
-            Err(IpcError::new(
-                "version_mismatch",
-                format!(
-                    "this daemon (claudemeshd {}) speaks IPC version {IPC_VERSION}, but {} speaks version {protocol}; install matching versions and restart the daemon",
-                    env!("CARGO_PKG_VERSION"),
-                    printable(client)
-                ),
-            ))
-        };
-        let _ = frames.send(reply(result)).await;
-        return;
-    }
-    if !state.hello {
-        let _ = frames
-            .send(reply(Err(IpcError::new(
-                "no_hello",
-                "send `hello` with the IPC protocol version first",
-            ))))
-            .await;
-        return;
-    }
-    let conn = state.id;
-    let sid = state.session.clone();
     let result = match frame.request {
-        Request::Hello { .. } => return,
+        Request::Hello { protocol, client } => hello(state, protocol, &client),
+        _ if !state.hello => Err(IpcError::new(
+            "no_hello",
+            "send `hello` with the IPC protocol version first",
+        )),
         Request::Send(args) => {
+            let sent = match &state.session {
+                Some(session) => session.send(args),
+                None => {
+                    let _ = frames.send(reply(Err(not_attached()))).await;
+                    return;
+                }
+            };
             // The wait for the broker's ack must not hold up other requests.
-            let (core, frames) = (core.clone(), frames.clone());
+            let frames = frames.clone();
             tokio::spawn(async move {
-                let result = core
-                    .send(conn, sid.as_deref(), args)
-                    .await
-                    .map(Response::Sent);
+                let result = sent.await.map(Response::Sent);
                 let _ = frames.send(reply(result)).await;
             });
             return;
         }
-        Request::Attach(args) => {
-            if core.check_attached(conn, sid.as_deref()).is_ok() {
-                Err(IpcError::new(
-                    "already_attached",
-                    "this connection already carries a session; open another connection for another session",
-                ))
-            } else {
-                match core
-                    .attach(conn, state.peer_pid, args, frames.clone())
-                    .await
-                {
-                    Ok(info) => {
-                        state.session = Some(info.session_id.clone());
-                        Ok(Response::Attached(info))
-                    }
-                    Err(e) => Err(e),
-                }
-            }
-        }
-        Request::Detach => core.detach(conn, sid.as_deref()).await.map(|()| {
-            state.session = None;
-            Response::Done
-        }),
-        Request::ListPeers => core
-            .list_peers(conn, sid.as_deref())
-            .await
-            .map(|peers| Response::Peers { peers }),
-        Request::ListMembers => core
-            .list_members(conn, sid.as_deref())
-            .await
-            .map(|members| Response::Members { members }),
-        Request::FetchInbox { mark_seen } => core
-            .fetch_inbox(conn, sid.as_deref(), mark_seen)
-            .await
-            .map(|messages| Response::Inbox { messages }),
-        Request::Pending => core
-            .pending(conn, sid.as_deref())
-            .await
-            .map(|count| Response::Pending { count }),
-        Request::MarkSeen { message_ids } => core
-            .mark_seen(conn, sid.as_deref(), message_ids)
-            .await
-            .map(|()| Response::Done),
-        Request::MarkPushed { message_ids } => core
-            .mark_pushed(conn, sid.as_deref(), message_ids)
-            .await
-            .map(|message_ids| Response::MarkedPushed { message_ids }),
+        Request::Attach(args) => attach(core, state, args, frames).await,
+        Request::Detach => match state.session.take() {
+            Some(session) => session.detach().await.map(|()| Response::Done),
+            None => Err(not_attached()),
+        },
+        Request::ListPeers => match &state.session {
+            Some(session) => session
+                .list_peers()
+                .await
+                .map(|peers| Response::Peers { peers }),
+            None => Err(not_attached()),
+        },
+        Request::ListMembers => match &state.session {
+            Some(session) => session
+                .list_members()
+                .await
+                .map(|members| Response::Members { members }),
+            None => Err(not_attached()),
+        },
+        Request::FetchInbox { mark_seen } => match &state.session {
+            Some(session) => session
+                .fetch_inbox(mark_seen)
+                .await
+                .map(|messages| Response::Inbox { messages }),
+            None => Err(not_attached()),
+        },
+        Request::Pending => match &state.session {
+            Some(session) => session
+                .pending()
+                .await
+                .map(|count| Response::Pending { count }),
+            None => Err(not_attached()),
+        },
+        Request::MarkSeen { message_ids } => match &state.session {
+            Some(session) => session
+                .mark_seen(message_ids)
+                .await
+                .map(|()| Response::Done),
+            None => Err(not_attached()),
+        },
+        Request::MarkPushed { message_ids } => match &state.session {
+            Some(session) => session
+                .mark_pushed(message_ids)
+                .await
+                .map(|message_ids| Response::MarkedPushed { message_ids }),
+            None => Err(not_attached()),
+        },
+        Request::SetSummary { summary } => change(state, SessionChange::Summary(summary)).await,
+        Request::SetStatus { status } => change(state, SessionChange::Status(status)).await,
+        Request::JoinGroup { group } => change(state, SessionChange::JoinGroup(group)).await,
+        Request::LeaveGroup { group } => change(state, SessionChange::LeaveGroup(group)).await,
+        // Requests of the connection, not of a session: ctl and hooks.
         Request::HookConfirm { message_ids } => core
             .hook_confirm(state.peer_pid, message_ids)
             .await
             .map(|()| Response::Done),
-        Request::SetSummary { summary } => {
-            change(core, conn, sid, SessionChange::Summary(summary)).await
-        }
-        Request::SetStatus { status } => {
-            change(core, conn, sid, SessionChange::Status(status)).await
-        }
-        Request::JoinGroup { group } => {
-            change(core, conn, sid, SessionChange::JoinGroup(group)).await
-        }
-        Request::LeaveGroup { group } => {
-            change(core, conn, sid, SessionChange::LeaveGroup(group)).await
-        }
+        Request::HookContext => core
+            .hook_context(state.peer_pid)
+            .await
+            .map(|(session, messages)| Response::HookContext { session, messages }),
         Request::MessageStatus { message_id } => {
             core.message_status(message_id)
                 .await
@@ -279,23 +256,61 @@ async fn dispatch(
             .list_outbox()
             .await
             .map(|messages| Response::Outbox { messages }),
-        Request::HookContext => core
-            .hook_context(state.peer_pid)
-            .await
-            .map(|(session, messages)| Response::HookContext { session, messages }),
     };
     let _ = frames.send(reply(result)).await;
 }
 
-async fn change(
+fn hello(state: &mut ConnState, protocol: u32, client: &str) -> Result<Response, IpcError> {
+    if protocol != IPC_VERSION {
+        return Err(IpcError::new(
+            "version_mismatch",
+            format!(
+                "this daemon (claudemeshd {}) speaks IPC version {IPC_VERSION}, but {} speaks version {protocol}; install matching versions and restart the daemon",
+                env!("CARGO_PKG_VERSION"),
+                printable(client)
+            ),
+        ));
+    }
+    state.hello = true;
+    Ok(Response::Welcome {
+        protocol: IPC_VERSION,
+        daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+    })
+}
+
+async fn attach(
     core: &Arc<Core>,
-    conn: u64,
-    sid: Option<String>,
-    change: SessionChange,
+    state: &mut ConnState,
+    args: AttachArgs,
+    frames: &mpsc::Sender<DaemonFrame>,
 ) -> Result<Response, IpcError> {
-    core.change_session(conn, sid.as_deref(), change)
-        .await
-        .map(|()| Response::Done)
+    if state
+        .session
+        .as_ref()
+        .is_some_and(SessionHandle::is_attached)
+    {
+        return Err(IpcError::new(
+            "already_attached",
+            "this connection already carries a session; open another connection for another session",
+        ));
+    }
+    // A session taken over by a newer connection is let go first: its
+    // handle, dropped after this attach, must not detach the session this
+    // connection attaches again.
+    state.session = None;
+    let (session, info) = core
+        .attach(state.id, state.peer_pid, args, frames.clone())
+        .await?;
+    state.session = Some(session);
+    Ok(Response::Attached(info))
+}
+
+async fn change(state: &ConnState, change: SessionChange) -> Result<Response, IpcError> {
+    match &state.session {
+        Some(session) => session.change(change).await.map(|()| Response::Done),
+        None => Err(not_attached()),
+    }
 }
 
 /// A client-supplied name, made safe to echo in a message.
