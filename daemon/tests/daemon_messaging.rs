@@ -330,6 +330,43 @@ async fn a_detached_or_taken_over_connection_gets_not_attached_for_every_session
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_is_held_to_the_brokers_limit() {
+    use claudemesh_protocol::limits::MAX_SUMMARY_BYTES;
+    let home = Home::new();
+    let daemon = Daemon::start_ready(&home, &[]).await;
+    let mut c = daemon.client().await;
+    c.attach(std::process::id(), "summarist", None).await;
+    let longest = "s".repeat(MAX_SUMMARY_BYTES);
+    c.request(Request::SetSummary {
+        summary: longest.clone(),
+    })
+    .await
+    .expect("a summary of the broker's limit is taken");
+    let err = c
+        .request(Request::SetSummary {
+            summary: "s".repeat(MAX_SUMMARY_BYTES + 1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "too_large");
+    assert!(
+        err.message.contains(&MAX_SUMMARY_BYTES.to_string()),
+        "{}",
+        err.message
+    );
+    // The refused one changed nothing.
+    let peers = match c.request(Request::ListPeers).await {
+        Ok(Response::Peers { peers }) => peers,
+        other => panic!("{other:?}"),
+    };
+    let me = peers
+        .iter()
+        .find(|p| p.is_self)
+        .expect("the session itself");
+    assert_eq!(me.peer.summary, longest);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_claude_code_exits_leaves_the_broker() {
     let broker = TestBroker::start().await;
     let TwoDaemons {

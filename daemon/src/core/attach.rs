@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claudemesh_protocol::ipc::{AttachArgs, AttachedInfo, DaemonFrame, Event, IpcError};
+use claudemesh_protocol::limits;
 use claudemesh_protocol::wire::{ClientFrame, PeerStatus, ServerFrame, SessionOpen};
 use tokio::sync::mpsc;
 
@@ -20,8 +21,6 @@ use crate::store::SessionRow;
 
 /// How long attach waits for the broker to name a new session.
 const OPEN_WAIT: Duration = Duration::from_secs(2);
-/// The longest summary accepted.
-const MAX_SUMMARY_BYTES: usize = 2048;
 
 /// A change a session makes to how it appears to its peers.
 #[derive(Debug, Clone)]
@@ -444,11 +443,11 @@ impl Core {
     ) -> Result<(), IpcError> {
         let sid = sid.to_owned();
         match &change {
-            SessionChange::Summary(s) if s.len() > MAX_SUMMARY_BYTES => {
-                return Err(IpcError::new(
-                    "too_large",
-                    format!("a summary is at most {MAX_SUMMARY_BYTES} bytes"),
-                ));
+            // The broker's limit, so that a summary taken here is never
+            // refused there.
+            SessionChange::Summary(s) => {
+                limits::check_text_bytes("summary", s, limits::MAX_SUMMARY_BYTES)
+                    .map_err(|e| IpcError::new(e.code(), e.to_string()))?;
             }
             SessionChange::JoinGroup(g) | SessionChange::LeaveGroup(g) => {
                 crate::sessions::validate_group(g.trim().trim_start_matches('@'))?;

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::envelope;
 use claudemesh_protocol::ipc::{Event, InboxMessage, IpcError};
+use claudemesh_protocol::limits::MAX_MESSAGE_IDS_PER_REQUEST;
 use claudemesh_protocol::wire::{
     ClientFrame, DeliveryState, MessageBody, PeerStatus, Priority, Push,
 };
@@ -291,12 +292,7 @@ impl Core {
         sid: &str,
         message_ids: Vec<String>,
     ) -> Result<(), IpcError> {
-        if message_ids.len() > 10_000 {
-            return Err(IpcError::new(
-                "too_large",
-                "mark at most 10000 messages at once",
-            ));
-        }
+        check_id_count("mark", &message_ids)?;
         self.mark_seen_ids(sid, message_ids).await
     }
 
@@ -309,12 +305,7 @@ impl Core {
         message_ids: Vec<String>,
     ) -> Result<Vec<String>, IpcError> {
         let sid = sid.to_owned();
-        if message_ids.len() > 10_000 {
-            return Err(IpcError::new(
-                "too_large",
-                "mark at most 10000 messages at once",
-            ));
-        }
+        check_id_count("mark", &message_ids)?;
         let session = sid.clone();
         let marked = self
             .store
@@ -394,12 +385,7 @@ impl Core {
         peer_pid: Option<u32>,
         message_ids: Vec<String>,
     ) -> Result<(), IpcError> {
-        if message_ids.len() > 10_000 {
-            return Err(IpcError::new(
-                "too_large",
-                "confirm at most 10000 messages at once",
-            ));
-        }
+        check_id_count("confirm", &message_ids)?;
         for sid in self.hook_sessions(peer_pid) {
             let ids = message_ids.clone();
             let due = self
@@ -431,6 +417,18 @@ impl Core {
             })
             .unwrap_or_default()
     }
+}
+
+/// At most [`MAX_MESSAGE_IDS_PER_REQUEST`] ids in one request (`verb` says
+/// what the request does with them).
+fn check_id_count(verb: &str, message_ids: &[String]) -> Result<(), IpcError> {
+    if message_ids.len() > MAX_MESSAGE_IDS_PER_REQUEST {
+        return Err(IpcError::new(
+            "too_large",
+            format!("{verb} at most {MAX_MESSAGE_IDS_PER_REQUEST} messages at once"),
+        ));
+    }
+    Ok(())
 }
 
 /// `to` is a display name (not `*`, `@group`, a key or key/session).

@@ -10,7 +10,8 @@ use std::time::Duration;
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::encoding::is_lower_hex;
 use claudemesh_protocol::envelope;
-use claudemesh_protocol::ipc::{IpcError, MAX_TEXT_BYTES, SendArgs, SentInfo};
+use claudemesh_protocol::ipc::{IpcError, SendArgs, SentInfo};
+use claudemesh_protocol::limits;
 use claudemesh_protocol::wire::{Ack, ClientFrame, MessageBody, RecipientState, Send, ServerFrame};
 use tokio::sync::oneshot;
 
@@ -29,8 +30,6 @@ const MAX_RESEALS: u32 = 8;
 pub const RETRY_AFTER_MS: i64 = 15_000;
 /// How long after a connect `unknown_target` is treated as "not back yet".
 const SETTLE_WINDOW: Duration = Duration::from_secs(30);
-/// The longest `to`.
-const MAX_TARGET_BYTES: usize = 512;
 
 /// What became of a send within the wait.
 #[derive(Debug)]
@@ -59,25 +58,11 @@ impl Core {
         sid: String,
         args: SendArgs,
     ) -> Result<SentInfo, IpcError> {
-        if args.text.len() > MAX_TEXT_BYTES {
-            return Err(IpcError::new(
-                "too_large",
-                format!(
-                    "the message is {} bytes; the limit is {MAX_TEXT_BYTES}; split it or send a file path instead",
-                    args.text.len()
-                ),
-            ));
-        }
-        if args.text.is_empty() {
-            return Err(IpcError::new("malformed", "the message text is empty"));
-        }
-        let to = args.to.trim().to_owned();
-        if to.is_empty() || to.len() > MAX_TARGET_BYTES || to.chars().any(char::is_control) {
-            return Err(IpcError::new(
-                "malformed",
-                "`to` must be a display name, @group, *, a member key or key/sessionId",
-            ));
-        }
+        let refused = |e: limits::MessageError| IpcError::new(e.code(), e.to_string());
+        limits::check_message_text(&args.text).map_err(refused)?;
+        let to = limits::check_message_target(&args.to)
+            .map_err(refused)?
+            .to_owned();
         let mesh = self.session_mesh(&sid)?;
         let mesh_id = mesh.id().to_owned();
         if mesh.is_revoked() {
