@@ -337,7 +337,10 @@ impl LinkTask {
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= idle_limit {
                         close_quietly(&mut ws).await;
-                        return Ended::Lost("the broker went silent for 75 s".into());
+                        return Ended::Lost(format!(
+                            "the broker went silent for {} s",
+                            idle_limit.as_secs()
+                        ));
                     }
                     if let Err(e) = write(&mut ws, Message::Ping(Vec::new().into())).await {
                         return Ended::Lost(format!("ping failed: {e}"));
