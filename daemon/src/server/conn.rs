@@ -156,108 +156,100 @@ async fn dispatch(
             error,
         },
     };
-    let result = match frame.request {
-        Request::Hello { protocol, client } => hello(state, protocol, &client),
-        _ if !state.hello => Err(IpcError::new(
-            "no_hello",
-            "send `hello` with the IPC protocol version first",
-        )),
-        Request::Send(args) => {
-            let sent = match &state.session {
-                Some(session) => session.send(args),
-                None => {
-                    let _ = frames.send(reply(Err(not_attached()))).await;
-                    return;
-                }
-            };
-            // The wait for the broker's ack must not hold up other requests.
-            let frames = frames.clone();
-            tokio::spawn(async move {
-                let result = sent.await.map(Response::Sent);
-                let _ = frames.send(reply(result)).await;
-            });
-            return;
-        }
-        Request::Attach(args) => attach(core, state, args, frames).await,
-        Request::Detach => match state.session.take() {
-            Some(session) => session.detach().await.map(|()| Response::Done),
-            None => Err(not_attached()),
-        },
-        Request::ListPeers => match &state.session {
-            Some(session) => session
-                .list_peers()
-                .await
-                .map(|peers| Response::Peers { peers }),
-            None => Err(not_attached()),
-        },
-        Request::ListMembers => match &state.session {
-            Some(session) => session
-                .list_members()
-                .await
-                .map(|members| Response::Members { members }),
-            None => Err(not_attached()),
-        },
-        Request::FetchInbox { mark_seen } => match &state.session {
-            Some(session) => session
-                .fetch_inbox(mark_seen)
-                .await
-                .map(|messages| Response::Inbox { messages }),
-            None => Err(not_attached()),
-        },
-        Request::Pending => match &state.session {
-            Some(session) => session
-                .pending()
-                .await
-                .map(|count| Response::Pending { count }),
-            None => Err(not_attached()),
-        },
-        Request::MarkSeen { message_ids } => match &state.session {
-            Some(session) => session
-                .mark_seen(message_ids)
-                .await
-                .map(|()| Response::Done),
-            None => Err(not_attached()),
-        },
-        Request::MarkPushed { message_ids } => match &state.session {
-            Some(session) => session
-                .mark_pushed(message_ids)
-                .await
-                .map(|message_ids| Response::MarkedPushed { message_ids }),
-            None => Err(not_attached()),
-        },
-        Request::SetSummary { summary } => change(state, SessionChange::Summary(summary)).await,
-        Request::SetStatus { status } => change(state, SessionChange::Status(status)).await,
-        Request::JoinGroup { group } => change(state, SessionChange::JoinGroup(group)).await,
-        Request::LeaveGroup { group } => change(state, SessionChange::LeaveGroup(group)).await,
-        // Requests of the connection, not of a session: ctl and hooks.
-        Request::HookConfirm { message_ids } => core
-            .hook_confirm(state.peer_pid, message_ids)
-            .await
-            .map(|()| Response::Done),
-        Request::HookContext => core
-            .hook_context(state.peer_pid)
-            .await
-            .map(|(session, messages)| Response::HookContext { session, messages }),
-        Request::MessageStatus { message_id } => {
-            core.message_status(message_id)
-                .await
-                .map(|(message_id, recipients)| Response::MessageStatus {
+    // `None`: answered later, by a task of its own.
+    let answer = async {
+        let response = match frame.request {
+            Request::Hello { protocol, client } => hello(state, protocol, &client)?,
+            _ if !state.hello => {
+                return Err(IpcError::new(
+                    "no_hello",
+                    "send `hello` with the IPC protocol version first",
+                ));
+            }
+            Request::Send(args) => {
+                let sent = attached(state)?.send(args);
+                // The wait for the broker's ack must not hold up other
+                // requests.
+                let frames = frames.clone();
+                tokio::spawn(async move {
+                    let result = sent.await.map(Response::Sent);
+                    let _ = frames.send(reply(result)).await;
+                });
+                return Ok(None);
+            }
+            Request::Attach(args) => attach(core, state, args, frames).await?,
+            Request::Detach => {
+                let session = state.session.take().ok_or_else(not_attached)?;
+                session.detach().await?;
+                Response::Done
+            }
+            Request::ListPeers => Response::Peers {
+                peers: attached(state)?.list_peers().await?,
+            },
+            Request::ListMembers => Response::Members {
+                members: attached(state)?.list_members().await?,
+            },
+            Request::FetchInbox { mark_seen } => Response::Inbox {
+                messages: attached(state)?.fetch_inbox(mark_seen).await?,
+            },
+            Request::Pending => Response::Pending {
+                count: attached(state)?.pending().await?,
+            },
+            Request::MarkSeen { message_ids } => {
+                attached(state)?.mark_seen(message_ids).await?;
+                Response::Done
+            }
+            Request::MarkPushed { message_ids } => Response::MarkedPushed {
+                message_ids: attached(state)?.mark_pushed(message_ids).await?,
+            },
+            Request::SetSummary { summary } => {
+                change(state, SessionChange::Summary(summary)).await?
+            }
+            Request::SetStatus { status } => change(state, SessionChange::Status(status)).await?,
+            Request::JoinGroup { group } => change(state, SessionChange::JoinGroup(group)).await?,
+            Request::LeaveGroup { group } => {
+                change(state, SessionChange::LeaveGroup(group)).await?
+            }
+            // Requests of the connection, not of a session: ctl and hooks.
+            Request::HookConfirm { message_ids } => {
+                core.hook_confirm(state.peer_pid, message_ids).await?;
+                Response::Done
+            }
+            Request::HookContext => {
+                let (session, messages) = core.hook_context(state.peer_pid).await?;
+                Response::HookContext { session, messages }
+            }
+            Request::MessageStatus { message_id } => {
+                let (message_id, recipients) = core.message_status(message_id).await?;
+                Response::MessageStatus {
                     message_id,
                     recipients,
-                })
-        }
-        Request::DaemonStatus => core.daemon_status(socket).await.map(Response::DaemonStatus),
-        Request::ReloadConfig => core
-            .reload_config()
-            .await
-            .map(|_| Response::Done)
-            .map_err(|e| IpcError::new("config_error", e)),
-        Request::ListOutbox => core
-            .list_outbox()
-            .await
-            .map(|messages| Response::Outbox { messages }),
+                }
+            }
+            Request::DaemonStatus => Response::DaemonStatus(core.daemon_status(socket).await?),
+            Request::ReloadConfig => {
+                core.reload_config()
+                    .await
+                    .map_err(|e| IpcError::new("config_error", e))?;
+                Response::Done
+            }
+            Request::ListOutbox => Response::Outbox {
+                messages: core.list_outbox().await?,
+            },
+        };
+        Ok(Some(response))
+    };
+    let result = match answer.await {
+        Ok(None) => return,
+        Ok(Some(response)) => Ok(response),
+        Err(error) => Err(error),
     };
     let _ = frames.send(reply(result)).await;
+}
+
+/// The connection's session, for a request only a session can make.
+fn attached(state: &ConnState) -> Result<&SessionHandle, IpcError> {
+    state.session.as_ref().ok_or_else(not_attached)
 }
 
 fn hello(state: &mut ConnState, protocol: u32, client: &str) -> Result<Response, IpcError> {
@@ -307,10 +299,8 @@ async fn attach(
 }
 
 async fn change(state: &ConnState, change: SessionChange) -> Result<Response, IpcError> {
-    match &state.session {
-        Some(session) => session.change(change).await.map(|()| Response::Done),
-        None => Err(not_attached()),
-    }
+    attached(state)?.change(change).await?;
+    Ok(Response::Done)
 }
 
 /// A client-supplied name, made safe to echo in a message.
