@@ -1,5 +1,7 @@
 //! `claudemesh-broker`: `serve`, and administration of a data directory.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 use claudemesh_broker::cli::{self, Cli, Command};

@@ -388,7 +388,7 @@ pub fn send(o: SendOpts<'_>) -> Result<()> {
     let text = if o.text.len() == 1 && o.text[0] == "-" {
         let mut s = String::new();
         std::io::stdin()
-            .take(claudemesh_protocol::ipc::MAX_TEXT_BYTES as u64 + 1)
+            .take(claudemesh_protocol::limits::MAX_TEXT_BYTES as u64 + 1)
             .read_to_string(&mut s)
             .map_err(|e| CtlError::failure(format!("cannot read the message from stdin: {e}")))?;
         s
@@ -401,13 +401,10 @@ pub fn send(o: SendOpts<'_>) -> Result<()> {
             "the message is empty",
         ));
     }
-    if text.len() > claudemesh_protocol::ipc::MAX_TEXT_BYTES {
-        return Err(CtlError::failure(format!(
-            "the message is {} bytes; at most {} are allowed",
-            text.len(),
-            claudemesh_protocol::ipc::MAX_TEXT_BYTES
-        )));
-    }
+    // The daemon's own check, with its words: a text over the limit is
+    // not sent at all.
+    claudemesh_protocol::limits::check_message_text(&text)
+        .map_err(|e| CtlError::failure(e.to_string()))?;
     let paths = ctx::paths()?;
     let (info, sent) = daemon::block_on(async {
         let client = daemon::require(&paths).await?;

@@ -6,6 +6,8 @@
 //! endpoints), `daemon` (the local socket), `output` (tables, colour,
 //! spinner, JSON) and `error` (exit codes). See docs/ctl.md.
 
+#![forbid(unsafe_code)]
+
 mod broker_http;
 mod claude;
 mod cli;

@@ -1,12 +1,11 @@
-//! One daemon per user, enforced by the kernel: an exclusive `flock` on
-//! `paths.lock_path()`, held for the life of the process and released by
+//! One daemon per user, enforced by the kernel: an exclusive lock
+//! (`File::try_lock`, an `flock` on Unix) on `paths.lock_path()`, held for the life of the process and released by
 //! the kernel however the process ends (even `kill -9`). A pid file could
 //! only guess; a lock cannot be stale.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,17 +37,14 @@ impl InstanceLock {
             .mode(0o600)
             .open(path)
             .map_err(io_err)?;
-        // SAFETY: flock on a file descriptor we own, for the file's life.
-        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-        if rc != 0 {
-            let err = io::Error::last_os_error();
-            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
-                LockError::AlreadyRunning {
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                return Err(LockError::AlreadyRunning {
                     path: path.to_path_buf(),
-                }
-            } else {
-                io_err(err)
-            });
+                });
+            }
+            Err(TryLockError::Error(err)) => return Err(io_err(err)),
         }
         // For people looking at the file; the lock is what counts.
         let _ = file.set_len(0);
@@ -66,8 +62,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("d.lock");
         let first = InstanceLock::acquire(&path).unwrap();
-        // flock locks belong to the open file description, so a second
-        // open in the same process conflicts just as another process would.
+        // The lock belongs to the open file description (flock), so a
+        // second open in the same process conflicts just as another
+        // process would.
         assert!(matches!(
             InstanceLock::acquire(&path),
             Err(LockError::AlreadyRunning { .. })

@@ -1,5 +1,7 @@
 //! `claudemeshd`: the per-user claudemesh daemon.
 
+#![forbid(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};

@@ -250,6 +250,121 @@ async fn a_restarted_shim_resumes_its_session_and_inbox() {
     assert_eq!(err.code, "not_attached");
 }
 
+/// Every request a session can make, for checking what a connection
+/// without its session gets.
+fn session_requests() -> Vec<Request> {
+    vec![
+        send("anyone", "x", Priority::Next),
+        Request::ListPeers,
+        Request::ListMembers,
+        Request::FetchInbox { mark_seen: true },
+        Request::Pending,
+        Request::MarkSeen {
+            message_ids: vec!["m-x".into()],
+        },
+        Request::MarkPushed {
+            message_ids: vec!["m-x".into()],
+        },
+        Request::SetSummary {
+            summary: "s".into(),
+        },
+        Request::SetStatus {
+            status: PeerStatus::Dnd,
+        },
+        Request::JoinGroup { group: "g".into() },
+        Request::LeaveGroup { group: "g".into() },
+        Request::Detach,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_or_taken_over_connection_gets_not_attached_for_every_session_request() {
+    let home = Home::new();
+    let daemon = Daemon::start_ready(&home, &[]).await;
+    let me = std::process::id();
+
+    let mut first = daemon.client().await;
+    let info = first.attach(me, "handle", None).await;
+    first.request(Request::Detach).await.expect("detach");
+    for request in session_requests() {
+        let what = format!("{request:?}");
+        let err = first.request(request).await.unwrap_err();
+        assert_eq!(err.code, "not_attached", "after detach: {what}");
+    }
+
+    // The same connection may attach again: the detached session ended,
+    // so this is a new one.
+    let again = first.attach(me, "handle", None).await;
+    assert_eq!(again.session_id, info.session_id);
+    assert!(!again.resumed);
+
+    // A newer connection of the same Claude Code takes the session over.
+    let mut second = daemon.client().await;
+    assert!(second.attach(me, "handle", None).await.resumed);
+    // (`detach` last: it lets go of the lost session, checked below.)
+    for request in session_requests()
+        .into_iter()
+        .filter(|r| !matches!(r, Request::Detach))
+    {
+        let what = format!("{request:?}");
+        let err = first.request(request).await.unwrap_err();
+        assert_eq!(err.code, "not_attached", "after takeover: {what}");
+    }
+
+    // The first connection takes it back, and keeps it: letting go of the
+    // session it had lost must not detach the one it attached again.
+    assert!(first.attach(me, "handle", None).await.resumed);
+    assert!(matches!(
+        first.request(Request::Pending).await,
+        Ok(Response::Pending { .. })
+    ));
+    let err = second.request(Request::Pending).await.unwrap_err();
+    assert_eq!(err.code, "not_attached");
+    let err = second.request(Request::Detach).await.unwrap_err();
+    assert_eq!(err.code, "not_attached");
+    assert!(matches!(
+        first.request(Request::Pending).await,
+        Ok(Response::Pending { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_summary_is_held_to_the_brokers_limit() {
+    use claudemesh_protocol::limits::MAX_SUMMARY_BYTES;
+    let home = Home::new();
+    let daemon = Daemon::start_ready(&home, &[]).await;
+    let mut c = daemon.client().await;
+    c.attach(std::process::id(), "summarist", None).await;
+    let longest = "s".repeat(MAX_SUMMARY_BYTES);
+    c.request(Request::SetSummary {
+        summary: longest.clone(),
+    })
+    .await
+    .expect("a summary of the broker's limit is taken");
+    let err = c
+        .request(Request::SetSummary {
+            summary: "s".repeat(MAX_SUMMARY_BYTES + 1),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, "too_large");
+    assert!(
+        err.message.contains(&MAX_SUMMARY_BYTES.to_string()),
+        "{}",
+        err.message
+    );
+    // The refused one changed nothing.
+    let peers = match c.request(Request::ListPeers).await {
+        Ok(Response::Peers { peers }) => peers,
+        other => panic!("{other:?}"),
+    };
+    let me = peers
+        .iter()
+        .find(|p| p.is_self)
+        .expect("the session itself");
+    assert_eq!(me.peer.summary, longest);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_whose_claude_code_exits_leaves_the_broker() {
     let broker = TestBroker::start().await;

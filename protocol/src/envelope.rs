@@ -13,7 +13,10 @@ use crate::wire::Envelope;
 pub enum EnvelopeError {
     #[error("the envelope's member is not a valid public key")]
     BadMember,
-    #[error("the nonce is not 24 bytes of standard base64")]
+    #[error(
+        "the nonce is not {n} bytes of standard base64",
+        n = crate::limits::NONCE_BYTES
+    )]
     BadNonce,
     #[error("the ciphertext is not standard base64")]
     BadCiphertext,

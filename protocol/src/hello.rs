@@ -19,7 +19,10 @@ use crate::wire::{ErrorCode, Hello};
 /// Why a hello was refused, in PROTOCOL.md's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum HelloRejection {
-    #[error("the hello timestamp is more than 60 seconds from the broker's clock")]
+    #[error(
+        "the hello timestamp is more than {secs} seconds from the broker's clock",
+        secs = crate::limits::HELLO_SKEW_MS / 1000
+    )]
     TimestampSkew,
     #[error(
         "the hello is malformed: a required field is missing or ill-typed, an id or name has control characters, a field is over its limit, or the key or signature is not lowercase hex of the right length"

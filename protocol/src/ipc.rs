@@ -24,9 +24,7 @@ pub const IPC_VERSION: u32 = 1;
 /// (the stream cannot be resynchronised inside an over-long line).
 pub const MAX_IPC_LINE_BYTES: usize = 4 * 1024 * 1024;
 
-/// The longest message text a session may send. Leaves room for JSON and
-/// per-recipient envelopes under the broker's 1 MiB frame limit.
-pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+pub use crate::limits::MAX_TEXT_BYTES;
 
 /// Client → daemon: `{"id":1,"op":"send","args":{…}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,6 +7,8 @@
 //! in their own I/O. The normative text is `shared/PROTOCOL.md`; where it is
 //! silent, `docs/protocol.md` records the choice made here.
 
+#![forbid(unsafe_code)]
+
 pub mod critical_thread;
 pub mod encoding;
 pub mod envelope;

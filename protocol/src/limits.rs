@@ -111,6 +111,22 @@ pub const MAX_UNAUTHENTICATED_PER_IP: usize = 64;
 /// An HTTP request body (`/v1/join`, `/v1/leave`) is at most this many bytes.
 pub const MAX_HTTP_BODY_BYTES: usize = 16 * 1024;
 
+// ---------------------------------------------------------------------
+// Limits of the local socket (`docs/ipc.md`): what a client may ask of
+// its daemon in one request.
+// ---------------------------------------------------------------------
+
+/// The longest message text a session may send. Leaves room for JSON and
+/// per-recipient envelopes under the broker's 1 MiB frame limit.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024;
+
+/// The longest `to` of a send, once trimmed (a `key/sessionId` is
+/// 64 + 1 + [`MAX_ID_CHARS`]; the rest is room for names).
+pub const MAX_TARGET_BYTES: usize = 512;
+
+/// Message ids one `mark_seen`, `mark_pushed` or `hook_confirm` may name.
+pub const MAX_MESSAGE_IDS_PER_REQUEST: usize = 10_000;
+
 /// Why a free-text field was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TextError {
@@ -176,4 +192,99 @@ pub fn check_line(field: &'static str, value: &str, max_bytes: usize) -> Result<
         return Err(TextError::ControlCharacter { field });
     }
     check_text_bytes(field, value, max_bytes)
+}
+
+/// Why a message to send (its `to` and `text`) was refused. The daemon is
+/// the one that checks; a client may check first (the shim must: a text
+/// over the limit should not cross the socket) but only with these, so
+/// the user reads the same words whoever refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MessageError {
+    #[error(
+        "the message is {bytes} bytes; the limit is {max}; split it or send a file path instead",
+        max = MAX_TEXT_BYTES
+    )]
+    TooLarge { bytes: usize },
+    #[error("the message text is empty")]
+    Empty,
+    #[error("`to` must be a display name, @group, *, a member key or key/sessionId")]
+    BadTarget,
+}
+
+impl MessageError {
+    /// The IPC error code: `too_large` or `malformed`.
+    pub fn code(&self) -> crate::ipc::IpcErrorCode {
+        use crate::ipc::IpcErrorCode;
+        match self {
+            Self::TooLarge { .. } => IpcErrorCode::TooLarge,
+            Self::Empty | Self::BadTarget => IpcErrorCode::Malformed,
+        }
+    }
+}
+
+/// Checks a message's text: not empty, at most [`MAX_TEXT_BYTES`].
+pub fn check_message_text(text: &str) -> Result<(), MessageError> {
+    if text.len() > MAX_TEXT_BYTES {
+        return Err(MessageError::TooLarge { bytes: text.len() });
+    }
+    if text.is_empty() {
+        return Err(MessageError::Empty);
+    }
+    Ok(())
+}
+
+/// Checks a message's `to` and returns it trimmed, as it is stored and
+/// routed: not empty, at most [`MAX_TARGET_BYTES`], no control characters.
+pub fn check_message_target(to: &str) -> Result<&str, MessageError> {
+    let to = to.trim();
+    if to.is_empty() || to.len() > MAX_TARGET_BYTES || to.chars().any(char::is_control) {
+        return Err(MessageError::BadTarget);
+    }
+    Ok(to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_text_is_checked_against_the_limit_it_names() {
+        assert_eq!(check_message_text(&"x".repeat(MAX_TEXT_BYTES)), Ok(()));
+        let over = check_message_text(&"x".repeat(MAX_TEXT_BYTES + 1)).unwrap_err();
+        assert_eq!(
+            over,
+            MessageError::TooLarge {
+                bytes: MAX_TEXT_BYTES + 1
+            }
+        );
+        assert_eq!(over.code(), "too_large");
+        let words = over.to_string();
+        assert!(
+            words.contains(&format!("the limit is {MAX_TEXT_BYTES}")),
+            "{words}"
+        );
+        assert_eq!(check_message_text(""), Err(MessageError::Empty));
+        assert_eq!(MessageError::Empty.code(), "malformed");
+    }
+
+    #[test]
+    fn a_message_target_is_trimmed_and_bounded() {
+        assert_eq!(check_message_target("  alice \t"), Ok("alice"));
+        assert_eq!(check_message_target("@team"), Ok("@team"));
+        let longest = "a".repeat(MAX_TARGET_BYTES);
+        assert_eq!(check_message_target(&longest), Ok(longest.as_str()));
+        for bad in [
+            String::new(),
+            "   ".into(),
+            "a".repeat(MAX_TARGET_BYTES + 1),
+            "al\u{1b}ice".into(),
+        ] {
+            assert_eq!(
+                check_message_target(&bad),
+                Err(MessageError::BadTarget),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(MessageError::BadTarget.code(), "malformed");
+    }
 }

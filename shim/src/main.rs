@@ -5,6 +5,8 @@
 //! mesh as six tools, and brings inbound messages to the model. stdout is
 //! the MCP channel; logs go to stderr only.
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod format;
 mod server;

@@ -7,7 +7,8 @@
 
 use std::sync::Arc;
 
-use claudemesh_protocol::ipc::{IpcErrorCode, MAX_TEXT_BYTES, Request, Response, SendArgs};
+use claudemesh_protocol::ipc::{IpcError, IpcErrorCode, Request, Response, SendArgs};
+use claudemesh_protocol::limits::{self, MessageError};
 use claudemesh_protocol::wire::{PeerStatus, Priority};
 use rmcp::model::{CallToolResult, ContentBlock, JsonObject, Tool, ToolAnnotations};
 use serde_json::{Value, json};
@@ -283,13 +284,15 @@ async fn send_message(session: &Arc<Session>, args: &JsonObject) -> Result<Outco
         "a session name from list_peers, @group, or * for everyone",
     )?;
     let text = string_arg(args, "text", "the message to send")?;
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(ToolError::BadArgs(format!(
-            "`text` is {} bytes; the limit is {MAX_TEXT_BYTES}. Shorten it, or point to a file \
-             the recipient can read.",
-            text.len()
-        )));
-    }
+    // The daemon's own check, made here too so that a text over the limit
+    // never crosses the socket; the same refusal either way.
+    let refused = |e: MessageError| {
+        ToolError::Failed(Failure::Refused(IpcError::new(e.code(), e.to_string())))
+    };
+    limits::check_message_text(&text).map_err(refused)?;
+    let to = limits::check_message_target(&to)
+        .map_err(refused)?
+        .to_owned();
     let priority = match args.get("priority") {
         None | Some(Value::Null) => Priority::Next,
         Some(Value::String(p)) => Priority::parse(p.trim()).ok_or_else(|| {
@@ -301,7 +304,6 @@ async fn send_message(session: &Arc<Session>, args: &JsonObject) -> Result<Outco
             )));
         }
     };
-    let to = to.trim().to_owned();
     let request = Request::Send(SendArgs {
         to: to.clone(),
         text,

@@ -141,3 +141,26 @@ fn shims_starting_together_share_one_daemon() {
         home.daemon_log()
     );
 }
+
+#[test]
+fn a_message_over_the_limit_is_refused_in_the_daemons_words() {
+    use claudemesh_protocol::limits::{MAX_TEXT_BYTES, MessageError};
+    let home = Home::new();
+    let mut alice = Shim::start(&home, "alice", &[]);
+    let text = "x".repeat(MAX_TEXT_BYTES + 1);
+    let (is_error, said, result) = alice.call("send_message", json!({"to": "alice", "text": text}));
+    assert!(is_error, "{said}");
+    let words = MessageError::TooLarge {
+        bytes: MAX_TEXT_BYTES + 1,
+    }
+    .to_string();
+    assert!(said.contains(&words), "{said}");
+    assert_eq!(result["structuredContent"]["error"], "refused");
+    assert_eq!(result["structuredContent"]["code"], "too_large");
+    // The limit itself is taken.
+    let (_, data) = alice.ok(
+        "send_message",
+        json!({"to": " alice ", "text": "x".repeat(MAX_TEXT_BYTES)}),
+    );
+    assert!(data["messageId"].is_string(), "{data}");
+}

@@ -3,6 +3,8 @@
 //! `claudemesh-ctl`) as separate processes, each daemon in its own home,
 //! and drives shims as MCP clients over their stdio.
 
+#![forbid(unsafe_code)]
+
 pub mod bins;
 pub mod broker;
 pub mod claude;

@@ -2,6 +2,7 @@
 //! as Claude Code speaks it. Notifications are collected for the test.
 
 use std::ops::{Deref, DerefMut};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -32,31 +33,85 @@ impl DerefMut for McpClient {
     }
 }
 
+/// The "Claude Code" a shim runs under: an `sh` that stays the shim's
+/// parent, so that each shim is its own session (the daemon keys sessions
+/// by the shim's parent).
+pub enum Parent<'a> {
+    /// Starts the shim again when it dies, as Claude Code does (see
+    /// [`McpClient::restart_shim`]); a shim that exits cleanly, on end of
+    /// input, ends it.
+    Restarting,
+    /// Runs the shim once; `args` show on the parent's command line (not
+    /// the shim's), as Claude Code's own flags would.
+    Once { args: &'a [&'a str] },
+}
+
+/// How to start one shim.
+pub struct Launch<'a> {
+    pub shim: &'a Path,
+    /// The whole environment of the home, extras last.
+    pub env: Vec<(String, String)>,
+    pub display_name: &'a str,
+    /// Where the shim's stderr goes (appended).
+    pub log: &'a Path,
+    pub parent: Parent<'a>,
+}
+
 impl McpClient {
-    /// Starts a shim as a Claude Code session would, and initializes it.
-    ///
-    /// The shim runs under its own `sh`, which stays as its parent: each
-    /// shim then has its own "Claude Code" process, as in real use (the
-    /// daemon keys sessions by the shim's parent). Like Claude Code, the
-    /// `sh` starts the shim again when it dies (see [`Self::restart_shim`]);
-    /// a shim that exits cleanly, on end of input, ends it.
+    /// Starts a shim as a Claude Code session would, under a [`Parent::Restarting`]
+    /// parent, and initializes it.
     pub fn start(home: &Home, display_name: &str, extra_env: &[(&str, &str)]) -> Self {
+        let mut env = home.env();
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let log = home.path().join(format!("shim-{display_name}.log"));
+        let shim = bins::bin(bins::SHIM);
+        let mut client = Self::spawn(Launch {
+            shim: &shim,
+            env,
+            display_name,
+            log: &log,
+            parent: Parent::Restarting,
+        });
+        client.handshake();
+        client
+    }
+
+    /// Starts a shim without initializing it.
+    pub fn spawn(launch: Launch<'_>) -> Self {
         let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg("until \"$0\"; do sleep 0.2; done")
-            .arg(bins::bin(bins::SHIM));
-        cmd.env_remove("CLAUDEMESH_BROKER_URL");
-        for (k, v) in home.env() {
-            cmd.env(k, v);
+        match launch.parent {
+            Parent::Restarting => cmd
+                .arg("-c")
+                .arg("until \"$0\"; do sleep 0.2; done")
+                .arg(launch.shim),
+            // `sh -c SCRIPT SHIM ARGS…`: the shim gets no arguments.
+            Parent::Once { args } => cmd
+                .arg("-c")
+                .arg("\"$0\"; exit $?")
+                .arg(launch.shim)
+                .args(args),
+        };
+        // Whatever the test runner has set must not choose a broker, mesh
+        // or channel mode for the shim; only `launch.env` does.
+        for key in [
+            "CLAUDEMESH_BROKER_URL",
+            "CLAUDEMESH_MESH",
+            "CLAUDEMESH_CHANNEL",
+        ] {
+            cmd.env_remove(key);
         }
-        cmd.env("CLAUDEMESH_DISPLAY_NAME", display_name);
-        for (k, v) in extra_env {
+        cmd.env("CLAUDEMESH_DISPLAY_NAME", launch.display_name);
+        for (k, v) in &launch.env {
             cmd.env(k, v);
         }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(home.path().join(format!("shim-{display_name}.log")))
+            .open(launch.log)
             .expect("log file");
         let mut child = cmd
             .stdin(Stdio::piped())
@@ -66,18 +121,16 @@ impl McpClient {
             .expect("the shim starts");
         let stdin = child.stdin.take().expect("piped stdin");
         let stdout = child.stdout.take().expect("piped stdout");
-        let mut client = Self {
-            rpc: StdioRpc::new(display_name, stdin, stdout),
+        Self {
+            rpc: StdioRpc::new(launch.display_name, stdin, stdout),
             process: Guarded {
                 child,
-                name: format!("shim {display_name}"),
+                name: format!("shim {}", launch.display_name),
             },
-        };
-        client.initialize();
-        client
+        }
     }
 
-    fn initialize(&mut self) {
+    fn handshake(&mut self) {
         let init = self.rpc.initialize("claudemesh-e2e");
         assert!(init.get("result").is_some(), "initialize failed: {init}");
     }
@@ -87,7 +140,7 @@ impl McpClient {
     /// Code, which must resume the same session and inbox.
     pub fn restart_shim(&mut self) {
         kill_children(self.process.pid());
-        self.initialize();
+        self.handshake();
     }
 
     /// Kills the shim and keeps it down (its Claude Code lives on) until
@@ -104,7 +157,7 @@ impl McpClient {
         let _ = Command::new("kill")
             .args(["-CONT", &self.process.pid().to_string()])
             .status();
-        self.initialize();
+        self.handshake();
     }
 
     pub fn pid(&self) -> u32 {

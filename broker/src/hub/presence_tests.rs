@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::hub::conn::Queued;
+use claudemesh_protocol::wire::ErrorCode;
 
 const NOW: i64 = 1_700_000_000_000;
 
@@ -449,7 +450,7 @@ fn a_member_lists_a_bounded_number_of_sessions_grace_included() {
     assert_eq!(
         SessionError::Unknown.code_and_message("s9"),
         (
-            "unknown_session",
+            ErrorCode::UnknownSession,
             "session s9 is not open on this connection".to_owned()
         )
     );

@@ -145,7 +145,10 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         }
         Ok(Incoming::Text(t)) => t,
         Ok(Incoming::TooLarge) => {
-            let err = error_text(ErrorCode::TooLarge, "frames are limited to 1 MiB");
+            let err = error_text(
+                ErrorCode::TooLarge,
+                format!("frames are limited to {MAX_FRAME_BYTES} bytes"),
+            );
             return close_direct(sink, stream, vec![err], 1009, ErrorCode::TooLarge.as_str()).await;
         }
         Ok(Incoming::Closed) => return,

@@ -338,7 +338,10 @@ impl Connection {
         if !is_valid_id(&send.id) {
             return Err(refuse(
                 ErrorCode::Malformed,
-                "the send id must be 1 to 64 characters",
+                format!(
+                    "the send id must be 1 to {} characters",
+                    limits::MAX_ID_CHARS
+                ),
             ));
         }
         let sid = self.session_of(send.session_id.clone())?;
@@ -678,7 +681,7 @@ fn check_envelopes(envelopes: &[Envelope]) -> Result<HashMap<&str, &Envelope>, R
         if b64_decode(&env.nonce).is_none_or(|n| n.len() != NONCE_BYTES) {
             return Err(refuse(
                 ErrorCode::Malformed,
-                "an envelope's nonce must be 24 bytes of standard base64",
+                format!("an envelope's nonce must be {NONCE_BYTES} bytes of standard base64"),
             ));
         }
         if env.ciphertext.len() > MAX_CIPHERTEXT_CHARS {

@@ -9,10 +9,11 @@ use std::time::Duration;
 use claudemesh_protocol::ipc::{
     AttachArgs, AttachedInfo, DaemonFrame, Event, IpcError, IpcErrorCode,
 };
+use claudemesh_protocol::limits;
 use claudemesh_protocol::wire::{ClientFrame, PeerStatus, ServerFrame, SessionOpen};
 use tokio::sync::mpsc;
 
-use super::{Core, internal};
+use super::{Core, SessionHandle, internal};
 use crate::ids;
 use crate::link::ReplyKey;
 use crate::mesh::Mesh;
@@ -22,8 +23,6 @@ use crate::store::SessionRow;
 
 /// How long attach waits for the broker to name a new session.
 const OPEN_WAIT: Duration = Duration::from_secs(2);
-/// The longest summary accepted.
-const MAX_SUMMARY_BYTES: usize = 2048;
 
 /// A change a session makes to how it appears to its peers.
 #[derive(Debug, Clone)]
@@ -44,14 +43,15 @@ pub fn not_attached() -> IpcError {
 impl Core {
     /// Makes connection `conn_id` the session of the Claude Code process
     /// `args.claude_pid`, which must be the connecting process or one of its
-    /// ancestors.
+    /// ancestors. The connection keeps the handle for the session's
+    /// requests.
     pub async fn attach(
         self: &Arc<Self>,
         conn_id: u64,
         peer_pid: Option<u32>,
         args: AttachArgs,
         frames: mpsc::Sender<DaemonFrame>,
-    ) -> Result<AttachedInfo, IpcError> {
+    ) -> Result<(SessionHandle, AttachedInfo), IpcError> {
         validate_attach(&args)?;
         let peer = peer_pid.ok_or_else(|| {
             IpcError::new(
@@ -207,9 +207,10 @@ impl Core {
         };
         // Messages already due are pushed after the reply (the connection
         // writes frames in order).
+        let handle = SessionHandle::new(self.clone(), conn_id, session_id.clone());
         let core = self.clone();
         tokio::spawn(async move { core.release(&session_id).await });
-        Ok(info)
+        Ok((handle, info))
     }
 
     /// `session_open` for `row`, waiting briefly for the broker's name.
@@ -245,9 +246,8 @@ impl Core {
 
     /// The connection is gone; its session (if still its own) waits for a
     /// new shim or for its Claude Code to exit.
-    pub fn connection_closed(&self, conn_id: u64, session_id: Option<&str>) {
-        if let Some(sid) = session_id
-            && let Some(s) = self.sessions.lock().get_mut(sid)
+    pub(super) fn connection_closed(&self, conn_id: u64, sid: &str) {
+        if let Some(s) = self.sessions.lock().get_mut(sid)
             && s.is_attached_to(conn_id)
         {
             s.attachment = None;
@@ -255,15 +255,10 @@ impl Core {
         }
     }
 
-    /// Checks that `conn_id` holds `session_id`.
-    pub fn check_attached(
-        &self,
-        conn_id: u64,
-        session_id: Option<&str>,
-    ) -> Result<String, IpcError> {
-        let sid = session_id.ok_or_else(not_attached)?;
+    /// Checks that `conn_id` still holds `sid`.
+    pub(super) fn check_attached(&self, conn_id: u64, sid: &str) -> Result<(), IpcError> {
         match self.sessions.lock().get(sid) {
-            Some(s) if s.is_attached_to(conn_id) => Ok(sid.to_owned()),
+            Some(s) if s.is_attached_to(conn_id) => Ok(()),
             _ => Err(not_attached()),
         }
     }
@@ -447,19 +442,18 @@ impl Core {
     }
 
     /// Applies a status, summary or group change made by the session.
-    pub async fn change_session(
+    pub(super) async fn change_session(
         self: &Arc<Self>,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: &str,
         change: SessionChange,
     ) -> Result<(), IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
+        let sid = sid.to_owned();
         match &change {
-            SessionChange::Summary(s) if s.len() > MAX_SUMMARY_BYTES => {
-                return Err(IpcError::new(
-                    IpcErrorCode::TooLarge,
-                    format!("a summary is at most {MAX_SUMMARY_BYTES} bytes"),
-                ));
+            // The broker's limit, so that a summary taken here is never
+            // refused there.
+            SessionChange::Summary(s) => {
+                limits::check_text_bytes("summary", s, limits::MAX_SUMMARY_BYTES)
+                    .map_err(|e| IpcError::new(e.code().as_str(), e.to_string()))?;
             }
             SessionChange::JoinGroup(g) | SessionChange::LeaveGroup(g) => {
                 crate::sessions::validate_group(g.trim().trim_start_matches('@'))?;
@@ -518,13 +512,6 @@ impl Core {
         if matches!(change, SessionChange::Status(s) if s != PeerStatus::Working) {
             self.release(&sid).await;
         }
-        Ok(())
-    }
-
-    /// Detach: the session ends now rather than when its Claude Code exits.
-    pub async fn detach(&self, conn_id: u64, session_id: Option<&str>) -> Result<(), IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
-        self.end_session(&sid, "detached by its client").await;
         Ok(())
     }
 

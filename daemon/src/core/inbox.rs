@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::envelope;
 use claudemesh_protocol::ipc::{Event, InboxMessage, IpcError, IpcErrorCode};
+use claudemesh_protocol::limits::MAX_MESSAGE_IDS_PER_REQUEST;
 use claudemesh_protocol::wire::{
     ClientFrame, DeliveryState, MessageBody, PeerStatus, Priority, Push,
 };
@@ -219,15 +220,13 @@ impl Core {
     }
 
     /// Every unread message of the session, whatever its priority.
-    pub async fn fetch_inbox(
+    pub(super) async fn fetch_inbox(
         &self,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: &str,
         mark_seen: bool,
     ) -> Result<Vec<InboxMessage>, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
         let mut budget = ANSWER_BUDGET_BYTES;
-        self.take_unseen(&sid, mark_seen, &mut budget).await
+        self.take_unseen(sid, mark_seen, &mut budget).await
     }
 
     /// The session's unread messages, oldest first, as many as fit in
@@ -277,8 +276,8 @@ impl Core {
         Ok(messages)
     }
 
-    pub async fn pending(&self, conn_id: u64, session_id: Option<&str>) -> Result<u32, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
+    pub(super) async fn pending(&self, sid: &str) -> Result<u32, IpcError> {
+        let sid = sid.to_owned();
         let before = pushed_before(self.now_ms());
         self.store
             .call(move |db| db.inbox_pending(&sid, before))
@@ -286,38 +285,25 @@ impl Core {
             .map_err(internal)
     }
 
-    pub async fn mark_seen(
+    pub(super) async fn mark_seen(
         &self,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: &str,
         message_ids: Vec<String>,
     ) -> Result<(), IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
-        if message_ids.len() > 10_000 {
-            return Err(IpcError::new(
-                IpcErrorCode::TooLarge,
-                "mark at most 10000 messages at once",
-            ));
-        }
-        self.mark_seen_ids(&sid, message_ids).await
+        check_id_count("mark", &message_ids)?;
+        self.mark_seen_ids(sid, message_ids).await
     }
 
     /// The shim is about to push these as channel notifications: held back
     /// from the other paths until the transcript confirms them or the
     /// window passes. Returns those it may push (not shown or pushed yet).
-    pub async fn mark_pushed(
+    pub(super) async fn mark_pushed(
         &self,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: &str,
         message_ids: Vec<String>,
     ) -> Result<Vec<String>, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
-        if message_ids.len() > 10_000 {
-            return Err(IpcError::new(
-                IpcErrorCode::TooLarge,
-                "mark at most 10000 messages at once",
-            ));
-        }
+        let sid = sid.to_owned();
+        check_id_count("mark", &message_ids)?;
         let session = sid.clone();
         let now = self.now_ms();
         let marked = self
@@ -399,12 +385,7 @@ impl Core {
         peer_pid: Option<u32>,
         message_ids: Vec<String>,
     ) -> Result<(), IpcError> {
-        if message_ids.len() > 10_000 {
-            return Err(IpcError::new(
-                IpcErrorCode::TooLarge,
-                "confirm at most 10000 messages at once",
-            ));
-        }
+        check_id_count("confirm", &message_ids)?;
         for sid in self.hook_sessions(peer_pid) {
             let ids = message_ids.clone();
             let now = self.now_ms();
@@ -437,6 +418,18 @@ impl Core {
             })
             .unwrap_or_default()
     }
+}
+
+/// At most [`MAX_MESSAGE_IDS_PER_REQUEST`] ids in one request (`verb` says
+/// what the request does with them).
+fn check_id_count(verb: &str, message_ids: &[String]) -> Result<(), IpcError> {
+    if message_ids.len() > MAX_MESSAGE_IDS_PER_REQUEST {
+        return Err(IpcError::new(
+            IpcErrorCode::TooLarge,
+            format!("{verb} at most {MAX_MESSAGE_IDS_PER_REQUEST} messages at once"),
+        ));
+    }
+    Ok(())
 }
 
 /// `to` is a display name (not `*`, `@group`, a key or key/session).

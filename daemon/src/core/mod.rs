@@ -7,7 +7,8 @@
 //! for a few statements and never across an `.await`; disk work goes
 //! through [`Store::call`].
 //!
-//! One file per concern: `attach` (sessions coming and going), `outbox`
+//! One file per concern: `attach` (sessions coming and going), `session`
+//! (the handle a connection keeps, with its session's requests), `outbox`
 //! (sending), `inbox` (receiving and showing), `worker` (broker frames and
 //! resync after a reconnect), `meshes` (config reloads), `status` (what
 //! ctl and `list_peers` see).
@@ -17,6 +18,7 @@ mod inbox;
 mod meshes;
 mod outbox;
 mod outbox_rules;
+mod session;
 mod status;
 mod worker;
 
@@ -37,6 +39,7 @@ use crate::store::{Store, StoreError};
 
 pub use attach::SessionChange;
 pub use outbox::SendOutcome;
+pub use session::SessionHandle;
 
 /// Choices made at start.
 #[derive(Debug, Clone, Default)]

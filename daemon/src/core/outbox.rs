@@ -10,7 +10,8 @@ use std::time::Duration;
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::encoding::is_lower_hex;
 use claudemesh_protocol::envelope;
-use claudemesh_protocol::ipc::{IpcError, IpcErrorCode, MAX_TEXT_BYTES, SendArgs, SentInfo};
+use claudemesh_protocol::ipc::{IpcError, IpcErrorCode, SendArgs, SentInfo};
+use claudemesh_protocol::limits;
 use claudemesh_protocol::wire::{
     Ack, ClientFrame, ErrorCode, ErrorFrame, MessageBody, RecipientState, SendRequest, ServerFrame,
 };
@@ -25,8 +26,6 @@ use crate::store::{OutboxRow, OutboxState};
 
 /// How long `send` waits for the broker's ack before answering anyway.
 const ACK_WAIT: Duration = Duration::from_secs(2);
-/// The longest `to`.
-const MAX_TARGET_BYTES: usize = 512;
 
 /// What became of a send within the wait.
 #[derive(Debug)]
@@ -36,35 +35,16 @@ pub enum SendOutcome {
 }
 
 impl Core {
-    pub async fn send(
+    pub(super) async fn send(
         self: &Arc<Self>,
-        conn_id: u64,
-        session_id: Option<&str>,
+        sid: String,
         args: SendArgs,
     ) -> Result<SentInfo, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
-        if args.text.len() > MAX_TEXT_BYTES {
-            return Err(IpcError::new(
-                IpcErrorCode::TooLarge,
-                format!(
-                    "the message is {} bytes; the limit is {MAX_TEXT_BYTES}; split it or send a file path instead",
-                    args.text.len()
-                ),
-            ));
-        }
-        if args.text.is_empty() {
-            return Err(IpcError::new(
-                IpcErrorCode::Malformed,
-                "the message text is empty",
-            ));
-        }
-        let to = args.to.trim().to_owned();
-        if to.is_empty() || to.len() > MAX_TARGET_BYTES || to.chars().any(char::is_control) {
-            return Err(IpcError::new(
-                IpcErrorCode::Malformed,
-                "`to` must be a display name, @group, *, a member key or key/sessionId",
-            ));
-        }
+        let refused = |e: limits::MessageError| IpcError::new(e.code(), e.to_string());
+        limits::check_message_text(&args.text).map_err(refused)?;
+        let to = limits::check_message_target(&args.to)
+            .map_err(refused)?
+            .to_owned();
         let mesh = self.session_mesh(&sid)?;
         let mesh_id = mesh.id().to_owned();
         if mesh.is_revoked() {

@@ -20,13 +20,8 @@ const ASK_WAIT: Duration = Duration::from_secs(3);
 
 impl Core {
     /// The active members of the session's mesh, as the broker knows them.
-    pub async fn list_members(
-        &self,
-        conn_id: u64,
-        session_id: Option<&str>,
-    ) -> Result<Vec<MemberPresence>, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
-        let mesh = self.session_mesh(&sid)?;
+    pub(super) async fn list_members(&self, sid: &str) -> Result<Vec<MemberPresence>, IpcError> {
+        let mesh = self.session_mesh(sid)?;
         let down = || {
             IpcError::new(
                 IpcErrorCode::Unavailable,
@@ -55,13 +50,8 @@ impl Core {
 
     /// The session's mesh's peers: the broker's live answer when connected,
     /// else the last known list plus this daemon's own sessions.
-    pub async fn list_peers(
-        &self,
-        conn_id: u64,
-        session_id: Option<&str>,
-    ) -> Result<Vec<PeerView>, IpcError> {
-        let sid = self.check_attached(conn_id, session_id)?;
-        let mesh = self.session_mesh(&sid)?;
+    pub(super) async fn list_peers(&self, sid: &str) -> Result<Vec<PeerView>, IpcError> {
+        let mesh = self.session_mesh(sid)?;
         let mesh_id = mesh.id().to_owned();
         if mesh.link.is_connected() {
             self.refresh_peers(&mesh).await;

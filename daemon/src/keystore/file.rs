@@ -40,7 +40,7 @@ impl FileStore {
         if name.len() > MAX_FILE_NAME {
             return Err(KeystoreError::InvalidAccount {
                 account: account.to_owned(),
-                reason: "it is too long to name a key file",
+                reason: "it is too long to name a key file".into(),
             });
         }
         Ok(self.dir.join(name))

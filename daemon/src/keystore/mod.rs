@@ -127,10 +127,7 @@ pub enum KeystoreError {
     #[error("{ENV_KEYSTORE}=os, but no durable OS keyring is reachable: {reason}. {hint}")]
     OsUnavailable { reason: String, hint: &'static str },
     #[error("{account:?} cannot name a key: {reason}")]
-    InvalidAccount {
-        account: String,
-        reason: &'static str,
-    },
+    InvalidAccount { account: String, reason: String },
     #[error("the {kind} keystore could not {op} the key for {account:?}: {reason}")]
     Backend {
         kind: KeystoreKind,
@@ -409,15 +406,15 @@ impl Keystore {
 /// An account names a key in every backend, and a file in the file store.
 fn validate_account(account: &str) -> Result<(), KeystoreError> {
     let reason = if account.is_empty() {
-        "it is empty"
+        "it is empty".to_owned()
     } else if account.len() > MAX_ACCOUNT_BYTES {
-        "it is longer than 256 bytes"
+        format!("it is longer than {MAX_ACCOUNT_BYTES} bytes")
     } else if account.contains(['/', '\\']) {
-        "it contains a path separator"
+        "it contains a path separator".to_owned()
     } else if account.contains("..") {
-        "it contains \"..\""
+        "it contains \"..\"".to_owned()
     } else if account.chars().any(char::is_control) {
-        "it contains a control character"
+        "it contains a control character".to_owned()
     } else {
         return Ok(());
     };

@@ -67,7 +67,12 @@ pub async fn connect(id: &LinkIdentity) -> Result<(Ws, HelloAck), ConnectError> 
         tokio_tungstenite::connect_async_with_config(id.broker_url.as_str(), Some(config), true);
     let (mut ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
-        .map_err(|_| ConnectError::Transport("the broker did not answer within 10 s".into()))?
+        .map_err(|_| {
+            ConnectError::Transport(format!(
+                "the broker did not answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            ))
+        })?
         .map_err(|e| ConnectError::Transport(format!("cannot reach the broker: {e}")))?;
 
     let mut hello = signed_hello(

@@ -13,8 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use claudemesh_protocol::ipc::{
-    DaemonFrame, IPC_VERSION, IpcError, IpcErrorCode, MAX_IPC_LINE_BYTES, Request, RequestFrame,
-    Response,
+    AttachArgs, DaemonFrame, IPC_VERSION, IpcError, IpcErrorCode, MAX_IPC_LINE_BYTES, Request,
+    RequestFrame, Response,
 };
 use interprocess::local_socket::tokio::Stream;
 use interprocess::local_socket::traits::StreamCommon;
@@ -22,7 +22,8 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
 use super::framing::{Line, read_line};
-use crate::core::{Core, SessionChange};
+use crate::core::attach::not_attached;
+use crate::core::{Core, SessionChange, SessionHandle};
 
 /// Frames (answers and events) waiting to be written to one client. Kept
 /// small: a thousand sessions each have one, and a client that does not
@@ -33,7 +34,9 @@ struct ConnState {
     id: u64,
     peer_pid: Option<u32>,
     hello: bool,
-    session: Option<String>,
+    /// Dropped when the connection closes: the session then waits for a
+    /// new shim or for its Claude Code to exit.
+    session: Option<SessionHandle>,
 }
 
 pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_slot: bool) {
@@ -130,7 +133,7 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
             Ok(Line::Eof) | Err(_) => break,
         }
     }
-    core.connection_closed(state.id, state.session.as_deref());
+    drop(state.session.take());
     drop(frames);
     let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
 }
@@ -157,150 +160,151 @@ async fn dispatch(
             error,
         },
     };
-    if let Request::Hello { protocol, client } = &frame.request {
-        let result = if *protocol == IPC_VERSION {
-            state.hello = true;
-            Ok(Response::Welcome {
-                protocol: IPC_VERSION,
-                daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
-                pid: std::process::id(),
-            })
-        } else {
-            Err(IpcError::new(
-                IpcErrorCode::VersionMismatch,
-                format!(
-                    "this daemon (claudemeshd {}) speaks IPC version {IPC_VERSION}, but {} speaks version {protocol}; install matching versions and restart the daemon",
-                    env!("CARGO_PKG_VERSION"),
-                    printable(client)
-                ),
-            ))
-        };
-        let _ = frames.send(reply(result)).await;
-        return;
-    }
-    if !state.hello {
-        let _ = frames
-            .send(reply(Err(IpcError::new(
-                IpcErrorCode::NoHello,
-                "send `hello` with the IPC protocol version first",
-            ))))
-            .await;
-        return;
-    }
-    let conn = state.id;
-    let sid = state.session.clone();
-    let result = match frame.request {
-        Request::Hello { .. } => return,
-        Request::Send(args) => {
-            // The wait for the broker's ack must not hold up other requests.
-            let (core, frames) = (core.clone(), frames.clone());
-            tokio::spawn(async move {
-                let result = core
-                    .send(conn, sid.as_deref(), args)
-                    .await
-                    .map(Response::Sent);
-                let _ = frames.send(reply(result)).await;
-            });
-            return;
-        }
-        Request::Attach(args) => {
-            if core.check_attached(conn, sid.as_deref()).is_ok() {
-                Err(IpcError::new(
-                    IpcErrorCode::AlreadyAttached,
-                    "this connection already carries a session; open another connection for another session",
-                ))
-            } else {
-                match core
-                    .attach(conn, state.peer_pid, args, frames.clone())
-                    .await
-                {
-                    Ok(info) => {
-                        state.session = Some(info.session_id.clone());
-                        Ok(Response::Attached(info))
-                    }
-                    Err(e) => Err(e),
-                }
+    // `None`: answered later, by a task of its own.
+    let answer = async {
+        let response = match frame.request {
+            Request::Hello { protocol, client } => hello(state, protocol, &client)?,
+            _ if !state.hello => {
+                return Err(IpcError::new(
+                    IpcErrorCode::NoHello,
+                    "send `hello` with the IPC protocol version first",
+                ));
             }
-        }
-        Request::Detach => core.detach(conn, sid.as_deref()).await.map(|()| {
-            state.session = None;
-            Response::Done
-        }),
-        Request::ListPeers => core
-            .list_peers(conn, sid.as_deref())
-            .await
-            .map(|peers| Response::Peers { peers }),
-        Request::ListMembers => core
-            .list_members(conn, sid.as_deref())
-            .await
-            .map(|members| Response::Members { members }),
-        Request::FetchInbox { mark_seen } => core
-            .fetch_inbox(conn, sid.as_deref(), mark_seen)
-            .await
-            .map(|messages| Response::Inbox { messages }),
-        Request::Pending => core
-            .pending(conn, sid.as_deref())
-            .await
-            .map(|count| Response::Pending { count }),
-        Request::MarkSeen { message_ids } => core
-            .mark_seen(conn, sid.as_deref(), message_ids)
-            .await
-            .map(|()| Response::Done),
-        Request::MarkPushed { message_ids } => core
-            .mark_pushed(conn, sid.as_deref(), message_ids)
-            .await
-            .map(|message_ids| Response::MarkedPushed { message_ids }),
-        Request::HookConfirm { message_ids } => core
-            .hook_confirm(state.peer_pid, message_ids)
-            .await
-            .map(|()| Response::Done),
-        Request::SetSummary { summary } => {
-            change(core, conn, sid, SessionChange::Summary(summary)).await
-        }
-        Request::SetStatus { status } => {
-            change(core, conn, sid, SessionChange::Status(status)).await
-        }
-        Request::JoinGroup { group } => {
-            change(core, conn, sid, SessionChange::JoinGroup(group)).await
-        }
-        Request::LeaveGroup { group } => {
-            change(core, conn, sid, SessionChange::LeaveGroup(group)).await
-        }
-        Request::MessageStatus { message_id } => {
-            core.message_status(message_id)
-                .await
-                .map(|(message_id, recipients)| Response::MessageStatus {
+            Request::Send(args) => {
+                let sent = attached(state)?.send(args);
+                // The wait for the broker's ack must not hold up other
+                // requests.
+                let frames = frames.clone();
+                tokio::spawn(async move {
+                    let result = sent.await.map(Response::Sent);
+                    let _ = frames.send(reply(result)).await;
+                });
+                return Ok(None);
+            }
+            Request::Attach(args) => attach(core, state, args, frames).await?,
+            Request::Detach => {
+                let session = state.session.take().ok_or_else(not_attached)?;
+                session.detach().await?;
+                Response::Done
+            }
+            Request::ListPeers => Response::Peers {
+                peers: attached(state)?.list_peers().await?,
+            },
+            Request::ListMembers => Response::Members {
+                members: attached(state)?.list_members().await?,
+            },
+            Request::FetchInbox { mark_seen } => Response::Inbox {
+                messages: attached(state)?.fetch_inbox(mark_seen).await?,
+            },
+            Request::Pending => Response::Pending {
+                count: attached(state)?.pending().await?,
+            },
+            Request::MarkSeen { message_ids } => {
+                attached(state)?.mark_seen(message_ids).await?;
+                Response::Done
+            }
+            Request::MarkPushed { message_ids } => Response::MarkedPushed {
+                message_ids: attached(state)?.mark_pushed(message_ids).await?,
+            },
+            Request::SetSummary { summary } => {
+                change(state, SessionChange::Summary(summary)).await?
+            }
+            Request::SetStatus { status } => change(state, SessionChange::Status(status)).await?,
+            Request::JoinGroup { group } => change(state, SessionChange::JoinGroup(group)).await?,
+            Request::LeaveGroup { group } => {
+                change(state, SessionChange::LeaveGroup(group)).await?
+            }
+            // Requests of the connection, not of a session: ctl and hooks.
+            Request::HookConfirm { message_ids } => {
+                core.hook_confirm(state.peer_pid, message_ids).await?;
+                Response::Done
+            }
+            Request::HookContext => {
+                let (session, messages) = core.hook_context(state.peer_pid).await?;
+                Response::HookContext { session, messages }
+            }
+            Request::MessageStatus { message_id } => {
+                let (message_id, recipients) = core.message_status(message_id).await?;
+                Response::MessageStatus {
                     message_id,
                     recipients,
-                })
-        }
-        Request::DaemonStatus => core.daemon_status(socket).await.map(Response::DaemonStatus),
-        Request::ReloadConfig => core
-            .reload_config()
-            .await
-            .map(|_| Response::Done)
-            .map_err(|e| IpcError::new(IpcErrorCode::ConfigError, e)),
-        Request::ListOutbox => core
-            .list_outbox()
-            .await
-            .map(|messages| Response::Outbox { messages }),
-        Request::HookContext => core
-            .hook_context(state.peer_pid)
-            .await
-            .map(|(session, messages)| Response::HookContext { session, messages }),
+                }
+            }
+            Request::DaemonStatus => Response::DaemonStatus(core.daemon_status(socket).await?),
+            Request::ReloadConfig => {
+                core.reload_config()
+                    .await
+                    .map_err(|e| IpcError::new(IpcErrorCode::ConfigError, e))?;
+                Response::Done
+            }
+            Request::ListOutbox => Response::Outbox {
+                messages: core.list_outbox().await?,
+            },
+        };
+        Ok(Some(response))
+    };
+    let result = match answer.await {
+        Ok(None) => return,
+        Ok(Some(response)) => Ok(response),
+        Err(error) => Err(error),
     };
     let _ = frames.send(reply(result)).await;
 }
 
-async fn change(
+/// The connection's session, for a request only a session can make.
+fn attached(state: &ConnState) -> Result<&SessionHandle, IpcError> {
+    state.session.as_ref().ok_or_else(not_attached)
+}
+
+fn hello(state: &mut ConnState, protocol: u32, client: &str) -> Result<Response, IpcError> {
+    if protocol != IPC_VERSION {
+        return Err(IpcError::new(
+            IpcErrorCode::VersionMismatch,
+            format!(
+                "this daemon (claudemeshd {}) speaks IPC version {IPC_VERSION}, but {} speaks version {protocol}; install matching versions and restart the daemon",
+                env!("CARGO_PKG_VERSION"),
+                printable(client)
+            ),
+        ));
+    }
+    state.hello = true;
+    Ok(Response::Welcome {
+        protocol: IPC_VERSION,
+        daemon_version: env!("CARGO_PKG_VERSION").to_owned(),
+        pid: std::process::id(),
+    })
+}
+
+async fn attach(
     core: &Arc<Core>,
-    conn: u64,
-    sid: Option<String>,
-    change: SessionChange,
+    state: &mut ConnState,
+    args: AttachArgs,
+    frames: &mpsc::Sender<DaemonFrame>,
 ) -> Result<Response, IpcError> {
-    core.change_session(conn, sid.as_deref(), change)
-        .await
-        .map(|()| Response::Done)
+    if state
+        .session
+        .as_ref()
+        .is_some_and(SessionHandle::is_attached)
+    {
+        return Err(IpcError::new(
+            IpcErrorCode::AlreadyAttached,
+            "this connection already carries a session; open another connection for another session",
+        ));
+    }
+    // A session taken over by a newer connection is let go first: its
+    // handle, dropped after this attach, must not detach the session this
+    // connection attaches again.
+    state.session = None;
+    let (session, info) = core
+        .attach(state.id, state.peer_pid, args, frames.clone())
+        .await?;
+    state.session = Some(session);
+    Ok(Response::Attached(info))
+}
+
+async fn change(state: &ConnState, change: SessionChange) -> Result<Response, IpcError> {
+    attached(state)?.change(change).await?;
+    Ok(Response::Done)
 }
 
 /// A client-supplied name, made safe to echo in a message.

@@ -13,10 +13,11 @@
 
 use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use claudemesh_e2e::mcp::{Launch, McpClient, Parent};
 use claudemesh_e2e::rpc::StdioRpc;
 use serde_json::Value;
 
@@ -212,29 +213,26 @@ pub fn kill9(pid: u32) {
     let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
 }
 
-/// A shim as Claude Code runs it, spoken to over MCP JSON-RPC.
-///
-/// Each shim runs under its own `sh`, which stays as its parent: that `sh`
-/// plays the Claude Code process, so every shim is its own session (the
-/// daemon keys sessions by the shim's parent).
+/// A shim as Claude Code runs it, spoken to over MCP JSON-RPC: the
+/// end-to-end suite's [`McpClient`], started once under a parent `sh` that
+/// plays the Claude Code process (so every shim is its own session).
 ///
 /// It derefs to its JSON-RPC connection (`name`, `notifications`,
 /// `request`, `initialize`, `wait_notification`, `drain_for`).
 pub struct Shim {
-    rpc: StdioRpc,
-    child: Child,
+    client: McpClient,
 }
 
 impl Deref for Shim {
     type Target = StdioRpc;
     fn deref(&self) -> &StdioRpc {
-        &self.rpc
+        &self.client
     }
 }
 
 impl DerefMut for Shim {
     fn deref_mut(&mut self) -> &mut StdioRpc {
-        &mut self.rpc
+        &mut self.client
     }
 }
 
@@ -273,57 +271,41 @@ impl Shim {
         extra_env: &[(&str, &str)],
         parent_args: &[&str],
     ) -> Shim {
-        let mut cmd = Command::new("sh");
-        // `sh -c SCRIPT SHIM ARGS…`: the shim gets no arguments, while ARGS
-        // show in the parent's command line, as Claude Code's flags would.
-        cmd.arg("-c")
-            .arg("\"$0\"; exit $?")
-            .arg(SHIM)
-            .args(parent_args);
-        for (k, v) in home.env() {
-            cmd.env(k, v);
-        }
-        cmd.env_remove("CLAUDEMESH_BROKER_URL")
-            .env_remove("CLAUDEMESH_MESH")
-            .env_remove("CLAUDEMESH_CHANNEL")
-            .env("CLAUDEMESH_DISPLAY_NAME", name);
-        for (k, v) in extra_env {
-            cmd.env(k, v);
-        }
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(home.log(name))
-            .expect("a log file");
-        let mut child = cmd
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("the shim starts");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
+        let mut env: Vec<(String, String)> = home
+            .env()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect();
+        env.extend(
+            extra_env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
+        let log = home.log(name);
         Shim {
-            rpc: StdioRpc::new(name, stdin, stdout),
-            child,
+            client: McpClient::spawn(Launch {
+                shim: Path::new(SHIM),
+                env,
+                display_name: name,
+                log: &log,
+                parent: Parent::Once { args: parent_args },
+            }),
         }
     }
 
     /// `initialize` then `notifications/initialized`.
     pub fn initialize(&mut self) -> Value {
-        self.rpc.initialize("shim-test")
+        self.client.initialize("shim-test")
     }
 
     /// Calls a tool: (is_error, all text content, the whole result).
     pub fn call(&mut self, tool: &str, arguments: Value) -> (bool, String, Value) {
-        let r = self.rpc.tool(tool, arguments);
-        (r.is_error, r.text, r.result)
+        self.client.call_tool(tool, arguments)
     }
 
     /// A tool call that must succeed: (text, structured content).
     pub fn ok(&mut self, tool: &str, arguments: Value) -> (String, Value) {
-        let (is_error, text, result) = self.call(tool, arguments);
-        assert!(!is_error, "{}: {tool} failed: {text}", self.name);
+        let (text, result) = self.client.tool_ok(tool, arguments);
         (text, result["structuredContent"].clone())
     }
 
@@ -348,24 +330,5 @@ impl Shim {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-impl Drop for Shim {
-    fn drop(&mut self) {
-        // Closing stdin ends the shim, as when Claude Code exits.
-        self.rpc.close_stdin();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = Command::new("pkill")
-            .args(["-9", "-P", &self.child.id().to_string()])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
