@@ -14,7 +14,7 @@ use claudemesh_protocol::limits::HELLO_SKEW_MS;
 use claudemesh_protocol::wire::Hello;
 
 use crate::ctx::Ctx;
-use crate::store::{MemberInfo, members};
+use crate::store::MemberInfo;
 
 /// Why a hello did not get through.
 #[derive(Debug, thiserror::Error)]
@@ -40,7 +40,8 @@ pub async fn verify(ctx: &Ctx, frame: &Value) -> Result<(Hello, MemberInfo), Hel
 
     let member = ctx
         .store
-        .read(|c| members::find_by_pubkey(c, &hello.mesh_id, &hello.pubkey))
+        .member_by_pubkey(&hello.mesh_id, &hello.pubkey)
+        .await
         .map_err(|e| HelloFailure::Internal(e.to_string()))?;
     let member = match member {
         Some(m) if !m.revoked && m.id == hello.member_id => m,

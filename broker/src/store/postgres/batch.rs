@@ -1,0 +1,132 @@
+//! The group-commit writer's PostgreSQL side: a batch is one transaction
+//! on a pooled connection. It runs on the writer's own OS thread, which
+//! drives the async client with the runtime's handle.
+//!
+//! Unlike SQLite, an error inside a PostgreSQL transaction aborts it, so a
+//! failed operation fails its whole batch (every send in it is refused,
+//! none is acknowledged).
+
+use std::time::Instant;
+
+use deadpool_postgres::{GenericClient, Pool};
+use tokio::runtime::Handle;
+
+use super::messages;
+use crate::store::{Applied, BatchOp, BatchOutcome, StoreError};
+
+pub struct PgBatch {
+    pool: Pool,
+    handle: Handle,
+}
+
+impl PgBatch {
+    /// Must be called on the async runtime (it keeps its handle).
+    pub fn new(pool: Pool) -> Self {
+        Self {
+            pool,
+            handle: Handle::current(),
+        }
+    }
+
+    pub fn apply(&mut self, ops: &mut [BatchOp<'_>]) -> Result<Applied, StoreError> {
+        let handle = self.handle.clone();
+        handle.block_on(self.apply_async(ops))
+    }
+
+    async fn apply_async(&self, ops: &mut [BatchOp<'_>]) -> Result<Applied, StoreError> {
+        let mut client = self
+            .pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let tx = client.transaction().await?;
+        let inserts = ops
+            .iter()
+            .filter(|op| matches!(op, BatchOp::Insert(_)))
+            .count();
+        // One round trip numbers every message of the batch.
+        let mut seqs: Vec<i64> = if inserts == 0 {
+            Vec::new()
+        } else {
+            let n = i64::try_from(inserts).unwrap_or(i64::MAX);
+            tx.query(
+                "SELECT nextval('message_seq') FROM generate_series(1, $1)",
+                &[&n],
+            )
+            .await?
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+        };
+        seqs.sort_unstable();
+        let mut seqs = seqs.into_iter();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops.iter_mut() {
+            outcomes.push(apply_one(&tx, op, &mut seqs).await?);
+        }
+        let t = Instant::now();
+        tx.commit().await?;
+        Ok(Applied {
+            outcomes,
+            commit_time: t.elapsed(),
+        })
+    }
+}
+
+async fn apply_one(
+    tx: &impl GenericClient,
+    op: &mut BatchOp<'_>,
+    seqs: &mut impl Iterator<Item = i64>,
+) -> Result<BatchOutcome, StoreError> {
+    Ok(match op {
+        BatchOp::Insert(m) => {
+            let seq = seqs
+                .next()
+                .ok_or_else(|| StoreError::Corrupt("too few message numbers".into()))?;
+            m.seq = seq;
+            m.message_id = crate::ids::message_id(seq);
+            BatchOutcome::Inserted(Ok(messages::insert(tx, m).await?))
+        }
+        BatchOp::Delivered {
+            message_id,
+            member_id,
+            at,
+        } => BatchOutcome::Receipt(messages::mark_delivered(tx, message_id, member_id, *at).await?),
+        BatchOp::Seen {
+            message_id,
+            member_id,
+            session_id,
+            at,
+        } => {
+            // A seen copy is also a delivered one (see the SQLite side).
+            messages::mark_delivered(tx, message_id, member_id, *at).await?;
+            BatchOutcome::Receipt(
+                messages::mark_seen(tx, message_id, member_id, session_id, *at).await?,
+            )
+        }
+        BatchOp::RememberHello {
+            signature,
+            expires_at,
+        } => {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO hello_signatures (signature, expires_at) VALUES ($1, $2)
+                     ON CONFLICT (signature) DO NOTHING",
+                )
+                .await?;
+            BatchOutcome::Remembered(Ok(tx.execute(&st, &[signature, expires_at]).await? == 1))
+        }
+        BatchOp::Housekeeping { now_ms } => {
+            let n = messages::purge_expired(tx, *now_ms).await?;
+            if n > 0 {
+                tracing::info!(expired = n, "expired messages deleted");
+            }
+            tx.execute(
+                "DELETE FROM hello_signatures WHERE expires_at < $1",
+                &[now_ms],
+            )
+            .await?;
+            BatchOutcome::Done
+        }
+    })
+}
