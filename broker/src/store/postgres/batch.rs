@@ -50,7 +50,7 @@ impl PgBatch {
         } else {
             let n = i64::try_from(inserts).unwrap_or(i64::MAX);
             tx.query(
-                "SELECT nextval('message_seq') FROM generate_series(1, $1)",
+                "SELECT nextval('message_seq') FROM generate_series(1, $1::BIGINT)",
                 &[&n],
             )
             .await?
