@@ -259,7 +259,10 @@ impl PgServer {
             .stderr(Stdio::null())
             .status()
             .expect("starting the PostgreSQL watcher");
-        assert!(status.success(), "starting the PostgreSQL watcher: {status}");
+        assert!(
+            status.success(),
+            "starting the PostgreSQL watcher: {status}"
+        );
     }
 
     /// The server's log, for a failing test's message.

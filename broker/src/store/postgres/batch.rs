@@ -6,6 +6,7 @@
 //! failed operation fails its whole batch (every send in it is refused,
 //! none is acknowledged).
 
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
 use deadpool_postgres::{GenericClient, Pool};
@@ -30,7 +31,14 @@ impl PgBatch {
 
     pub fn apply(&mut self, ops: &mut [BatchOp<'_>]) -> Result<Applied, StoreError> {
         let handle = self.handle.clone();
-        handle.block_on(self.apply_async(ops))
+        // `block_on` panics when the runtime has shut down under a batch
+        // (the process is stopping): that batch is refused, not a crash.
+        std::panic::catch_unwind(AssertUnwindSafe(|| handle.block_on(self.apply_async(ops))))
+            .unwrap_or_else(|_| {
+                Err(StoreError::Unavailable(
+                    "the async runtime stopped during a write".into(),
+                ))
+            })
     }
 
     async fn apply_async(&self, ops: &mut [BatchOp<'_>]) -> Result<Applied, StoreError> {
