@@ -24,6 +24,19 @@ pub enum HelloFailure {
     /// The broker could not check (database trouble): close 1011.
     #[error("the broker could not verify the hello: {0}")]
     Internal(String),
+    /// The database server cannot be reached: close 1013, try again later.
+    #[error("the broker cannot reach its database: {0}")]
+    Unavailable(String),
+}
+
+impl From<crate::store::StoreError> for HelloFailure {
+    fn from(e: crate::store::StoreError) -> Self {
+        if e.is_unavailable() {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
 }
 
 impl From<HelloRejection> for HelloFailure {
@@ -41,8 +54,7 @@ pub async fn verify(ctx: &Ctx, frame: &Value) -> Result<(Hello, MemberInfo), Hel
     let member = ctx
         .store
         .member_by_pubkey(&hello.mesh_id, &hello.pubkey)
-        .await
-        .map_err(|e| HelloFailure::Internal(e.to_string()))?;
+        .await?;
     let member = match member {
         Some(m) if !m.revoked && m.id == hello.member_id => m,
         _ => return Err(HelloRejection::Unauthorized.into()),
@@ -61,6 +73,6 @@ pub async fn verify(ctx: &Ctx, frame: &Value) -> Result<(Hello, MemberInfo), Hel
     {
         Ok(true) => Ok((hello, member)),
         Ok(false) => Err(HelloRejection::Replayed.into()),
-        Err(e) => Err(HelloFailure::Internal(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }

@@ -236,6 +236,13 @@ async fn sends_are_refused_while_the_database_is_down_and_flow_again_after() {
     let (code, message) = error_of(&refused);
     assert_eq!(code, "unavailable");
     assert!(message.contains("database"), "{message}");
+    // A new connection is told to come back later (1013), not failed.
+    let mut late = Client::connect(&ws).await;
+    let hello = bob.hello_frame("s-late", None, ConnectionRole::Session, fresh_ts());
+    late.send(hello).await;
+    let (frames, closed) = late.recv_close().await;
+    assert_eq!((closed.code, closed.reason.as_str()), (1013, "unavailable"));
+    assert_eq!(error_of(&frames[0]).0, "unavailable", "{frames:?}");
 
     pg.resume();
     wait_health(addr, 200).await;

@@ -557,6 +557,47 @@ async fn messages_duplicates_and_pending_copies(f: &Fixture) {
     assert_eq!(f.store.max_message_seq().await.unwrap(), second.seq);
 }
 
+async fn a_failing_send_fails_alone(f: &Fixture) {
+    let m = populated(f).await;
+    let mut bad = message(&m.id, "bad", NOW + DAY_MS);
+    // Two copies for one member: the store refuses the message.
+    let twin = bad.recipients[0].clone();
+    bad.recipients.push(twin);
+    let writer = f.writer.clone();
+    let mesh_id = m.id.clone();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let mut good1 = message(&mesh_id, "good1", NOW + DAY_MS);
+        let mut good2 = message(&mesh_id, "good2", NOW + DAY_MS);
+        let mut ops = [
+            BatchOp::Insert(&mut good1),
+            BatchOp::Insert(&mut bad),
+            BatchOp::Insert(&mut good2),
+        ];
+        writer.lock().unwrap().apply(&mut ops).unwrap().outcomes
+    })
+    .await
+    .unwrap();
+    let verdicts: Vec<&str> = outcomes
+        .iter()
+        .map(|o| match o {
+            BatchOutcome::Inserted(Ok(InsertOutcome::Stored)) => "stored",
+            BatchOutcome::Inserted(Err(_)) => "refused",
+            other => panic!("unexpected outcome {other:?}"),
+        })
+        .collect();
+    assert_eq!(verdicts, ["stored", "refused", "stored"]);
+    for (client_id, stored) in [("good1", true), ("bad", false), ("good2", true)] {
+        let found = f
+            .store
+            .sent_before(&m.id, "mem_alice", client_id)
+            .await
+            .unwrap();
+        assert_eq!(found.is_some(), stored, "{client_id}");
+    }
+    // Nothing of the refused message is left: two messages, four copies.
+    assert_eq!(f.store.queue_depth().await.unwrap(), 4);
+}
+
 async fn receipts_and_message_status(f: &Fixture) {
     let m = populated(f).await;
     let (_, msg) = f.insert(message(&m.id, "c1", NOW + DAY_MS)).await;
@@ -706,6 +747,7 @@ both_stores!(
     fifty_parallel_joins_on_a_one_use_invite,
     revocations,
     messages_duplicates_and_pending_copies,
+    a_failing_send_fails_alone,
     receipts_and_message_status,
     expiry_purge,
     replay_signatures,

@@ -2,9 +2,11 @@
 //! on a pooled connection. It runs on the writer's own OS thread, which
 //! drives the async client with the runtime's handle.
 //!
-//! Unlike SQLite, an error inside a PostgreSQL transaction aborts it, so a
-//! failed operation fails its whole batch (every send in it is refused,
-//! none is acknowledged).
+//! Unlike SQLite, an error inside a PostgreSQL transaction aborts it. So
+//! when a batch of several operations fails for any reason but a lost
+//! database, each is applied again in a transaction of its own: the one
+//! that fails is refused alone, as on SQLite, and the others go through
+//! (the failed batch stored nothing; message numbers it took are skipped).
 
 use std::panic::AssertUnwindSafe;
 use std::time::Instant;
@@ -33,12 +35,36 @@ impl PgBatch {
         let handle = self.handle.clone();
         // `block_on` panics when the runtime has shut down under a batch
         // (the process is stopping): that batch is refused, not a crash.
-        std::panic::catch_unwind(AssertUnwindSafe(|| handle.block_on(self.apply_async(ops))))
+        std::panic::catch_unwind(AssertUnwindSafe(|| handle.block_on(self.apply_all(ops))))
             .unwrap_or_else(|_| {
                 Err(StoreError::Unavailable(
                     "the async runtime stopped during a write".into(),
                 ))
             })
+    }
+
+    /// The batch in one transaction, or else one by one (see the module doc).
+    async fn apply_all(&self, ops: &mut [BatchOp<'_>]) -> Result<Applied, StoreError> {
+        let e = match self.apply_async(ops).await {
+            Ok(applied) => return Ok(applied),
+            Err(e) if e.is_unavailable() || ops.len() < 2 => return Err(e),
+            Err(e) => e,
+        };
+        tracing::warn!(error = %e, "a batch failed; applying its operations one by one");
+        let t = Instant::now();
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops.iter_mut() {
+            let outcome = match self.apply_async(std::slice::from_mut(op)).await {
+                Ok(mut applied) => applied.outcomes.remove(0),
+                Err(e) if e.is_unavailable() => return Err(e),
+                Err(e) => refused(op, e),
+            };
+            outcomes.push(outcome);
+        }
+        Ok(Applied {
+            outcomes,
+            commit_time: t.elapsed(),
+        })
     }
 
     async fn apply_async(&self, ops: &mut [BatchOp<'_>]) -> Result<Applied, StoreError> {
@@ -78,6 +104,22 @@ impl PgBatch {
             outcomes,
             commit_time: t.elapsed(),
         })
+    }
+}
+
+/// The outcome of an operation that failed on its own.
+fn refused(op: &BatchOp<'_>, e: StoreError) -> BatchOutcome {
+    match op {
+        BatchOp::Insert(_) => BatchOutcome::Inserted(Err(e)),
+        BatchOp::RememberHello { .. } => BatchOutcome::Remembered(Err(e)),
+        BatchOp::Delivered { .. } | BatchOp::Seen { .. } => {
+            tracing::warn!(error = %e, "recording a receipt failed");
+            BatchOutcome::Receipt(None)
+        }
+        BatchOp::Housekeeping { .. } => {
+            tracing::warn!(error = %e, "housekeeping failed");
+            BatchOutcome::Done
+        }
     }
 }
 

@@ -71,7 +71,7 @@ impl SqliteBatch {
                 self.next_seq += 1;
                 m.seq = seq;
                 m.message_id = crate::ids::message_id(seq);
-                BatchOutcome::Inserted(messages::insert(conn, seq, m))
+                BatchOutcome::Inserted(insert_whole(conn, seq, m))
             }
             BatchOp::Delivered {
                 message_id,
@@ -126,6 +126,22 @@ impl SqliteBatch {
             tracing::warn!(error = %e, "final WAL checkpoint failed");
         }
     }
+}
+
+/// Stores a message with all its copies or nothing of it: a copy that
+/// fails leaves no message without its other copies behind.
+fn insert_whole(
+    conn: &Connection,
+    seq: i64,
+    m: &crate::store::NewMessage,
+) -> Result<crate::store::InsertOutcome, StoreError> {
+    conn.execute_batch("SAVEPOINT send")?;
+    let outcome = messages::insert(conn, seq, m);
+    if outcome.is_err() {
+        conn.execute_batch("ROLLBACK TO send")?;
+    }
+    conn.execute_batch("RELEASE send")?;
+    outcome
 }
 
 impl Drop for SqliteBatch {
