@@ -753,3 +753,36 @@ both_stores!(
     replay_signatures,
     settings_and_health,
 );
+
+/// Nodes (and admin commands) starting together on a new database: each
+/// opens it, the schema is created once, and nobody fails.
+async fn concurrent_first_opens(location: StoreLocation) {
+    let opens: Vec<_> = (0..4)
+        .map(|_| {
+            let l = location.clone();
+            tokio::spawn(async move { Store::open(&l).await.map(|s| s.describe()) })
+        })
+        .collect();
+    for o in opens {
+        o.await.unwrap().unwrap();
+    }
+    let store = Store::open(&location).await.unwrap();
+    assert!(store.schema_version().await.unwrap() >= 1);
+    store.health().await.unwrap();
+}
+
+mod concurrent_first_opens_migrate_once {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        concurrent_first_opens(StoreLocation::DataDir(dir.path().to_owned())).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        let url = common::postgres::shared().fresh_database();
+        concurrent_first_opens(StoreLocation::Postgres(url)).await;
+    }
+}

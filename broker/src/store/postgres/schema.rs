@@ -116,9 +116,9 @@ const MIGRATION_LOCK: i64 = 0x636c_6175_6465_6d73; // "claudems"
 
 const VERSION_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_version (version BIGINT NOT NULL)";
 
-/// The version the database is at (0 for an empty database).
+/// The version a migrated database is at (a read only: the health check
+/// calls it).
 pub async fn version(client: &Client) -> Result<i64, StoreError> {
-    client.batch_execute(VERSION_TABLE).await?;
     let row = client
         .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
         .await?;
@@ -127,12 +127,16 @@ pub async fn version(client: &Client) -> Result<i64, StoreError> {
 
 /// Brings the database to [`CURRENT_VERSION`].
 pub async fn migrate(client: &mut Client) -> Result<(), StoreError> {
-    if version(client).await? == CURRENT_VERSION {
+    // The usual case, without a lock. (An empty database has no version
+    // table yet: that error sends it down the migrating path.)
+    if matches!(version(client).await, Ok(CURRENT_VERSION)) {
         return Ok(());
     }
     let tx = client.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
+    // Under the lock: two processes creating it at once could collide.
+    tx.batch_execute(VERSION_TABLE).await?;
     let found: i64 = tx
         .query_one("SELECT COALESCE(MAX(version), 0) FROM schema_version", &[])
         .await?
