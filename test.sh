@@ -94,6 +94,13 @@ need_apt npm npm
 need_apt python3 python3
 # Interactive Claude Code sessions run under tmux (tests/tests/claude_sessions.rs).
 need_apt tmux tmux
+# The PostgreSQL store's tests start a private server (broker/tests/common/postgres.rs).
+# Debian keeps its binaries off PATH: look for initdb where the package puts it.
+if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
+    apt_missing+=(postgresql)
+fi
+# The broker cluster's tests put a HAProxy in front of the nodes (issue 10).
+need_apt haproxy haproxy
 
 provision_apt() {
     apt-get update -qq
@@ -112,6 +119,12 @@ if [ "${#apt_missing[@]}" -gt 0 ]; then
         exit 1
     fi
     stage "apt-get install" provision_apt
+fi
+
+# PostgreSQL refuses to run as root: as root, the tests run it as `postgres`
+# (the Debian package creates that user; make it if it is missing).
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/postgresql --shell /bin/sh postgres
 fi
 
 # Real MCP clients for the end-to-end tests, pinned in tests/js/package-lock.json.

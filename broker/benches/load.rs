@@ -18,6 +18,7 @@
 //! cargo bench -p claudemesh-broker --bench load                 # N=100, M=1000
 //! cargo bench -p claudemesh-broker --bench load -- --quick      # N=10, M=100
 //! cargo bench -p claudemesh-broker --bench load -- --members 50 --messages 200 --rate 0
+//! cargo bench -p claudemesh-broker --bench load -- --database-url postgres://…  # on PostgreSQL
 //! ```
 
 use std::collections::HashMap;
@@ -45,6 +46,8 @@ struct Opts {
     /// Bytes of message text.
     text_bytes: usize,
     deadline: Duration,
+    /// Run the broker on this PostgreSQL database instead of SQLite.
+    database_url: Option<String>,
 }
 
 fn parse_opts() -> Opts {
@@ -55,6 +58,7 @@ fn parse_opts() -> Opts {
         window: 64,
         text_bytes: 200,
         deadline: Duration::from_secs(300),
+        database_url: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -71,6 +75,7 @@ fn parse_opts() -> Opts {
             "--deadline" => {
                 o.deadline = Duration::from_secs(val("--deadline").parse().expect("--deadline S"))
             }
+            "--database-url" => o.database_url = Some(val("--database-url")),
             "--quick" => {
                 o.members = 10;
                 o.messages = 100;
@@ -92,11 +97,17 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn spawn_broker(dir: &Path, port: u16) -> Child {
+fn spawn_broker(dir: &Path, database_url: Option<&str>, port: u16) -> Child {
     Command::new(env!("CARGO_BIN_EXE_claudemesh-broker"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data")
         .arg(dir)
+        .args(
+            database_url
+                .map(|u| ["--database-url", u])
+                .into_iter()
+                .flatten(),
+        )
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -364,9 +375,20 @@ fn main() {
         o.text_bytes
     );
 
+    println!(
+        "store: {}",
+        match &o.database_url {
+            Some(url) => format!(
+                "PostgreSQL {}",
+                claudemesh_broker::store::postgres::redact(url)
+            ),
+            None => "SQLite".to_owned(),
+        }
+    );
+
     // Enroll N members through the admin API.
     let dir = tempfile::tempdir().expect("tempdir");
-    let admin = Admin::open(dir.path()).expect("admin");
+    let admin = Admin::open_store(dir.path(), o.database_url.as_deref()).expect("admin");
     let mesh = admin.create_mesh("load").expect("mesh");
     let peers: Vec<Peer> = (0..o.members)
         .map(|i| {
@@ -456,7 +478,7 @@ fn main() {
 
     // The broker, as its own process.
     let port = free_port();
-    let mut child = spawn_broker(dir.path(), port);
+    let mut child = spawn_broker(dir.path(), o.database_url.as_deref(), port);
     let pid = child.id();
     let url = format!("ws://127.0.0.1:{port}/ws");
 

@@ -1,20 +1,25 @@
-//! Administration on a data directory: meshes, invites, members.
+//! Administration of a broker's store: meshes, invites, members.
 //!
-//! Works whether or not a server runs on the same directory: every write
-//! is a short SQLite transaction that waits for the server's writer
-//! (`busy_timeout`), and a revocation is appended to the revocation log,
-//! which the running server polls (every 500 ms by default) to close the
+//! Works whether or not a server runs on the same store: every write is a
+//! short transaction (on SQLite it waits for the server's writer,
+//! `busy_timeout`), and a revocation is appended to the revocation log,
+//! which running servers poll (every 500 ms by default) to close the
 //! revoked member's connections.
 //!
 //! Each mesh's owner key (the ed25519 key that signs its invites) lives in
-//! `DIR/owner-keys/<meshId>.key`: 64 hex characters of seed, mode 0600, in a
-//! 0700 directory.
+//! `DIR/owner-keys/<meshId>.key` of the data directory: 64 hex characters
+//! of seed, mode 0600, in a 0700 directory. With a PostgreSQL store too:
+//! the keys stay on the admin machine that created the mesh, never in the
+//! shared database the broker nodes read.
+//!
+//! The API is synchronous (the CLI, the daemon's local mesh and tests call
+//! it); it drives the async [`Store`] on a small runtime of its own, on a
+//! scoped thread when the caller is itself on a runtime.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, anyhow, bail};
-use rusqlite::Connection;
 
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::MemberSecretKey;
@@ -24,15 +29,17 @@ pub use crate::store::{MemberInfo, MeshInfo};
 pub use claudemesh_protocol::invite::InviteRole;
 
 use crate::clock::system_now_ms;
-use crate::store::{self, InviteRow, invites, members, meshes, settings};
+use crate::store::{self, BROKER_URL_SETTING, InviteRow, Store, StoreLocation};
 
 /// The directory, under the data directory, holding mesh owner keys.
 pub const OWNER_KEYS_DIR: &str = "owner-keys";
 
-/// An open data directory.
+/// An open store, with the data directory holding the owner keys.
 pub struct Admin {
     data_dir: PathBuf,
-    conn: Connection,
+    store: Store,
+    /// `None` only while being dropped.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 /// A slug is what people type: 1 to 64 of `a-z 0-9 - _ .`.
@@ -51,12 +58,47 @@ fn check_slug(slug: &str) -> anyhow::Result<()> {
 impl Admin {
     /// Opens `data_dir`'s database, creating and migrating it if needed.
     pub fn open(data_dir: &Path) -> anyhow::Result<Self> {
-        let conn = store::open_data_dir(data_dir)
-            .with_context(|| format!("opening the broker database in {}", data_dir.display()))?;
+        Self::open_store(data_dir, None)
+    }
+
+    /// Opens the PostgreSQL database at `database_url` when given (owner
+    /// keys stay in `data_dir`), else `data_dir`'s SQLite database;
+    /// creating and migrating it if needed.
+    pub fn open_store(data_dir: &Path, database_url: Option<&str>) -> anyhow::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting the admin runtime")?;
+        let (location, what) = match database_url {
+            Some(url) => (
+                StoreLocation::Postgres(url.to_owned()),
+                format!("the PostgreSQL database {}", store::postgres::redact(url)),
+            ),
+            None => (
+                StoreLocation::DataDir(data_dir.to_owned()),
+                format!("the broker database in {}", data_dir.display()),
+            ),
+        };
+        let store =
+            block(&runtime, Store::open(&location)).with_context(|| format!("opening {what}"))?;
         Ok(Self {
             data_dir: data_dir.to_owned(),
-            conn,
+            store,
+            runtime: Some(runtime),
         })
+    }
+
+    /// Runs a store call to completion.
+    fn run<F>(&self, f: F) -> F::Output
+    where
+        F: std::future::Future + Send,
+        F::Output: Send,
+    {
+        let rt = self
+            .runtime
+            .as_ref()
+            .expect("the admin runtime lives until drop");
+        block(rt, f)
     }
 
     fn key_path(&self, mesh_id: &str) -> PathBuf {
@@ -74,7 +116,7 @@ impl Admin {
     /// Creates a mesh and its owner key. Fails if the slug is taken.
     pub fn create_mesh(&self, slug: &str) -> anyhow::Result<MeshInfo> {
         check_slug(slug)?;
-        if meshes::find(&self.conn, slug)?.is_some() {
+        if self.run(self.store.find_mesh(slug))?.is_some() {
             bail!("a mesh with slug {slug:?} already exists");
         }
         let key = MemberSecretKey::generate()?;
@@ -85,9 +127,9 @@ impl Admin {
         };
         let path = self.key_path(&mesh.id);
         write_secret(&path, &hex::encode(key.seed().as_ref()))?;
-        if let Err(e) = meshes::insert(&self.conn, &mesh, system_now_ms()) {
+        if let Err(e) = self.run(self.store.insert_mesh(&mesh, system_now_ms())) {
             let _ = std::fs::remove_file(&path);
-            if meshes::find(&self.conn, slug)?.is_some() {
+            if self.run(self.store.find_mesh(slug))?.is_some() {
                 bail!("a mesh with slug {slug:?} already exists");
             }
             return Err(e.into());
@@ -97,16 +139,16 @@ impl Admin {
 
     /// The mesh with this slug or id.
     pub fn find_mesh(&self, slug_or_id: &str) -> anyhow::Result<Option<MeshInfo>> {
-        Ok(meshes::find(&self.conn, slug_or_id)?)
+        Ok(self.run(self.store.find_mesh(slug_or_id))?)
     }
 
     pub fn list_meshes(&self) -> anyhow::Result<Vec<MeshInfo>> {
-        Ok(meshes::list(&self.conn)?)
+        Ok(self.run(self.store.list_meshes())?)
     }
 
     /// The broker URL the server recorded at its last start.
     pub fn recorded_broker_url(&self) -> anyhow::Result<Option<String>> {
-        Ok(settings::get(&self.conn, settings::BROKER_URL)?)
+        Ok(self.run(self.store.setting(BROKER_URL_SETTING))?)
     }
 
     fn owner_key(&self, mesh: &MeshInfo) -> anyhow::Result<MemberSecretKey> {
@@ -163,19 +205,16 @@ impl Admin {
         let key = self.owner_key(&mesh)?;
         let id = crate::ids::random_id("inv_")?;
         let expires_at = (system_now_ms() / 1000).saturating_add(expires_in_secs);
-        invites::insert(
-            &self.conn,
-            &InviteRow {
-                id: id.clone(),
-                mesh_id: mesh.id.clone(),
-                role: role.as_str().to_owned(),
-                max_uses: uses,
-                uses: 0,
-                expires_at,
-                revoked: false,
-            },
-            system_now_ms(),
-        )?;
+        let row = InviteRow {
+            id: id.clone(),
+            mesh_id: mesh.id.clone(),
+            role: role.as_str().to_owned(),
+            max_uses: uses,
+            uses: 0,
+            expires_at,
+            revoked: false,
+        };
+        self.run(self.store.insert_invite(&row, system_now_ms()))?;
         let invite = Invite::signed(&key, &mesh.id, &mesh.slug, &url, &id, role, expires_at);
         Ok((id, invite.to_link()))
     }
@@ -192,7 +231,7 @@ impl Admin {
         let mesh = self.mesh(mesh)?;
         MemberPublicKey::from_hex(pubkey_hex)
             .map_err(|e| anyhow!("{pubkey_hex:?} is not a member public key: {e}"))?;
-        if let Some(m) = members::find_by_pubkey(&self.conn, &mesh.id, pubkey_hex)? {
+        if let Some(m) = self.run(self.store.member_by_pubkey(&mesh.id, pubkey_hex))? {
             return Ok(m);
         }
         let member = MemberInfo {
@@ -203,11 +242,11 @@ impl Admin {
             role: "member".to_owned(),
             revoked: false,
         };
-        if members::insert(&self.conn, &member, None, system_now_ms())? {
+        if self.run(self.store.insert_member(&member, None, system_now_ms()))? {
             Ok(member)
         } else {
             // Enrolled concurrently by another process: return that one.
-            members::find_by_pubkey(&self.conn, &mesh.id, pubkey_hex)?
+            self.run(self.store.member_by_pubkey(&mesh.id, pubkey_hex))?
                 .ok_or_else(|| anyhow!("the member vanished while being enrolled; try again"))
         }
     }
@@ -215,7 +254,7 @@ impl Admin {
     /// Every member of the mesh, revoked ones included.
     pub fn list_members(&self, mesh: &str) -> anyhow::Result<Vec<MemberInfo>> {
         let mesh = self.mesh(mesh)?;
-        Ok(members::list(&self.conn, &mesh.id)?)
+        Ok(self.run(self.store.list_members(&mesh.id))?)
     }
 
     /// Revokes a member named by public key or (unambiguous) display name.
@@ -223,10 +262,10 @@ impl Admin {
     /// cannot connect again.
     pub fn revoke_member(&self, mesh: &str, pubkey_or_name: &str) -> anyhow::Result<MemberInfo> {
         let mesh = self.mesh(mesh)?;
-        let member = match members::find_by_pubkey(&self.conn, &mesh.id, pubkey_or_name)? {
+        let member = match self.run(self.store.member_by_pubkey(&mesh.id, pubkey_or_name))? {
             Some(m) => m,
             None => {
-                let mut found = members::find_by_name(&self.conn, &mesh.id, pubkey_or_name)?;
+                let mut found = self.run(self.store.members_by_name(&mesh.id, pubkey_or_name))?;
                 if found.len() > 1 {
                     found.retain(|m| !m.revoked);
                 }
@@ -249,7 +288,10 @@ impl Admin {
                 }
             }
         };
-        members::revoke(&self.conn, &mesh.id, &member.id, system_now_ms())?;
+        self.run(
+            self.store
+                .revoke_member(&mesh.id, &member.id, system_now_ms()),
+        )?;
         Ok(MemberInfo {
             revoked: true,
             ..member
@@ -258,11 +300,37 @@ impl Admin {
 
     /// Revokes an invite: it can no longer be used to join.
     pub fn revoke_invite(&self, invite_id: &str) -> anyhow::Result<()> {
-        if !invites::revoke(&self.conn, invite_id, system_now_ms())? {
+        if !self.run(self.store.revoke_invite(invite_id, system_now_ms()))? {
             bail!("no invite has id {invite_id:?}");
         }
         Ok(())
     }
+}
+
+impl Drop for Admin {
+    fn drop(&mut self) {
+        // Let the runtime go without blocking: the caller may be on an
+        // async runtime, where a blocking drop panics.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Runs `f` on `rt`: here when the caller is on no runtime, else on a
+/// scoped thread (a runtime cannot block inside another).
+fn block<F>(rt: &tokio::runtime::Runtime, f: F) -> F::Output
+where
+    F: std::future::Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_err() {
+        return rt.block_on(f);
+    }
+    std::thread::scope(|s| match s.spawn(|| rt.block_on(f)).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// Writes a secret file readable by its owner alone (0600, in a 0700

@@ -25,6 +25,16 @@ pub struct Cli {
         value_name = "DIR"
     )]
     pub data: Option<PathBuf>,
+    /// Store everything but the owner keys in this PostgreSQL database
+    /// (postgres://user:password@host:port/dbname) instead of the SQLite file
+    /// in --data. Admin commands still keep the owner keys in --data.
+    #[arg(
+        long,
+        global = true,
+        env = "CLAUDEMESH_BROKER_DATABASE_URL",
+        value_name = "URL"
+    )]
+    pub database_url: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -151,7 +161,7 @@ fn data_dir(cli: &Cli) -> anyhow::Result<PathBuf> {
 
 /// Runs an administration command (everything but `serve`).
 pub fn run_admin(cli: &Cli) -> anyhow::Result<()> {
-    let admin = Admin::open(&data_dir(cli)?)?;
+    let admin = Admin::open_store(&data_dir(cli)?, cli.database_url.as_deref())?;
     match &cli.command {
         Command::Serve(_) => unreachable_serve(),
         Command::Mesh(MeshCmd::Create { slug }) => {
@@ -235,7 +245,13 @@ fn unreachable_serve() {
 
 /// The server configuration for `serve`.
 pub fn serve_config(cli: &Cli, args: &ServeArgs) -> anyhow::Result<BrokerConfig> {
-    let mut config = BrokerConfig::new(args.listen, data_dir(cli)?);
+    // With PostgreSQL the server keeps nothing in a data directory.
+    let dir = match &cli.database_url {
+        Some(_) => cli.data.clone().unwrap_or_default(),
+        None => data_dir(cli)?,
+    };
+    let mut config = BrokerConfig::new(args.listen, dir);
+    config.database_url = cli.database_url.clone();
     config.public_url = args.public_url.clone();
     config.send_rate_per_sec = args.send_rate;
     config.send_burst = args.send_burst.max(1.0);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use claudemesh_protocol::limits;
 
 use crate::clock::Clock;
+use crate::store::StoreLocation;
 
 /// How to run one broker. [`BrokerConfig::new`] gives the protocol's
 /// defaults; tests shorten the timeouts and inject a clock.
@@ -17,6 +18,9 @@ pub struct BrokerConfig {
     pub listen: SocketAddr,
     /// Directory holding `broker.db` and `owner-keys/`.
     pub data_dir: PathBuf,
+    /// A `postgres://` URL: the store is that database instead of
+    /// `broker.db` in `data_dir`.
+    pub database_url: Option<String>,
     /// The public `wss://…/ws` URL recorded for `invite` to put in links;
     /// `None` records `ws://<bound address>/ws`.
     pub public_url: Option<String>,
@@ -65,6 +69,7 @@ impl BrokerConfig {
         Self {
             listen,
             data_dir,
+            database_url: None,
             public_url: None,
             hello_timeout: Duration::from_millis(limits::HELLO_TIMEOUT_MS),
             presence_grace: Duration::from_millis(limits::PRESENCE_GRACE_MS),
@@ -81,6 +86,25 @@ impl BrokerConfig {
             unauthenticated_deadline: Duration::from_millis(limits::UNAUTHENTICATED_DEADLINE_MS),
             max_write_batch: 1024,
             clock: Clock::system(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    /// Where the state lives: the PostgreSQL URL when one is given, else
+    /// the data directory's SQLite file.
+    pub fn store_location(&self) -> StoreLocation {
+        match &self.database_url {
+            Some(url) => StoreLocation::Postgres(url.clone()),
+            None => StoreLocation::DataDir(self.data_dir.clone()),
+        }
+    }
+
+    /// The store, for messages (never a password).
+    pub fn describe_store(&self) -> String {
+        match &self.database_url {
+            Some(url) => format!("PostgreSQL at {}", crate::store::postgres::redact(url)),
+            None => format!("SQLite in {}", self.data_dir.display()),
         }
     }
 }

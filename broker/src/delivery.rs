@@ -27,8 +27,9 @@ use claudemesh_protocol::wire::{
 use crate::clock::Clock;
 use crate::hub::{ConnHandle, ConnId, Mesh};
 use crate::metrics::Metrics;
-use crate::store::messages::{self, InsertOutcome};
-use crate::store::{NewMessage, PendingPush, ReceiptRoute, RecipientCopy, Store, StoreError};
+use crate::store::{
+    InsertOutcome, NewMessage, PendingPush, ReceiptRoute, RecipientCopy, Store, StoreError,
+};
 
 /// A `send` on its way to the writer, with what is needed to answer it.
 pub struct SendJob {
@@ -142,6 +143,17 @@ pub fn send_committed(
                 ErrorCode::Unavailable,
                 "the broker's disk is full, so this message was not stored; send it again \
                  with the same id later (it is kept once space is freed)",
+                Some(request_id),
+            );
+            conn.send(text(&err));
+        }
+        Err(e) if e.is_unavailable() => {
+            tracing::error!(error = %e, "the database is unreachable: a message was refused");
+            metrics.message_rejected(ErrorCode::Unavailable.as_str());
+            let err = ServerFrame::error(
+                ErrorCode::Unavailable,
+                "the broker cannot reach its database, so this message was not stored; send \
+                 it again with the same id in a moment",
                 Some(request_id),
             );
             conn.send(text(&err));
@@ -327,17 +339,12 @@ pub async fn redeliver(to: Redelivery, store: Arc<Store>, metrics: Arc<Metrics>,
         dispatched,
     } = to;
     let now = clock.now_ms();
-    let pending = tokio::task::spawn_blocking(move || {
-        store.read(|c| messages::pending_for_member(c, &member_id, now, dispatched))
-    })
-    .await;
-    let pending = match pending {
-        Ok(Ok(p)) => p,
-        Ok(Err(e)) => {
+    let pending = match store.pending_for_member(&member_id, now, dispatched).await {
+        Ok(p) => p,
+        Err(e) => {
             tracing::error!(error = %e, "reading queued messages failed");
             return;
         }
-        Err(_) => return,
     };
     for p in pending {
         if let Some(s) = &session

@@ -14,7 +14,7 @@ use claudemesh_protocol::limits::HELLO_SKEW_MS;
 use claudemesh_protocol::wire::Hello;
 
 use crate::ctx::Ctx;
-use crate::store::{MemberInfo, StoreError, members};
+use crate::store::{MemberInfo, StoreError};
 
 /// Why a hello did not get through.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +24,19 @@ pub enum HelloFailure {
     /// The broker could not check (database trouble): close 1011.
     #[error("the broker could not verify the hello: {0}")]
     Internal(StoreError),
+    /// The database server cannot be reached: close 1013, try again later.
+    #[error("the broker cannot reach its database: {0}")]
+    Unavailable(StoreError),
+}
+
+impl From<StoreError> for HelloFailure {
+    fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            Self::Unavailable(e)
+        } else {
+            Self::Internal(e)
+        }
+    }
 }
 
 impl From<HelloRejection> for HelloFailure {
@@ -40,8 +53,8 @@ pub async fn verify(ctx: &Ctx, frame: &Value) -> Result<(Hello, MemberInfo), Hel
 
     let member = ctx
         .store
-        .read(|c| members::find_by_pubkey(c, &hello.mesh_id, &hello.pubkey))
-        .map_err(HelloFailure::Internal)?;
+        .member_by_pubkey(&hello.mesh_id, &hello.pubkey)
+        .await?;
     let member = match member {
         Some(m) if !m.revoked && m.id == hello.member_id => m,
         _ => return Err(HelloRejection::Unauthorized.into()),
@@ -60,6 +73,6 @@ pub async fn verify(ctx: &Ctx, frame: &Value) -> Result<(Hello, MemberInfo), Hel
     {
         Ok(true) => Ok((hello, member)),
         Ok(false) => Err(HelloRejection::Replayed.into()),
-        Err(e) => Err(HelloFailure::Internal(e)),
+        Err(e) => Err(e.into()),
     }
 }

@@ -18,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::net::admission::Admission;
 use crate::net::listener::GuardedListener;
 use crate::replay_cache::ReplayCache;
-use crate::store::{Store, members, settings};
+use crate::store::{BROKER_URL_SETTING, Store};
 use crate::writer::{WriteOp, Writer};
 
 /// How often expired messages and hello signatures are deleted.
@@ -39,11 +39,10 @@ pub struct RunningBroker {
 
 /// Binds, opens (creating and migrating) the database, and starts serving.
 pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
-    let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+    let location = config.store_location();
+    let store = Store::open(&location)
         .await
-        .context("opening the database")?
-        .with_context(|| format!("opening the database in {}", config.data_dir.display()))?;
+        .with_context(|| format!("opening the database ({})", config.describe_store()))?;
     let store = Arc::new(store);
     let listener = TcpListener::bind(config.listen)
         .await
@@ -55,11 +54,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         .clone()
         .unwrap_or_else(|| format!("ws://{local_addr}/ws"));
     store
-        .write(|c| settings::set(c, settings::BROKER_URL, &url))
+        .set_setting(BROKER_URL_SETTING, &url)
+        .await
         .context("recording the broker URL")?;
 
     let metrics = Arc::new(Metrics::new());
-    let writer = Writer::spawn(store.path(), metrics.clone(), config.max_write_batch)
+    let writer = Writer::spawn(&store, metrics.clone(), config.max_write_batch)
+        .await
         .context("starting the database writer")?;
     let ctx = Arc::new(Ctx {
         config,
@@ -164,7 +165,7 @@ fn unauthenticated_cap(configured: usize) -> usize {
 /// CLI) or by `/v1/leave`: polls the revocation log every
 /// `revocation_poll`. One indexed query per poll.
 async fn watch_revocations(ctx: Arc<Ctx>) {
-    let mut last = match ctx.store.read(members::last_revocation_seq) {
+    let mut last = match ctx.store.last_revocation_seq().await {
         Ok(seq) => seq,
         Err(e) => {
             tracing::error!(error = %e, "cannot read the revocation log; CLI revocations will not close live connections");
@@ -174,7 +175,7 @@ async fn watch_revocations(ctx: Arc<Ctx>) {
     let mut ticker = tokio::time::interval(ctx.config.revocation_poll);
     loop {
         ticker.tick().await;
-        match ctx.store.read(|c| members::revocations_since(c, last)) {
+        match ctx.store.revocations_since(last).await {
             Ok(rows) => {
                 for r in rows {
                     tracing::info!(mesh = %r.mesh_id, member = %r.member_id, "member revoked");

@@ -6,37 +6,22 @@
 //! The thread takes everything waiting, up to `max_batch`, applies it in one
 //! transaction and commits once; only then does it answer: a `send`'s `ack`
 //! and its pushes, receipts, a hello's replay verdict. So an `ack` always
-//! means "in the database", and one commit (one WAL append, no fsync under
-//! `synchronous=NORMAL`) pays for a whole batch of messages.
+//! means "in the database", and one commit pays for a whole batch of
+//! messages. The SQL is the backend's ([`crate::store::BatchWriter`]):
+//! this module only batches and answers.
 
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::Instant;
 
-use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use claudemesh_protocol::wire::DeliveryState;
 
 use crate::delivery::{self, ReceiptJob, SendJob};
 use crate::metrics::Metrics;
-use crate::store::{self, ReceiptRoute, StoreError, messages, replay};
-
-/// How often the background thread checkpoints the WAL.
-const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
-
-/// WAL size (in 4 KiB frames, so 128 MiB) past which the background
-/// checkpoint makes the WAL start over, at the first pause in the writes.
-const WAL_RESTART_FRAMES: i64 = 32 * 1024;
-
-/// WAL size (1 GiB) past which it starts over even under unbroken load.
-const WAL_FORCE_RESTART_FRAMES: i64 = 256 * 1024;
-
-/// Page cache of the writer's connection, in KiB: the pages it touches
-/// stay in memory instead of being read back from the WAL.
-const WRITER_CACHE_KIB: i64 = 32 * 1024;
+use crate::store::{BatchOp, BatchOutcome, BatchWriter, ReceiptRoute, Store, StoreError};
 
 /// One unit of work for the writer.
 pub enum WriteOp {
@@ -54,12 +39,13 @@ pub enum WriteOp {
     },
     /// Delete expired messages and hello signatures.
     Housekeeping { now_ms: i64 },
-    /// Commit what came before, checkpoint the WAL and stop.
+    /// Commit what came before, let the backend finish (SQLite checkpoints
+    /// its WAL) and stop.
     Shutdown(oneshot::Sender<()>),
 }
 
 enum Done {
-    Send(SendJob, Result<messages::InsertOutcome, StoreError>),
+    Send(SendJob, Result<crate::store::InsertOutcome, StoreError>),
     Receipt(ReceiptJob, DeliveryState, Option<ReceiptRoute>),
     Hello(
         oneshot::Sender<Result<bool, StoreError>>,
@@ -73,26 +59,20 @@ enum Done {
 pub struct Writer {
     tx: mpsc::Sender<WriteOp>,
     thread: Mutex<Option<JoinHandle<()>>>,
-    stop_checkpoints: Arc<AtomicBool>,
     /// The highest message number whose pushes have been planned (see
     /// [`Writer::dispatched`]).
     dispatched: Arc<AtomicI64>,
 }
 
 impl Writer {
-    /// Opens a connection to `db_path` and starts the thread.
-    pub fn spawn(
-        db_path: &Path,
+    /// Opens the backend's writer connection and starts the thread.
+    pub async fn spawn(
+        store: &Store,
         metrics: Arc<Metrics>,
         max_batch: usize,
     ) -> Result<Self, StoreError> {
-        let conn = store::open_connection(db_path)?;
-        // Checkpoints (which fsync) run on their own thread, never inside a
-        // commit that connections are waiting for.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
-        let next_seq = messages::max_seq(&conn)? + 1;
-        let checkpointer = store::open_connection(db_path)?;
+        let next_seq = store.max_message_seq().await? + 1;
+        let backend = store.batch_writer(metrics.clone())?;
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 8);
         // Answers (acks, pushes, receipts) are sent by a task on the async
         // runtime, so the writer thread only writes: batch n+1 commits
@@ -111,14 +91,12 @@ impl Writer {
             }
         });
         let fallback_watermark = dispatched.clone();
-        let commits = metrics.clone();
         // Without its writer the broker can only refuse: a panic there
         // ends the process so that it is restarted.
         let thread =
             claudemesh_protocol::critical_thread::spawn("claudemesh-db-writer", move || {
                 run(
-                    conn,
-                    next_seq,
+                    backend,
                     rx,
                     done_tx,
                     metrics,
@@ -127,23 +105,12 @@ impl Writer {
                 )
             })
             .map_err(|source| StoreError::Io {
-                path: db_path.to_owned(),
+                path: "claudemesh-db-writer thread".into(),
                 source,
             })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let stop_checkpoints = stop.clone();
-        // Without checkpoints the WAL grows until the disk is full.
-        claudemesh_protocol::critical_thread::spawn("claudemesh-db-checkpoint", move || {
-            checkpoint_loop(checkpointer, &stop_checkpoints, &commits)
-        })
-        .map_err(|source| StoreError::Io {
-            path: db_path.to_owned(),
-            source,
-        })?;
         Ok(Self {
             tx,
             thread: Mutex::new(Some(thread)),
-            stop_checkpoints: stop,
             dispatched,
         })
     }
@@ -191,9 +158,8 @@ impl Writer {
         rx.await.map_err(|_| StoreError::WriterGone)?
     }
 
-    /// Commits what is queued, checkpoints and stops the thread.
+    /// Commits what is queued, lets the backend finish and stops the thread.
     pub async fn shutdown(&self) {
-        self.stop_checkpoints.store(true, Ordering::SeqCst);
         let (tx, rx) = oneshot::channel();
         if self.submit(WriteOp::Shutdown(tx)).await {
             let _ = rx.await;
@@ -205,54 +171,8 @@ impl Writer {
     }
 }
 
-impl Drop for Writer {
-    fn drop(&mut self) {
-        self.stop_checkpoints.store(true, Ordering::SeqCst);
-    }
-}
-
-/// Copies the WAL back into the database file in the background, so that
-/// the writer never pays for a checkpoint's fsyncs.
-///
-/// PASSIVE checkpoints never block the writer, but under sustained load
-/// they never catch up with it either, and SQLite only rewinds a WAL that
-/// was fully copied: the WAL would grow without bound. So once it passes
-/// [`WAL_RESTART_FRAMES`], one RESTART checkpoint lets the WAL start over.
-/// A RESTART holds the writer off while it runs (tens of milliseconds
-/// here, which showed as the load test's p99), so it waits for a
-/// checkpoint interval with no commit, unless the WAL has passed
-/// [`WAL_FORCE_RESTART_FRAMES`].
-fn checkpoint_loop(conn: Connection, stop: &AtomicBool, metrics: &Metrics) {
-    let commits = || metrics.db_commits.get();
-    let mut seen = commits();
-    while !stop.load(Ordering::SeqCst) {
-        std::thread::sleep(CHECKPOINT_EVERY);
-        let now = commits();
-        let writer_paused = now == seen;
-        seen = now;
-        let passive = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        });
-        match passive {
-            Ok((log, _)) if should_restart(log, writer_paused) => {
-                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())) {
-                    tracing::debug!(error = %e, "restart checkpoint skipped");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::debug!(error = %e, "background checkpoint skipped"),
-        }
-    }
-}
-
-/// Whether a WAL of `frames` frames should start over now.
-fn should_restart(frames: i64, writer_paused: bool) -> bool {
-    frames > WAL_FORCE_RESTART_FRAMES || (frames > WAL_RESTART_FRAMES && writer_paused)
-}
-
 fn run(
-    mut conn: Connection,
-    mut next_seq: i64,
+    mut backend: BatchWriter,
     mut rx: mpsc::Receiver<WriteOp>,
     done_tx: mpsc::UnboundedSender<Vec<Done>>,
     metrics: Arc<Metrics>,
@@ -268,7 +188,7 @@ fn run(
                 Err(_) => break,
             }
         }
-        let (done, stop) = apply_batch(&mut conn, &mut next_seq, &mut batch, &metrics);
+        let (done, stop) = apply_batch(&mut backend, &mut batch, &metrics);
         if let Err(mpsc::error::SendError(done)) = done_tx.send(done) {
             // No runtime to dispatch on (it is shutting down): answer here.
             for d in done {
@@ -276,9 +196,7 @@ fn run(
             }
         }
         if let Some(stop) = stop {
-            if let Err(e) = conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
-                tracing::warn!(error = %e, "final WAL checkpoint failed");
-            }
+            backend.finish();
             // After the completions queued above, so that every answer to an
             // earlier write is out before shutdown goes on.
             if done_tx.send(vec![Done::Barrier(stop)]).is_err() {
@@ -293,97 +211,110 @@ fn run(
 /// Applies and commits one batch. Returns its completions, and the
 /// shutdown reply when the batch held a shutdown.
 fn apply_batch(
-    conn: &mut Connection,
-    next_seq: &mut i64,
+    backend: &mut BatchWriter,
     batch: &mut Vec<WriteOp>,
     metrics: &Metrics,
 ) -> (Vec<Done>, Option<oneshot::Sender<()>>) {
-    let mut done = Vec::with_capacity(batch.len());
     let mut stop = None;
-    let t0 = std::time::Instant::now();
-    let began = conn.execute_batch("BEGIN IMMEDIATE");
-    let n = batch.len() as u64;
+    let mut jobs = Vec::with_capacity(batch.len());
     for op in batch.drain(..) {
-        if let WriteOp::Shutdown(reply) = op {
-            stop = Some(reply);
-            continue;
+        match op {
+            WriteOp::Shutdown(reply) => stop = Some(reply),
+            other => jobs.push(other),
         }
-        if let Err(e) = &began {
-            done.push(fail(op, StoreError::Commit(e.to_string())));
-            continue;
-        }
-        done.push(apply(conn, next_seq, op));
     }
-    let t1 = std::time::Instant::now();
-    if began.is_ok() {
-        let committed = conn.execute_batch("COMMIT");
-        Metrics::add_time(&metrics.db_apply_seconds, t1 - t0);
-        Metrics::add_time(&metrics.db_commit_seconds, t1.elapsed());
-        if let Err(e) = committed {
-            tracing::error!(error = %e, "group commit failed; the batch is refused");
-            let _ = conn.execute_batch("ROLLBACK");
-            done = done
-                .into_iter()
-                .map(|d| poison(d, &e.to_string()))
-                .collect();
-        } else {
+    let n = jobs.len() as u64;
+    if jobs.is_empty() {
+        return (Vec::new(), stop);
+    }
+    let t0 = Instant::now();
+    let applied = {
+        let mut ops: Vec<BatchOp<'_>> = jobs.iter_mut().map(as_batch_op).collect();
+        backend.apply(&mut ops)
+    };
+    match applied {
+        Ok(applied) => {
+            Metrics::add_time(
+                &metrics.db_apply_seconds,
+                t0.elapsed().saturating_sub(applied.commit_time),
+            );
+            Metrics::add_time(&metrics.db_commit_seconds, applied.commit_time);
             Metrics::inc(&metrics.db_commits);
             Metrics::add(&metrics.db_ops, n);
+            let done = jobs
+                .into_iter()
+                .zip(applied.outcomes)
+                .map(|(op, outcome)| answer(op, outcome))
+                .collect();
+            (done, stop)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "group commit failed; the batch is refused");
+            let why = e.to_string();
+            let unavailable = e.is_unavailable();
+            let done = jobs
+                .into_iter()
+                .map(|op| {
+                    let e = if unavailable {
+                        StoreError::Unavailable(why.clone())
+                    } else {
+                        StoreError::Commit(why.clone())
+                    };
+                    fail(op, e)
+                })
+                .collect();
+            (done, stop)
         }
     }
-    (done, stop)
 }
 
-fn apply(conn: &Connection, next_seq: &mut i64, op: WriteOp) -> Done {
+/// The backend's view of a queued operation.
+fn as_batch_op(op: &mut WriteOp) -> BatchOp<'_> {
     match op {
-        WriteOp::Send(mut job) => {
-            // Numbers of a failed batch are skipped, never reused.
-            let seq = *next_seq;
-            *next_seq += 1;
-            job.message.message_id = crate::ids::message_id(seq);
-            job.message.seq = seq;
-            let outcome = messages::insert(conn, seq, &job.message);
-            Done::Send(job, outcome)
-        }
-        WriteOp::Delivered(job) => {
-            match messages::mark_delivered(conn, &job.message_id, &job.member_id, job.at) {
-                Ok(route) => Done::Receipt(job, DeliveryState::Delivered, route),
-                Err(e) => {
-                    tracing::warn!(error = %e, "recording a delivery failed");
-                    Done::Nothing
-                }
-            }
-        }
-        WriteOp::Seen(job) => {
-            let session = job.session_id.clone().unwrap_or_default();
-            // A seen copy is also a delivered one; its delivered receipt, if
-            // it was still missing, is folded into the seen receipt.
-            let _ = messages::mark_delivered(conn, &job.message_id, &job.member_id, job.at);
-            match messages::mark_seen(conn, &job.message_id, &job.member_id, &session, job.at) {
-                Ok(route) => Done::Receipt(job, DeliveryState::Seen, route),
-                Err(e) => {
-                    tracing::warn!(error = %e, "recording a seen receipt failed");
-                    Done::Nothing
-                }
-            }
-        }
+        WriteOp::Send(job) => BatchOp::Insert(&mut job.message),
+        WriteOp::Delivered(job) => BatchOp::Delivered {
+            message_id: &job.message_id,
+            member_id: &job.member_id,
+            at: job.at,
+        },
+        WriteOp::Seen(job) => BatchOp::Seen {
+            message_id: &job.message_id,
+            member_id: &job.member_id,
+            session_id: job.session_id.as_deref().unwrap_or_default(),
+            at: job.at,
+        },
         WriteOp::RememberHello {
             signature,
             expires_at,
-            reply,
-        } => Done::Hello(reply, replay::remember(conn, &signature, expires_at)),
-        WriteOp::Housekeeping { now_ms } => {
-            match messages::purge_expired(conn, now_ms) {
-                Ok(n) if n > 0 => tracing::info!(expired = n, "expired messages deleted"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "deleting expired messages failed"),
-            }
-            if let Err(e) = replay::prune(conn, now_ms) {
-                tracing::warn!(error = %e, "pruning hello signatures failed");
-            }
-            Done::Nothing
+            ..
+        } => BatchOp::RememberHello {
+            signature,
+            expires_at: *expires_at,
+        },
+        WriteOp::Housekeeping { now_ms } => BatchOp::Housekeeping { now_ms: *now_ms },
+        // Taken out of the batch before it is applied.
+        WriteOp::Shutdown(_) => BatchOp::Housekeeping { now_ms: i64::MIN },
+    }
+}
+
+/// Pairs a committed operation with its outcome.
+fn answer(op: WriteOp, outcome: BatchOutcome) -> Done {
+    match (op, outcome) {
+        (WriteOp::Send(job), BatchOutcome::Inserted(result)) => Done::Send(job, result),
+        (WriteOp::Delivered(job), BatchOutcome::Receipt(route)) => {
+            Done::Receipt(job, DeliveryState::Delivered, route)
         }
-        WriteOp::Shutdown(reply) => Done::Barrier(reply),
+        (WriteOp::Seen(job), BatchOutcome::Receipt(route)) => {
+            Done::Receipt(job, DeliveryState::Seen, route)
+        }
+        (WriteOp::RememberHello { reply, .. }, BatchOutcome::Remembered(result)) => {
+            Done::Hello(reply, result)
+        }
+        (WriteOp::Shutdown(reply), _) => Done::Barrier(reply),
+        (op, _) => fail(
+            op,
+            StoreError::Corrupt("the store answered another operation".into()),
+        ),
     }
 }
 
@@ -393,15 +324,6 @@ fn fail(op: WriteOp, e: StoreError) -> Done {
         WriteOp::RememberHello { reply, .. } => Done::Hello(reply, Err(e)),
         WriteOp::Shutdown(reply) => Done::Barrier(reply),
         _ => Done::Nothing,
-    }
-}
-
-fn poison(d: Done, why: &str) -> Done {
-    match d {
-        Done::Send(job, _) => Done::Send(job, Err(StoreError::Commit(why.to_owned()))),
-        Done::Hello(reply, _) => Done::Hello(reply, Err(StoreError::Commit(why.to_owned()))),
-        Done::Receipt(..) => Done::Nothing,
-        other => other,
     }
 }
 
@@ -428,30 +350,22 @@ fn complete(d: Done, metrics: &Metrics, watermark: &AtomicI64) {
 mod tests {
     use std::sync::Arc;
 
-    use super::{WAL_FORCE_RESTART_FRAMES, WAL_RESTART_FRAMES, Writer, should_restart};
+    use super::Writer;
     use crate::metrics::Metrics;
-    use crate::store::{self, DB_FILE};
+    use crate::store::{Store, StoreLocation};
 
     #[tokio::test]
     async fn the_writer_is_alive_until_it_stops() {
         // What `/healthz` reads: a stopped writer must not look alive.
         let dir = tempfile::tempdir().unwrap();
-        drop(store::open_data_dir(dir.path()).unwrap());
-        let writer = Writer::spawn(&dir.path().join(DB_FILE), Arc::new(Metrics::new()), 8).unwrap();
+        let store = Store::open(&StoreLocation::DataDir(dir.path().to_owned()))
+            .await
+            .unwrap();
+        let writer = Writer::spawn(&store, Arc::new(Metrics::new()), 8)
+            .await
+            .unwrap();
         assert!(writer.is_alive());
         writer.shutdown().await;
         assert!(!writer.is_alive());
-    }
-
-    #[test]
-    fn the_wal_starts_over_at_a_pause_or_when_far_too_large() {
-        // Small WALs are left to passive checkpoints.
-        assert!(!should_restart(WAL_RESTART_FRAMES, true));
-        // Past the soft limit: only while the writer pauses.
-        assert!(should_restart(WAL_RESTART_FRAMES + 1, true));
-        assert!(!should_restart(WAL_RESTART_FRAMES + 1, false));
-        assert!(!should_restart(WAL_FORCE_RESTART_FRAMES, false));
-        // Past the hard limit: even under unbroken load.
-        assert!(should_restart(WAL_FORCE_RESTART_FRAMES + 1, false));
     }
 }

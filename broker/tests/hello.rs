@@ -42,9 +42,8 @@ fn rejected(metrics: &str, reason: &str) -> f64 {
     .unwrap_or(-1.0)
 }
 
-#[tokio::test]
-async fn hello_ack_carries_identity_and_peers() {
-    let b = TestBroker::start().await;
+async fn hello_ack_carries_identity_and_peers(store: Backend) {
+    let b = TestBroker::on(store).await;
     let alice = b.member("alice");
     let bob = b.member("bob");
     let (_a, ack) = b.session(&alice, "s-a", "alice").await;
@@ -64,12 +63,11 @@ async fn hello_ack_carries_identity_and_peers() {
     assert_eq!(peers[0]["cwd"], "/home/u/project");
 }
 
-#[tokio::test]
-async fn timestamp_window_is_inclusive_at_60000_ms_and_exclusive_beyond() {
+async fn timestamp_window_is_inclusive_at_60000_ms_and_exclusive_beyond(store: Backend) {
     let t = 1_764_168_000_000;
     let clock = TestClock::pinned(t);
     let c = clock.clone();
-    let b = TestBroker::start_with(move |cfg| cfg.clock = c.clock()).await;
+    let b = TestBroker::start_on(store, move |cfg| cfg.clock = c.clock()).await;
     let m = b.member("m");
     for (i, delta) in [-60_000i64, 60_000].into_iter().enumerate() {
         let frame = m.hello_frame(&format!("ok{i}"), None, ConnectionRole::Session, t + delta);
@@ -88,9 +86,8 @@ async fn timestamp_window_is_inclusive_at_60000_ms_and_exclusive_beyond() {
     assert_eq!(clock.get(), t);
 }
 
-#[tokio::test]
-async fn malformed_hellos() {
-    let b = TestBroker::start().await;
+async fn malformed_hellos(store: Backend) {
+    let b = TestBroker::on(store).await;
     let m = b.member("m");
     let good = m.hello_frame("s", None, ConnectionRole::Session, fresh_ts());
 
@@ -113,9 +110,8 @@ async fn malformed_hellos() {
     assert_eq!(rejected(&b.metrics().await, "malformed"), 4.0);
 }
 
-#[tokio::test]
-async fn checks_run_in_protocol_order() {
-    let b = TestBroker::start().await;
+async fn checks_run_in_protocol_order(store: Backend) {
+    let b = TestBroker::on(store).await;
     let m = b.member("m");
     // Stale and malformed: the timestamp is checked first.
     let mut f = m.hello_frame("s", None, ConnectionRole::Session, now_ms() - 3_600_000);
@@ -133,9 +129,8 @@ async fn checks_run_in_protocol_order() {
     expect_rejected(&b, f, "bad_signature").await;
 }
 
-#[tokio::test]
-async fn bad_signatures() {
-    let b = TestBroker::start().await;
+async fn bad_signatures(store: Backend) {
+    let b = TestBroker::on(store).await;
     let m = b.member("m");
     let other = b.member("other");
     // Signed by another key.
@@ -150,9 +145,8 @@ async fn bad_signatures() {
     assert_eq!(rejected(&b.metrics().await, "bad_signature"), 2.0);
 }
 
-#[tokio::test]
-async fn unauthorized_hellos() {
-    let b = TestBroker::start().await;
+async fn unauthorized_hellos(store: Backend) {
+    let b = TestBroker::on(store).await;
     let m = b.member("m");
     let other = b.member("other");
     // A key that is no member (signature valid).
@@ -184,9 +178,8 @@ async fn unauthorized_hellos() {
     assert_eq!(rejected(&b.metrics().await, "unauthorized"), 3.0);
 }
 
-#[tokio::test]
-async fn replayed_hello_is_refused_also_after_a_restart() {
-    let mut b = TestBroker::start().await;
+async fn replayed_hello_is_refused_also_after_a_restart(store: Backend) {
+    let mut b = TestBroker::on(store).await;
     let m = b.member("m");
     let f = m.hello_frame("s", None, ConnectionRole::Session, fresh_ts());
     let first = expect_accepted(&b, f.clone()).await;
@@ -200,9 +193,8 @@ async fn replayed_hello_is_refused_also_after_a_restart() {
     expect_accepted(&b, f).await;
 }
 
-#[tokio::test]
-async fn any_other_first_frame_is_no_hello() {
-    let b = TestBroker::start().await;
+async fn any_other_first_frame_is_no_hello(store: Backend) {
+    let b = TestBroker::on(store).await;
     for first in [
         json!({"type":"list_peers","id":"r1"}).to_string(),
         "not json at all".to_owned(),
@@ -224,10 +216,11 @@ async fn any_other_first_frame_is_no_hello() {
     assert_eq!(rejected(&b.metrics().await, "no_hello"), 3.0);
 }
 
-#[tokio::test]
-async fn silent_connection_gets_hello_timeout() {
-    let b =
-        TestBroker::start_with(|c| c.hello_timeout = std::time::Duration::from_millis(300)).await;
+async fn silent_connection_gets_hello_timeout(store: Backend) {
+    let b = TestBroker::start_on(store, |c| {
+        c.hello_timeout = std::time::Duration::from_millis(300)
+    })
+    .await;
     let mut c = b.connect().await;
     let (_, closed) = c.recv_close().await;
     assert_eq!(
@@ -240,9 +233,8 @@ async fn silent_connection_gets_hello_timeout() {
     assert_eq!(rejected(&b.metrics().await, "hello_timeout"), 1.0);
 }
 
-#[tokio::test]
-async fn a_rejected_hello_changes_nothing() {
-    let b = TestBroker::start().await;
+async fn a_rejected_hello_changes_nothing(store: Backend) {
+    let b = TestBroker::on(store).await;
     let m = b.member("m");
     let mut f = m.hello_frame("s", None, ConnectionRole::Session, fresh_ts());
     f["timestamp"] = json!(f["timestamp"].as_i64().unwrap() + 5);
@@ -254,12 +246,25 @@ async fn a_rejected_hello_changes_nothing() {
     assert!(c.sync().await.is_empty());
 }
 
-#[tokio::test]
-async fn connections_per_member_are_limited() {
-    let b = TestBroker::start_with(|c| c.max_connections_per_member = 2).await;
+async fn connections_per_member_are_limited(store: Backend) {
+    let b = TestBroker::start_on(store, |c| c.max_connections_per_member = 2).await;
     let m = b.member("m");
     let _c1 = b.session(&m, "s1", "a").await;
     let _c2 = b.session(&m, "s2", "b").await;
     let f = m.hello_frame("s3", None, ConnectionRole::Session, fresh_ts());
     expect_rejected(&b, f, "too_many_connections").await;
 }
+
+both_stores!(
+    hello_ack_carries_identity_and_peers,
+    timestamp_window_is_inclusive_at_60000_ms_and_exclusive_beyond,
+    malformed_hellos,
+    checks_run_in_protocol_order,
+    bad_signatures,
+    unauthorized_hellos,
+    replayed_hello_is_refused_also_after_a_restart,
+    any_other_first_frame_is_no_hello,
+    silent_connection_gets_hello_timeout,
+    a_rejected_hello_changes_nothing,
+    connections_per_member_are_limited,
+);

@@ -51,9 +51,8 @@ fn sessions(push: &Value) -> Vec<String> {
     v
 }
 
-#[tokio::test]
-async fn every_target_form() {
-    let b = TestBroker::start().await;
+async fn every_target_form(store: Backend) {
+    let b = TestBroker::on(store).await;
     let (alice, bob, carol) = (b.member("alice"), b.member("bob"), b.member("carol"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let mut d = daemon_with(
@@ -166,9 +165,8 @@ async fn every_target_form() {
     assert_eq!(carol.open(&c.recv_type("push").await, &bob), "hi all");
 }
 
-#[tokio::test]
-async fn unknown_targets_and_missing_envelopes_are_refused() {
-    let b = TestBroker::start().await;
+async fn unknown_targets_and_missing_envelopes_are_refused(store: Backend) {
+    let b = TestBroker::on(store).await;
     let (alice, bob, carol) = (b.member("alice"), b.member("bob"), b.member("carol"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (_bc, _) = b.session(&bob, "b1", "bob").await;
@@ -226,9 +224,8 @@ async fn unknown_targets_and_missing_envelopes_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn broadcast_to_an_empty_mesh_is_acked_with_no_recipients() {
-    let b = TestBroker::start().await;
+async fn broadcast_to_an_empty_mesh_is_acked_with_no_recipients(store: Backend) {
+    let b = TestBroker::on(store).await;
     let alice = b.member("alice");
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     a.send(send_frame("b1", "*", vec![])).await;
@@ -236,9 +233,8 @@ async fn broadcast_to_an_empty_mesh_is_acked_with_no_recipients() {
     assert_eq!(ack["recipients"], json!([]));
 }
 
-#[tokio::test]
-async fn malformed_frames_get_errors_and_the_connection_lives() {
-    let b = TestBroker::start().await;
+async fn malformed_frames_get_errors_and_the_connection_lives(store: Backend) {
+    let b = TestBroker::on(store).await;
     let alice = b.member("alice");
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     a.send_text("garbage".into()).await;
@@ -283,9 +279,8 @@ async fn malformed_frames_get_errors_and_the_connection_lives() {
     assert_eq!(a.recv().await["type"], "peers_list");
 }
 
-#[tokio::test]
-async fn frames_over_one_mebibyte_close_with_1009() {
-    let b = TestBroker::start().await;
+async fn frames_over_one_mebibyte_close_with_1009(store: Backend) {
+    let b = TestBroker::on(store).await;
     let alice = b.member("alice");
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     // Exactly 1 MiB is allowed (it is not JSON, so it gets an error).
@@ -301,9 +296,8 @@ async fn frames_over_one_mebibyte_close_with_1009() {
     assert_eq!(closed.code, 1009);
 }
 
-#[tokio::test]
-async fn send_rate_is_limited_per_member_without_disconnecting() {
-    let b = TestBroker::start_with(|c| {
+async fn send_rate_is_limited_per_member_without_disconnecting(store: Backend) {
+    let b = TestBroker::start_on(store, |c| {
         c.send_burst = 3.0;
         c.send_rate_per_sec = 0.001;
     })
@@ -330,9 +324,8 @@ async fn send_rate_is_limited_per_member_without_disconnecting() {
     assert!(a.sync().await.is_empty());
 }
 
-#[tokio::test]
-async fn presence_events_reach_every_other_connection() {
-    let b = TestBroker::start().await;
+async fn presence_events_reach_every_other_connection(store: Backend) {
+    let b = TestBroker::on(store).await;
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (mut bc, ack) = b.session(&bob, "b1", "bob").await;
@@ -378,9 +371,8 @@ async fn presence_events_reach_every_other_connection() {
     assert_eq!(peers[0]["sessionId"], "b1");
 }
 
-#[tokio::test]
-async fn display_names_are_unique_in_the_mesh() {
-    let b = TestBroker::start().await;
+async fn display_names_are_unique_in_the_mesh(store: Backend) {
+    let b = TestBroker::on(store).await;
     let (m1, m2) = (b.member("x"), b.member("y"));
     let (_c1, a1) = b.session(&m1, "s1", "dev").await;
     let (_c2, a2) = b.session(&m2, "s2", "dev").await;
@@ -401,9 +393,8 @@ async fn display_names_are_unique_in_the_mesh() {
     assert_eq!(d2.recv_type("session_opened").await["displayName"], "dev-4");
 }
 
-#[tokio::test]
-async fn a_reconnect_inside_the_grace_period_makes_no_noise() {
-    let b = TestBroker::start().await; // 60 s grace
+async fn a_reconnect_inside_the_grace_period_makes_no_noise(store: Backend) {
+    let b = TestBroker::on(store).await; // 60 s grace
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (bc, _) = b.session(&bob, "b1", "bob").await;
@@ -427,9 +418,8 @@ async fn a_reconnect_inside_the_grace_period_makes_no_noise() {
     );
 }
 
-#[tokio::test]
-async fn after_the_grace_period_the_session_leaves() {
-    let b = TestBroker::start_with(|c| c.presence_grace = Duration::from_millis(200)).await;
+async fn after_the_grace_period_the_session_leaves(store: Backend) {
+    let b = TestBroker::start_on(store, |c| c.presence_grace = Duration::from_millis(200)).await;
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (bc, _) = b.session(&bob, "b1", "bob").await;
@@ -444,9 +434,8 @@ async fn after_the_grace_period_the_session_leaves() {
     assert_eq!(a.recv_type("peers_list").await["peers"], json!([]));
 }
 
-#[tokio::test]
-async fn session_takeover_leaves_no_ghost() {
-    let b = TestBroker::start().await;
+async fn session_takeover_leaves_no_ghost(store: Backend) {
+    let b = TestBroker::on(store).await;
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (mut old, _) = b.session(&bob, "b1", "bob").await;
@@ -477,9 +466,8 @@ async fn session_takeover_leaves_no_ghost() {
     assert_eq!(ack["recipients"][0]["state"], "delivered");
 }
 
-#[tokio::test]
-async fn daemon_sessions_open_close_and_take_over() {
-    let b = TestBroker::start().await;
+async fn daemon_sessions_open_close_and_take_over(store: Backend) {
+    let b = TestBroker::on(store).await;
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let mut d = daemon_with(&b, &bob, &[("b1", "bob", &["x"])]).await;
@@ -516,9 +504,8 @@ async fn daemon_sessions_open_close_and_take_over() {
     assert_eq!(a.recv_type("error").await["code"], "wrong_role");
 }
 
-#[tokio::test]
-async fn receipts_and_message_status() {
-    let b = TestBroker::start().await;
+async fn receipts_and_message_status(store: Backend) {
+    let b = TestBroker::on(store).await;
     let (alice, bob, eve) = (b.member("alice"), b.member("bob"), b.member("eve"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (mut bc, _) = b.session(&bob, "b1", "bob").await;
@@ -594,9 +581,8 @@ async fn receipts_and_message_status() {
 /// enrolled with that name: one whole-member copy, queued while the member
 /// is offline and pushed when it comes back. A name two active members
 /// share addresses neither; a revoked member's name addresses no one.
-#[tokio::test]
-async fn a_name_without_a_session_reaches_the_member_enrolled_with_it() {
-    let b = TestBroker::start().await;
+async fn a_name_without_a_session_reaches_the_member_enrolled_with_it(store: Backend) {
+    let b = TestBroker::on(store).await;
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (_twin1, _twin2) = (b.member("twin"), b.member("twin"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
@@ -682,3 +668,20 @@ async fn a_name_without_a_session_reaches_the_member_enrolled_with_it() {
     assert_eq!(e["code"], "unknown_target");
     assert_eq!(e["id"], "n3");
 }
+
+both_stores!(
+    every_target_form,
+    unknown_targets_and_missing_envelopes_are_refused,
+    broadcast_to_an_empty_mesh_is_acked_with_no_recipients,
+    malformed_frames_get_errors_and_the_connection_lives,
+    frames_over_one_mebibyte_close_with_1009,
+    send_rate_is_limited_per_member_without_disconnecting,
+    presence_events_reach_every_other_connection,
+    display_names_are_unique_in_the_mesh,
+    a_reconnect_inside_the_grace_period_makes_no_noise,
+    after_the_grace_period_the_session_leaves,
+    session_takeover_leaves_no_ghost,
+    daemon_sessions_open_close_and_take_over,
+    receipts_and_message_status,
+    a_name_without_a_session_reaches_the_member_enrolled_with_it,
+);

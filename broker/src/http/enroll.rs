@@ -27,8 +27,7 @@ use claudemesh_protocol::limits::{self, MAX_DISPLAY_NAME_CHARS};
 use claudemesh_protocol::wire::ErrorCode;
 
 use crate::ctx::Ctx;
-use crate::store::invites::{JoinRefusal, JoinRequest};
-use crate::store::{StoreError, invites, members};
+use crate::store::{JoinRefusal, JoinRequest, StoreError};
 
 fn error(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> Response {
     (
@@ -104,28 +103,19 @@ pub async fn join(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
         }
     };
     let now_ms = ctx.now_ms();
-    let store = ctx.store.clone();
-    let pubkey = req.pubkey.clone();
-    let inv = invite.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        store.write(|c| {
-            invites::join(
-                c,
-                &JoinRequest {
-                    invite: &inv,
-                    pubkey: &pubkey,
-                    display_name: &display_name,
-                    new_member_id: &new_id,
-                    now_ms,
-                },
-            )
+    let outcome = ctx
+        .store
+        .join(JoinRequest {
+            invite: invite.clone(),
+            pubkey: req.pubkey.clone(),
+            display_name,
+            new_member_id: new_id,
+            now_ms,
         })
-    })
-    .await;
+        .await;
     let outcome = match outcome {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => return internal(&e),
-        Err(_) => return internal(&StoreError::Poisoned),
+        Ok(o) => o,
+        Err(e) => return internal(&e),
     };
     match outcome {
         Ok(member) => {
@@ -192,38 +182,22 @@ pub async fn leave(State(ctx): State<Arc<Ctx>>, body: Bytes) -> Response {
         return error(status, r.error_code(), r.to_string());
     }
     let now_ms = ctx.now_ms();
-    let store = ctx.store.clone();
-    let (mesh_id, member_id, pubkey) = (
-        req.mesh_id.clone(),
-        req.member_id.clone(),
-        req.pubkey.clone(),
-    );
-    let outcome = tokio::task::spawn_blocking(move || {
-        store.write(|c| {
-            let found = members::find_by_pubkey(c, &mesh_id, &pubkey)?;
-            match found {
-                Some(m) if m.id == member_id => {
-                    members::revoke(c, &mesh_id, &member_id, now_ms)?;
-                    Ok(true)
-                }
-                _ => Ok(false),
-            }
-        })
-    })
-    .await;
+    let outcome = ctx
+        .store
+        .leave(&req.mesh_id, &req.member_id, &req.pubkey, now_ms)
+        .await;
     match outcome {
-        Ok(Ok(true)) => {
+        Ok(true) => {
             ctx.hub.revoke_member(&req.mesh_id, &req.member_id);
             tracing::info!(mesh = %req.mesh_id, member = %req.member_id, "member left");
             Json(json!({"meshId": req.mesh_id, "memberId": req.member_id, "revoked": true}))
                 .into_response()
         }
-        Ok(Ok(false)) => error(
+        Ok(false) => error(
             StatusCode::FORBIDDEN,
             HelloRejection::Unauthorized.error_code(),
             "no member of this mesh has this public key and member id",
         ),
-        Ok(Err(e)) => internal(&e),
-        Err(_) => internal(&StoreError::Poisoned),
+        Err(e) => internal(&e),
     }
 }

@@ -14,7 +14,6 @@ use claudemesh_protocol::limits::MAX_HTTP_BODY_BYTES;
 
 use crate::ctx::Ctx;
 use crate::metrics::Gauges;
-use crate::store::messages;
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
@@ -28,11 +27,7 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
 }
 
 async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
-    let store = ctx.store.clone();
-    let depth = tokio::task::spawn_blocking(move || store.read(messages::queue_depth))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let depth = ctx.store.queue_depth().await.ok();
     let gauges = Gauges {
         connections_active: ctx.hub.connection_count(),
         sessions_listed: ctx.hub.session_count(),
@@ -46,16 +41,13 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
 }
 
 /// 200 `ok` when the broker can serve: its database writer runs and the
-/// database file opens and reads afresh. Otherwise 503 with the reason.
+/// database opens and reads afresh (the file, or a pooled connection to
+/// PostgreSQL). Otherwise 503 with the reason, naming the database.
 async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
     if !ctx.writer.is_alive() {
         return unhealthy("the database writer has stopped".to_owned());
     }
-    let path = ctx.store.path().to_owned();
-    let checked = tokio::task::spawn_blocking(move || crate::store::health::check(&path))
-        .await
-        .unwrap_or_else(|e| Err(format!("the database check did not finish: {e}")));
-    match checked {
+    match ctx.store.health().await {
         Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(why) => unhealthy(why),
     }

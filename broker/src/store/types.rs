@@ -1,6 +1,7 @@
 //! Plain values that cross the store boundary.
 
-use claudemesh_protocol::wire::Priority;
+use claudemesh_protocol::invite::Invite;
+use claudemesh_protocol::wire::{Priority, RecipientState};
 
 /// A mesh as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,3 +95,49 @@ pub struct ReceiptRoute {
     /// The recipient's sessions named by the message (empty: every session).
     pub sessions: Vec<String>,
 }
+
+/// Result of storing a `send`.
+#[derive(Debug, Clone)]
+pub enum InsertOutcome {
+    Stored,
+    /// The sender already sent this `id`: here is the first message.
+    Duplicate {
+        message_id: String,
+        recipients: Vec<RecipientState>,
+    },
+}
+
+/// Why a join was refused; each maps to one `POST /v1/join` error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefusal {
+    UnknownMesh,
+    BadSignature,
+    BadInvite,
+    Revoked,
+    Expired,
+    Exhausted,
+}
+
+/// Everything a join needs besides the database (owned, so that a
+/// blocking task can take it).
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    /// The decoded invite whose signature has been verified.
+    pub invite: Invite,
+    pub pubkey: String,
+    pub display_name: String,
+    pub new_member_id: String,
+    pub now_ms: i64,
+}
+
+/// One logged revocation.
+#[derive(Debug, Clone)]
+pub struct Revocation {
+    pub seq: i64,
+    pub mesh_id: String,
+    pub member_id: String,
+}
+
+/// The settings key of the `ws://…/ws` or `wss://…/ws` URL that invites
+/// point at, recorded at `serve` for `invite` to use.
+pub const BROKER_URL_SETTING: &str = "broker_url";

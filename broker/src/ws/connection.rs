@@ -190,6 +190,21 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
             )
             .await;
         }
+        Err(HelloFailure::Unavailable(e)) => {
+            tracing::error!(error = %e, "the database is unreachable: a hello was refused");
+            let err = error_text(
+                ErrorCode::Unavailable,
+                "the broker cannot reach its database and cannot accept connections now; try again later",
+            );
+            return close_direct(
+                sink,
+                stream,
+                vec![err],
+                1013,
+                ErrorCode::Unavailable.as_str(),
+            )
+            .await;
+        }
         Err(HelloFailure::Internal(e)) => {
             tracing::error!(error = %e, "hello could not be verified");
             let err = error_text(

@@ -22,7 +22,7 @@ use crate::delivery::{self, ReceiptJob, Redelivery, SendJob};
 use crate::hub::presence::{normalize_group, normalize_groups};
 use crate::hub::{SessionError, SessionSpec};
 use crate::router::{self, Recipient, Unresolved};
-use crate::store::{NewMessage, RecipientCopy, SenderInfo, members, messages};
+use crate::store::{NewMessage, RecipientCopy, SenderInfo};
 use crate::writer::WriteOp;
 use crate::ws::connection::Connection;
 
@@ -115,7 +115,12 @@ impl Connection {
             ClientFrame::ListPeers { id, members } => {
                 let exclude = self.own_session_key();
                 let list = self.mesh.lock().peers(exclude.as_ref());
-                match members.then(|| self.member_presence()).transpose() {
+                let members = if members {
+                    Some(self.member_presence().await)
+                } else {
+                    None
+                };
+                match members.transpose() {
                     Ok(members) => {
                         self.reply(ServerFrame::PeersList {
                             id,
@@ -207,7 +212,7 @@ impl Connection {
                 state,
             } => self.on_receipt(message_id, session_id, state).await,
             ClientFrame::MessageStatus { id, message_id } => {
-                match self.message_status(&message_id) {
+                match self.message_status(&message_id).await {
                     Ok(recipients) => {
                         self.reply(ServerFrame::MessageStatusResult {
                             id,
@@ -372,19 +377,23 @@ impl Connection {
             Ok(r) => Ok(r),
             Err(Unresolved::Unknown) => Err(()),
             Err(Unresolved::AskMembers { pubkey, session }) => {
-                self.member_recipient(&pubkey, session)?.ok_or(())
+                self.member_recipient(&pubkey, session).await?.ok_or(())
             }
-            Err(Unresolved::AskMemberName(name)) => self.named_member_recipient(&name)?.ok_or(()),
+            Err(Unresolved::AskMemberName(name)) => {
+                self.named_member_recipient(&name).await?.ok_or(())
+            }
         };
         let recipients = match recipients {
             Ok(r) => r,
             Err(()) => {
-                return self.duplicate_or(&send.id, || {
-                    refuse(
-                        ErrorCode::UnknownTarget,
-                        format!("no peer, member or group is named {:?}", send.to),
-                    )
-                });
+                return self
+                    .duplicate_or(&send.id, || {
+                        refuse(
+                            ErrorCode::UnknownTarget,
+                            format!("no peer, member or group is named {:?}", send.to),
+                        )
+                    })
+                    .await;
             }
         };
 
@@ -394,7 +403,7 @@ impl Connection {
             .map(|r| r.pubkey.as_str())
             .collect();
         if !missing.is_empty() {
-            if self.duplicate_ack(&send.id)? {
+            if self.duplicate_ack(&send.id).await? {
                 return Ok(());
             }
             self.ctx
@@ -460,7 +469,7 @@ impl Connection {
 
     /// A member-level recipient found in the member table (the member has
     /// no listed session), or `None` if the key is no active member.
-    fn member_recipient(
+    async fn member_recipient(
         &self,
         pubkey: &str,
         session: Option<String>,
@@ -468,7 +477,8 @@ impl Connection {
         let found = self
             .ctx
             .store
-            .read(|c| members::find_by_pubkey(c, &self.mesh.id, pubkey))
+            .member_by_pubkey(&self.mesh.id, pubkey)
+            .await
             .map_err(|e| internal(&e))?;
         Ok(found.filter(|m| !m.revoked).map(|m| {
             vec![Recipient {
@@ -480,11 +490,12 @@ impl Connection {
     }
 
     /// The mesh's active members, online or when last seen.
-    fn member_presence(&self) -> Result<Vec<MemberPresence>, Refusal> {
+    async fn member_presence(&self) -> Result<Vec<MemberPresence>, Refusal> {
         let all = self
             .ctx
             .store
-            .read(|c| members::list(c, &self.mesh.id))
+            .list_members(&self.mesh.id)
+            .await
             .map_err(|e| internal(&e))?;
         let state = self.mesh.lock();
         Ok(all
@@ -501,11 +512,12 @@ impl Connection {
 
     /// The whole member enrolled as `name`, when exactly one active member
     /// of the mesh is (a name two members share addresses neither).
-    fn named_member_recipient(&self, name: &str) -> Result<Option<Vec<Recipient>>, Refusal> {
+    async fn named_member_recipient(&self, name: &str) -> Result<Option<Vec<Recipient>>, Refusal> {
         let found = self
             .ctx
             .store
-            .read(|c| members::find_by_name(c, &self.mesh.id, name))
+            .members_by_name(&self.mesh.id, name)
+            .await
             .map_err(|e| internal(&e))?;
         let mut active = found.into_iter().filter(|m| !m.revoked);
         Ok(match (active.next(), active.next()) {
@@ -520,16 +532,12 @@ impl Connection {
 
     /// When this send id was already accepted, acks it as a duplicate
     /// (true); a repeat is answered the same whatever changed since.
-    fn duplicate_ack(&self, client_id: &str) -> Result<bool, Refusal> {
+    async fn duplicate_ack(&self, client_id: &str) -> Result<bool, Refusal> {
         let found = self
             .ctx
             .store
-            .read(|c| {
-                match messages::find_by_client_id(c, &self.mesh.id, &self.member.id, client_id)? {
-                    Some(mid) => Ok(Some((mid.clone(), messages::recipient_states(c, &mid)?))),
-                    None => Ok(None),
-                }
-            })
+            .sent_before(&self.mesh.id, &self.member.id, client_id)
+            .await
             .map_err(|e| internal(&e))?;
         let Some((message_id, recipients)) = found else {
             return Ok(false);
@@ -544,12 +552,12 @@ impl Connection {
         Ok(true)
     }
 
-    fn duplicate_or(
+    async fn duplicate_or(
         &self,
         client_id: &str,
         refusal: impl FnOnce() -> Refusal,
     ) -> Result<(), Refusal> {
-        if self.duplicate_ack(client_id)? {
+        if self.duplicate_ack(client_id).await? {
             Ok(())
         } else {
             Err(refusal())
@@ -637,19 +645,15 @@ impl Connection {
         Ok(())
     }
 
-    fn message_status(
+    async fn message_status(
         &self,
         message_id: &str,
     ) -> Result<Vec<claudemesh_protocol::wire::RecipientState>, Refusal> {
         let found = self
             .ctx
             .store
-            .read(|c| {
-                if !messages::involves_member(c, message_id, &self.mesh.id, &self.member.id)? {
-                    return Ok(None);
-                }
-                Ok(Some(messages::recipient_states(c, message_id)?))
-            })
+            .message_status(message_id, &self.mesh.id, &self.member.id)
+            .await
             .map_err(|e| internal(&e))?;
         found.ok_or_else(|| {
             refuse(
@@ -662,6 +666,12 @@ impl Connection {
 
 fn internal(e: &crate::store::StoreError) -> Refusal {
     tracing::error!(error = %e, "database read failed");
+    if e.is_unavailable() {
+        return refuse(
+            ErrorCode::Unavailable,
+            "the broker cannot reach its database; try again in a moment",
+        );
+    }
     refuse(
         ErrorCode::InternalError,
         "the broker could not read its database; try again",

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod postgres;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -66,12 +68,45 @@ impl TestClock {
     }
 }
 
-/// A broker in a temporary directory, with one mesh.
+/// Which store a test broker runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `broker.db` in the temporary directory.
+    Sqlite,
+    /// A fresh database on this test binary's private PostgreSQL.
+    Postgres,
+}
+
+/// Runs each named test (an `async fn(Backend)`) once per store, as
+/// `<name>::sqlite` and `<name>::postgres`.
+#[allow(unused_macros)]
+macro_rules! both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use both_stores;
+
+/// A broker in a temporary directory (which holds the owner keys, and the
+/// database unless it runs on PostgreSQL), with one mesh.
 pub struct TestBroker {
     pub dir: tempfile::TempDir,
     pub broker: Option<RunningBroker>,
     pub addr: SocketAddr,
     pub mesh: MeshInfo,
+    /// Set when the broker runs on PostgreSQL.
+    pub database_url: Option<String>,
 }
 
 pub fn test_config(data_dir: &Path) -> BrokerConfig {
@@ -87,12 +122,26 @@ impl TestBroker {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
+        Self::start_on(Backend::Sqlite, tweak).await
+    }
+
+    /// A broker on `backend` with the default test configuration.
+    pub async fn on(backend: Backend) -> Self {
+        Self::start_on(backend, |_| {}).await
+    }
+
+    pub async fn start_on(backend: Backend, tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mesh = Admin::open(dir.path())
+        let database_url = match backend {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(postgres::shared().fresh_database()),
+        };
+        let mesh = Admin::open_store(dir.path(), database_url.as_deref())
             .unwrap()
             .create_mesh("team")
             .unwrap();
         let mut config = test_config(dir.path());
+        config.database_url = database_url.clone();
         tweak(&mut config);
         let broker = claudemesh_broker::start(config).await.unwrap();
         let addr = broker.local_addr();
@@ -101,6 +150,7 @@ impl TestBroker {
             broker: Some(broker),
             addr,
             mesh,
+            database_url,
         }
     }
 
@@ -109,7 +159,7 @@ impl TestBroker {
     }
 
     pub fn admin(&self) -> Admin {
-        Admin::open(self.dir.path()).unwrap()
+        Admin::open_store(self.dir.path(), self.database_url.as_deref()).unwrap()
     }
 
     /// Graceful stop, then a new broker on the same data directory.
@@ -118,6 +168,7 @@ impl TestBroker {
             b.shutdown().await;
         }
         let mut config = test_config(self.dir.path());
+        config.database_url = self.database_url.clone();
         tweak(&mut config);
         let broker = claudemesh_broker::start(config).await.unwrap();
         self.addr = broker.local_addr();

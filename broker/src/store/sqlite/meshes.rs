@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{MeshInfo, StoreError};
+use crate::store::{MeshInfo, StoreError};
 
 fn row_to_mesh(r: &rusqlite::Row<'_>) -> rusqlite::Result<MeshInfo> {
     Ok(MeshInfo {

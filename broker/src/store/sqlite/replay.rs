@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 /// Records `signature` until `expires_at`; false when it was already there,
 /// which means the hello is a replay.

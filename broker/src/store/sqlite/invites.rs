@@ -2,9 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use claudemesh_protocol::invite::Invite;
-
-use super::{InviteRow, MemberInfo, StoreError, members, meshes};
+use super::{members, meshes};
+use crate::store::{InviteRow, JoinRefusal, JoinRequest, MemberInfo, StoreError};
 
 pub fn insert(conn: &Connection, row: &InviteRow, now_ms: i64) -> Result<(), StoreError> {
     conn.execute(
@@ -51,37 +50,16 @@ pub fn revoke(conn: &Connection, id: &str, now_ms: i64) -> Result<bool, StoreErr
     Ok(n == 1)
 }
 
-/// Why a join was refused; each maps to one `POST /v1/join` error code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JoinRefusal {
-    UnknownMesh,
-    BadSignature,
-    BadInvite,
-    Revoked,
-    Expired,
-    Exhausted,
-}
-
-/// Everything `join` needs besides the database.
-pub struct JoinRequest<'a> {
-    /// The decoded invite whose signature has been verified.
-    pub invite: &'a Invite,
-    pub pubkey: &'a str,
-    pub display_name: &'a str,
-    pub new_member_id: &'a str,
-    pub now_ms: i64,
-}
-
 /// Enrolls `pubkey` with a verified invite, in one `BEGIN IMMEDIATE`
 /// transaction: of two joins racing for the last use, exactly one gets
 /// it. A key that is already an active member gets its member back and
 /// uses nothing, whatever the state of the invite.
 pub fn join(
     conn: &mut Connection,
-    req: &JoinRequest<'_>,
+    req: &JoinRequest,
 ) -> Result<Result<MemberInfo, JoinRefusal>, StoreError> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let invite = req.invite;
+    let invite = &req.invite;
     let Some(mesh) = meshes::find_by_id(&tx, &invite.mesh_id)? else {
         return Ok(Err(JoinRefusal::UnknownMesh));
     };
@@ -92,7 +70,7 @@ pub fn join(
     if mesh.slug != invite.mesh_slug {
         return Ok(Err(JoinRefusal::BadInvite));
     }
-    if let Some(existing) = members::find_by_pubkey(&tx, &mesh.id, req.pubkey)? {
+    if let Some(existing) = members::find_by_pubkey(&tx, &mesh.id, &req.pubkey)? {
         return Ok(if existing.revoked {
             Err(JoinRefusal::Revoked)
         } else {
@@ -120,10 +98,10 @@ pub fn join(
         return Ok(Err(JoinRefusal::Exhausted));
     }
     let member = MemberInfo {
-        id: req.new_member_id.to_owned(),
+        id: req.new_member_id.clone(),
         mesh_id: mesh.id.clone(),
-        pubkey: req.pubkey.to_owned(),
-        display_name: req.display_name.to_owned(),
+        pubkey: req.pubkey.clone(),
+        display_name: req.display_name.clone(),
         role: row.role.clone(),
         revoked: false,
     };

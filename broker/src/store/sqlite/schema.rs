@@ -7,7 +7,7 @@
 
 use rusqlite::{Connection, TransactionBehavior};
 
-use super::StoreError;
+use crate::store::StoreError;
 
 const V1: &str = r#"
 CREATE TABLE meshes (
@@ -165,6 +165,11 @@ const MIGRATIONS: &[&str] = &[V1, V2];
 /// The schema version this broker writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
 
+/// The schema version the database is at.
+pub fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
 /// Brings the database to [`CURRENT_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -196,7 +201,7 @@ mod tests {
     use rusqlite::Connection;
 
     use super::{CURRENT_VERSION, MIGRATIONS, migrate};
-    use crate::store::messages;
+    use crate::store::sqlite::messages;
 
     /// A version-1 database holding one undelivered message (with a seen
     /// receipt) and one delivered message, as a broker of that version

@@ -5,28 +5,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use claudemesh_protocol::wire::{DeliveryState, Priority, RecipientState};
+use claudemesh_protocol::wire::{Priority, RecipientState};
 
-use super::{NewMessage, PendingPush, ReceiptRoute, StoreError};
-
-fn sessions_to_json(sessions: &[String]) -> String {
-    serde_json::to_string(sessions).unwrap_or_else(|_| "[]".to_owned())
-}
-
-fn sessions_from_json(s: &str) -> Vec<String> {
-    serde_json::from_str(s).unwrap_or_default()
-}
-
-/// Result of storing a `send`.
-#[derive(Debug, Clone)]
-pub enum InsertOutcome {
-    Stored,
-    /// The sender already sent this `id`: here is the first message.
-    Duplicate {
-        message_id: String,
-        recipients: Vec<RecipientState>,
-    },
-}
+use crate::store::states::{CopyRow, sessions_from_json, sessions_to_json};
+use crate::store::{InsertOutcome, NewMessage, PendingPush, ReceiptRoute, StoreError};
 
 /// The send-id dedupe key: FNV-1a (64-bit) of (mesh, sender member, client
 /// id). Stored in the database, so it must never change: it is written out
@@ -287,51 +269,17 @@ pub fn recipient_states(
             r.get::<_, bool>(3)?,
         ))
     })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (member_id, pubkey, sessions, delivered) = row?;
-        let base = if delivered {
-            DeliveryState::Delivered
-        } else {
-            DeliveryState::Queued
-        };
-        let seen_by: Vec<&str> = seen
-            .iter()
-            .filter(|(m, _)| *m == member_id)
-            .map(|(_, s)| s.as_str())
-            .collect();
-        let sessions = sessions_from_json(&sessions);
-        if sessions.is_empty() {
-            if seen_by.is_empty() {
-                out.push(RecipientState {
-                    member: pubkey.clone(),
-                    session_id: None,
-                    state: base,
-                });
-            }
-            for s in seen_by {
-                out.push(RecipientState {
-                    member: pubkey.clone(),
-                    session_id: Some(s.to_owned()),
-                    state: DeliveryState::Seen,
-                });
-            }
-        } else {
-            for s in sessions {
-                let state = if seen_by.contains(&s.as_str()) {
-                    DeliveryState::Seen
-                } else {
-                    base
-                };
-                out.push(RecipientState {
-                    member: pubkey.clone(),
-                    session_id: Some(s),
-                    state,
-                });
-            }
-        }
-    }
-    Ok(out)
+    let copies = rows
+        .map(|row| {
+            row.map(|(member_id, pubkey, sessions, delivered)| CopyRow {
+                member_id,
+                pubkey,
+                sessions: sessions_from_json(&sessions),
+                delivered,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::store::states::recipient_states(copies, &seen))
 }
 
 /// Who sent a message and who received it, for access checks on

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{MemberInfo, StoreError};
+use crate::store::{MemberInfo, Revocation, StoreError};
 
 const COLUMNS: &str = "id, mesh_id, pubkey, display_name, role, revoked_at IS NOT NULL";
 
@@ -91,14 +91,6 @@ pub fn revoke(
         params![mesh_id, member_id, now_ms],
     )?;
     Ok(())
-}
-
-/// One logged revocation.
-#[derive(Debug, Clone)]
-pub struct Revocation {
-    pub seq: i64,
-    pub mesh_id: String,
-    pub member_id: String,
 }
 
 /// Revocations logged after `seq`, oldest first.

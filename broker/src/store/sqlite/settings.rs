@@ -3,10 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
-
-/// The `ws://…/ws` or `wss://…/ws` URL that invites point at.
-pub const BROKER_URL: &str = "broker_url";
+use crate::store::StoreError;
 
 pub fn get(conn: &Connection, key: &str) -> Result<Option<String>, StoreError> {
     Ok(conn
