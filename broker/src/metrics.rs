@@ -1,62 +1,70 @@
-//! Prometheus metrics, written by hand in the text exposition format: a
-//! handful of counters, gauges and one histogram do not justify a metrics
-//! crate and its dependencies.
+//! Prometheus metrics, encoded by `prometheus-client` in the classic text
+//! exposition format (0.0.4), the one every Prometheus scrapes.
 //!
-//! Counters with a `reason` label keep their reasons in a small map; the
-//! hello rejection reasons are pre-registered at zero so that dashboards
-//! see every series from the start.
+//! Counters and the histogram live in a [`Registry`] built once; the values
+//! read at scrape time (connections, sessions, queue depth) go in a small
+//! registry built for each scrape, with the same prefix and constant
+//! labels. A constant label (a cluster node's name, say) given to
+//! [`Metrics::with_const_labels`] is on every series.
+//!
+//! Counters with a `reason` label are families, shown once they have a
+//! series; the hello rejection reasons are created at zero so that
+//! dashboards see every series from the start.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use claudemesh_protocol::hello::HelloRejection;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::prometheus_text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Every series name starts with this.
+const PREFIX: &str = "claudemesh_broker";
 
 /// Upper bounds (seconds) of the hello verification histogram.
 const HELLO_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
 
-#[derive(Default)]
-struct Labelled(Mutex<BTreeMap<String, u64>>);
+/// A label pair; the registry's constant labels are a list of these.
+pub type Label = (Cow<'static, str>, Cow<'static, str>);
 
-impl Labelled {
-    fn inc(&self, label: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            *m.entry(label.to_owned()).or_insert(0) += 1;
-        }
-    }
+/// A counter of seconds spent.
+pub type SecondsCounter = Counter<f64, AtomicU64>;
 
-    fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.0.lock().map(|m| m.clone()).unwrap_or_default()
-    }
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: String,
 }
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [AtomicU64; HELLO_BUCKETS.len()],
-    count: AtomicU64,
-    sum_nanos: AtomicU64,
-}
+type ByReason = Family<Reason, Counter>;
 
-/// All of the broker's metrics.
-#[derive(Default)]
+/// All of the broker's metrics. Cheap to update from any thread: each
+/// counter is an atomic, each family a map behind a read-write lock.
 pub struct Metrics {
-    pub connections_accepted: AtomicU64,
-    connections_rejected: Labelled,
-    pub messages_routed: AtomicU64,
-    pub messages_duplicate: AtomicU64,
-    pub messages_pushed: AtomicU64,
-    pub messages_queued: AtomicU64,
-    pub messages_delivered: AtomicU64,
-    messages_rejected: Labelled,
-    frame_errors: Labelled,
-    pub db_commits: AtomicU64,
-    pub db_ops: AtomicU64,
-    pub db_apply_nanos: AtomicU64,
-    pub db_commit_nanos: AtomicU64,
+    registry: Registry,
+    const_labels: Vec<Label>,
+    pub connections_accepted: Counter,
+    connections_rejected: ByReason,
+    pub messages_routed: Counter,
+    pub messages_duplicate: Counter,
+    pub messages_pushed: Counter,
+    pub messages_queued: Counter,
+    pub messages_delivered: Counter,
+    messages_rejected: ByReason,
+    frame_errors: ByReason,
+    pub db_commits: Counter,
+    pub db_ops: Counter,
+    pub db_apply_seconds: SecondsCounter,
+    pub db_commit_seconds: SecondsCounter,
     hello_verify: Histogram,
 }
 
@@ -64,218 +72,243 @@ pub struct Metrics {
 pub struct Gauges {
     pub connections_active: usize,
     pub sessions_listed: usize,
+    /// `None` when the database could not be read: the series is left out
+    /// rather than reported stale.
     pub queue_depth: Option<i64>,
 }
 
-fn add(c: &AtomicU64, n: u64) {
-    c.fetch_add(n, Ordering::Relaxed);
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let m = Self::default();
-        if let Ok(mut map) = m.connections_rejected.0.lock() {
-            for r in HelloRejection::ALL {
-                map.insert(r.code().to_owned(), 0);
-            }
-            for r in ["no_hello", "hello_timeout", "too_many_connections"] {
-                map.insert(r.to_owned(), 0);
-            }
+        Self::with_const_labels(Vec::new())
+    }
+
+    /// Metrics whose every series carries `labels` (e.g. `node="b1"`).
+    pub fn with_const_labels(labels: Vec<Label>) -> Self {
+        let mut registry = Registry::with_prefix_and_labels(PREFIX, labels.iter().cloned());
+        let connections_accepted = Counter::default();
+        let connections_rejected = ByReason::default();
+        let messages_routed = Counter::default();
+        let messages_duplicate = Counter::default();
+        let messages_pushed = Counter::default();
+        let messages_queued = Counter::default();
+        let messages_delivered = Counter::default();
+        let messages_rejected = ByReason::default();
+        let frame_errors = ByReason::default();
+        let db_commits = Counter::default();
+        let db_ops = Counter::default();
+        let db_apply_seconds = SecondsCounter::default();
+        let db_commit_seconds = SecondsCounter::default();
+        let hello_verify = Histogram::new(HELLO_BUCKETS);
+
+        // The crate ends each help text with a full stop.
+        let r = &mut registry;
+        r.register(
+            "connections_accepted",
+            "Connections whose hello was accepted",
+            connections_accepted.clone(),
+        );
+        r.register(
+            "connections_rejected",
+            "Connections refused before or at the hello, by reason",
+            connections_rejected.clone(),
+        );
+        r.register(
+            "messages_routed",
+            "Sends stored and routed (duplicates excluded)",
+            messages_routed.clone(),
+        );
+        r.register(
+            "messages_duplicate",
+            "Sends answered as duplicates of an earlier id",
+            messages_duplicate.clone(),
+        );
+        r.register(
+            "messages_pushed",
+            "Push frames sent to recipient connections (including redeliveries)",
+            messages_pushed.clone(),
+        );
+        r.register(
+            "messages_queued",
+            "Recipient copies stored for a member with no live connection",
+            messages_queued.clone(),
+        );
+        r.register(
+            "messages_delivered",
+            "Recipient copies acknowledged by the recipient (client_ack)",
+            messages_delivered.clone(),
+        );
+        r.register(
+            "messages_rejected",
+            "Sends refused, by error code",
+            messages_rejected.clone(),
+        );
+        r.register(
+            "frame_errors",
+            "Frames after the handshake answered with an error, by code",
+            frame_errors.clone(),
+        );
+        r.register(
+            "db_commits",
+            "Group-commit transactions",
+            db_commits.clone(),
+        );
+        r.register(
+            "db_writes",
+            "Write operations committed (divide by commits for the batch size)",
+            db_ops.clone(),
+        );
+        r.register_with_unit(
+            "db_apply",
+            "Time the writer spent applying batches (before COMMIT)",
+            Unit::Seconds,
+            db_apply_seconds.clone(),
+        );
+        r.register_with_unit(
+            "db_commit",
+            "Time the writer spent in COMMIT",
+            Unit::Seconds,
+            db_commit_seconds.clone(),
+        );
+        r.register_with_unit(
+            "hello_verify",
+            "Time to verify a hello (all five checks)",
+            Unit::Seconds,
+            hello_verify.clone(),
+        );
+
+        let reasons = HelloRejection::ALL.iter().map(|r| r.code()).chain([
+            "no_hello",
+            "hello_timeout",
+            "too_many_connections",
+        ]);
+        for reason in reasons {
+            let _ = connections_rejected.get_or_create(&Reason {
+                reason: reason.to_owned(),
+            });
         }
-        m
+
+        Self {
+            registry,
+            const_labels: labels,
+            connections_accepted,
+            connections_rejected,
+            messages_routed,
+            messages_duplicate,
+            messages_pushed,
+            messages_queued,
+            messages_delivered,
+            messages_rejected,
+            frame_errors,
+            db_commits,
+            db_ops,
+            db_apply_seconds,
+            db_commit_seconds,
+            hello_verify,
+        }
     }
 
-    pub fn inc(c: &AtomicU64) {
-        add(c, 1);
+    pub fn inc(c: &Counter) {
+        c.inc();
     }
 
-    pub fn add(c: &AtomicU64, n: u64) {
-        add(c, n);
+    pub fn add(c: &Counter, n: u64) {
+        c.inc_by(n);
+    }
+
+    /// Adds a duration to a counter of seconds.
+    pub fn add_time(c: &SecondsCounter, took: Duration) {
+        c.inc_by(took.as_secs_f64());
     }
 
     pub fn connection_rejected(&self, reason: &str) {
-        self.connections_rejected.inc(reason);
+        inc_reason(&self.connections_rejected, reason);
     }
 
     pub fn message_rejected(&self, reason: &str) {
-        self.messages_rejected.inc(reason);
+        inc_reason(&self.messages_rejected, reason);
     }
 
     pub fn frame_error(&self, code: &str) {
-        self.frame_errors.inc(code);
+        inc_reason(&self.frame_errors, code);
     }
 
     pub fn hello_verified(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        for (i, bound) in HELLO_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                add(&self.hello_verify.buckets[i], 1);
-            }
-        }
-        add(&self.hello_verify.count, 1);
-        add(
-            &self.hello_verify.sum_nanos,
-            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
-        );
+        self.hello_verify.observe(took.as_secs_f64());
     }
 
-    /// The exposition text.
+    /// The exposition text: the scrape-time gauges, then everything else.
     pub fn render(&self, gauges: &Gauges) -> String {
         let mut out = String::with_capacity(4096);
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        let gauge = |out: &mut String, name: &str, help: &str, v: String| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
-        };
-        gauge(
-            &mut out,
-            "claudemesh_broker_connections_active",
-            "Authenticated WebSocket connections open now.",
-            gauges.connections_active.to_string(),
+        let live = self.gauge_registry(gauges);
+        for registry in [&live, &self.registry] {
+            // Writing to a String cannot fail; a failure would be the
+            // crate's, and a partial page is still better than none.
+            if let Err(e) = encode(&mut out, registry) {
+                tracing::warn!(error = %e, "encoding the metrics failed");
+            }
+        }
+        out
+    }
+
+    fn gauge_registry(&self, gauges: &Gauges) -> Registry {
+        let mut r = Registry::with_prefix_and_labels(PREFIX, self.const_labels.iter().cloned());
+        r.register(
+            "connections_active",
+            "Authenticated WebSocket connections open now",
+            ConstGauge::new(count(gauges.connections_active)),
         );
-        gauge(
-            &mut out,
-            "claudemesh_broker_sessions_listed",
-            "Sessions listed as peers (live or in their grace period).",
-            gauges.sessions_listed.to_string(),
+        r.register(
+            "sessions_listed",
+            "Sessions listed as peers (live or in their grace period)",
+            ConstGauge::new(count(gauges.sessions_listed)),
         );
         if let Some(depth) = gauges.queue_depth {
-            gauge(
-                &mut out,
-                "claudemesh_broker_queue_depth",
-                "Message copies stored and not yet acknowledged by their recipient.",
-                depth.to_string(),
+            r.register(
+                "queue_depth",
+                "Message copies stored and not yet acknowledged by their recipient",
+                ConstGauge::new(depth),
             );
         }
-        let counter = |out: &mut String, name: &str, help: &str, v: u64| {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
-        };
-        let labelled = |out: &mut String, name: &str, help: &str, l: &Labelled| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-            for (reason, v) in l.snapshot() {
-                let _ = writeln!(out, "{name}{{reason=\"{}\"}} {v}", escape(&reason));
-            }
-        };
-        counter(
-            &mut out,
-            "claudemesh_broker_connections_accepted_total",
-            "Connections whose hello was accepted.",
-            get(&self.connections_accepted),
-        );
-        labelled(
-            &mut out,
-            "claudemesh_broker_connections_rejected_total",
-            "Connections refused before or at the hello, by reason.",
-            &self.connections_rejected,
-        );
-        counter(
-            &mut out,
-            "claudemesh_broker_messages_routed_total",
-            "Sends stored and routed (duplicates excluded).",
-            get(&self.messages_routed),
-        );
-        counter(
-            &mut out,
-            "claudemesh_broker_messages_duplicate_total",
-            "Sends answered as duplicates of an earlier id.",
-            get(&self.messages_duplicate),
-        );
-        counter(
-            &mut out,
-            "claudemesh_broker_messages_pushed_total",
-            "Push frames sent to recipient connections (including redeliveries).",
-            get(&self.messages_pushed),
-        );
-        counter(
-            &mut out,
-            "claudemesh_broker_messages_queued_total",
-            "Recipient copies stored for a member with no live connection.",
-            get(&self.messages_queued),
-        );
-        counter(
-            &mut out,
-            "claudemesh_broker_messages_delivered_total",
-            "Recipient copies acknowledged by the recipient (client_ack).",
-            get(&self.messages_delivered),
-        );
-        labelled(
-            &mut out,
-            "claudemesh_broker_messages_rejected_total",
-            "Sends refused, by error code.",
-            &self.messages_rejected,
-        );
-        labelled(
-            &mut out,
-            "claudemesh_broker_frame_errors_total",
-            "Frames after the handshake answered with an error, by code.",
-            &self.frame_errors,
-        );
-        counter(
-            &mut out,
-            "claudemesh_broker_db_commits_total",
-            "Group-commit transactions.",
-            get(&self.db_commits),
-        );
-        counter(
-            &mut out,
-            "claudemesh_broker_db_writes_total",
-            "Write operations committed (divide by commits for the batch size).",
-            get(&self.db_ops),
-        );
-        let secs = |c: &AtomicU64| get(c) as f64 / 1e9;
-        let _ = writeln!(
-            out,
-            "# HELP claudemesh_broker_db_apply_seconds_total Time the writer spent applying batches (before COMMIT).\n# TYPE claudemesh_broker_db_apply_seconds_total counter\nclaudemesh_broker_db_apply_seconds_total {}",
-            secs(&self.db_apply_nanos)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP claudemesh_broker_db_commit_seconds_total Time the writer spent in COMMIT.\n# TYPE claudemesh_broker_db_commit_seconds_total counter\nclaudemesh_broker_db_commit_seconds_total {}",
-            secs(&self.db_commit_nanos)
-        );
-        let h = &self.hello_verify;
-        let name = "claudemesh_broker_hello_verify_seconds";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Time to verify a hello (all five checks).\n# TYPE {name} histogram"
-        );
-        for (i, bound) in HELLO_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_bucket{{le=\"{bound}\"}} {}",
-                get(&h.buckets[i])
-            );
-        }
-        let count = get(&h.count);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{name}_sum {}", get(&h.sum_nanos) as f64 / 1e9);
-        let _ = writeln!(out, "{name}_count {count}");
-        out
+        r
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+fn inc_reason(family: &ByReason, reason: &str) {
+    family
+        .get_or_create(&Reason {
+            reason: reason.to_owned(),
+        })
+        .inc();
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn some_gauges() -> Gauges {
+        Gauges {
+            connections_active: 2,
+            sessions_listed: 3,
+            queue_depth: Some(4),
+        }
+    }
+
     #[test]
     fn renders_every_rejection_reason_and_the_histogram() {
         let m = Metrics::new();
         m.connection_rejected("replayed");
         m.hello_verified(Duration::from_micros(300));
-        let text = m.render(&Gauges {
-            connections_active: 2,
-            sessions_listed: 3,
-            queue_depth: Some(4),
-        });
+        let text = m.render(&some_gauges());
         assert!(
             text.contains("claudemesh_broker_connections_rejected_total{reason=\"replayed\"} 1")
         );
@@ -287,5 +320,95 @@ mod tests {
         assert!(text.contains("claudemesh_broker_hello_verify_seconds_bucket{le=\"0.0005\"} 1"));
         assert!(text.contains("claudemesh_broker_hello_verify_seconds_bucket{le=\"0.00025\"} 0"));
         assert!(text.contains("claudemesh_broker_queue_depth 4"));
+    }
+
+    #[test]
+    fn every_family_keeps_its_name_and_type() {
+        let m = Metrics::new();
+        // A labelled family with no series yet is left out of the page.
+        m.message_rejected("unknown_target");
+        m.frame_error("malformed");
+        let text = m.render(&some_gauges());
+        for (name, kind) in [
+            ("claudemesh_broker_connections_active", "gauge"),
+            ("claudemesh_broker_sessions_listed", "gauge"),
+            ("claudemesh_broker_queue_depth", "gauge"),
+            ("claudemesh_broker_connections_accepted_total", "counter"),
+            ("claudemesh_broker_connections_rejected_total", "counter"),
+            ("claudemesh_broker_messages_routed_total", "counter"),
+            ("claudemesh_broker_messages_duplicate_total", "counter"),
+            ("claudemesh_broker_messages_pushed_total", "counter"),
+            ("claudemesh_broker_messages_queued_total", "counter"),
+            ("claudemesh_broker_messages_delivered_total", "counter"),
+            ("claudemesh_broker_messages_rejected_total", "counter"),
+            ("claudemesh_broker_frame_errors_total", "counter"),
+            ("claudemesh_broker_db_commits_total", "counter"),
+            ("claudemesh_broker_db_writes_total", "counter"),
+            ("claudemesh_broker_db_apply_seconds_total", "counter"),
+            ("claudemesh_broker_db_commit_seconds_total", "counter"),
+            ("claudemesh_broker_hello_verify_seconds", "histogram"),
+        ] {
+            let line = format!("# TYPE {name} {kind}\n");
+            assert!(text.contains(&line), "missing {line:?} in\n{text}");
+            assert!(text.contains(&format!("# HELP {name} ")), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_missing_queue_depth_is_left_out() {
+        let text = Metrics::new().render(&Gauges {
+            queue_depth: None,
+            ..some_gauges()
+        });
+        assert!(!text.contains("queue_depth"), "{text}");
+        assert!(text.contains("claudemesh_broker_sessions_listed 3"));
+    }
+
+    #[test]
+    fn labelled_counters_and_seconds_count_up() {
+        let m = Metrics::new();
+        m.message_rejected("unknown_target");
+        m.message_rejected("unknown_target");
+        m.frame_error("malformed");
+        Metrics::add(&m.db_ops, 5);
+        Metrics::add_time(&m.db_commit_seconds, Duration::from_millis(1500));
+        let text = m.render(&some_gauges());
+        for line in [
+            "claudemesh_broker_messages_rejected_total{reason=\"unknown_target\"} 2",
+            "claudemesh_broker_frame_errors_total{reason=\"malformed\"} 1",
+            "claudemesh_broker_db_writes_total 5",
+            "claudemesh_broker_db_commit_seconds_total 1.5",
+            "claudemesh_broker_db_apply_seconds_total 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_constant_label_is_on_every_series() {
+        let m = Metrics::with_const_labels(vec![("node".into(), "b1".into())]);
+        m.connection_rejected("replayed");
+        m.hello_verified(Duration::from_micros(300));
+        let text = m.render(&some_gauges());
+        let samples: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert!(samples.len() > 20, "{text}");
+        for line in samples {
+            assert!(line.contains("{node=\"b1\""), "{line}");
+        }
+        assert!(text.contains(
+            "claudemesh_broker_connections_rejected_total{node=\"b1\",reason=\"replayed\"} 1"
+        ));
+        assert!(text.contains("claudemesh_broker_queue_depth{node=\"b1\"} 4"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.frame_error("a\"b\\c\nd");
+        let text = m.render(&some_gauges());
+        assert!(
+            text.contains("claudemesh_broker_frame_errors_total{reason=\"a\\\"b\\\\c\\nd\"} 1"),
+            "{text}"
+        );
     }
 }

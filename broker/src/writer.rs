@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -234,11 +234,11 @@ fn apply_batch(
     };
     match applied {
         Ok(applied) => {
-            Metrics::add(
-                &metrics.db_apply_nanos,
-                nanos(t0.elapsed().saturating_sub(applied.commit_time)),
+            Metrics::add_time(
+                &metrics.db_apply_seconds,
+                t0.elapsed().saturating_sub(applied.commit_time),
             );
-            Metrics::add(&metrics.db_commit_nanos, nanos(applied.commit_time));
+            Metrics::add_time(&metrics.db_commit_seconds, applied.commit_time);
             Metrics::inc(&metrics.db_commits);
             Metrics::add(&metrics.db_ops, n);
             let done = jobs
@@ -266,10 +266,6 @@ fn apply_batch(
             (done, stop)
         }
     }
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// The backend's view of a queued operation.

@@ -34,10 +34,7 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
         queue_depth: depth,
     };
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         ctx.metrics.render(&gauges),
     )
         .into_response()

@@ -620,6 +620,10 @@ pub fn normalize_group(g: &str) -> String {
 }
 
 #[cfg(test)]
+#[path = "presence_tests.rs"]
+mod transitions;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -12,13 +12,13 @@
 
 mod backoff;
 mod connect;
+mod reconnect;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use claudemesh_protocol::ipc::LinkState;
-use claudemesh_protocol::limits::IDLE_TIMEOUT_MS;
 use claudemesh_protocol::wire::{ClientFrame, HelloAck, ServerFrame};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{Semaphore, mpsc, oneshot, watch};
@@ -26,8 +26,9 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
 pub use backoff::Backoff;
-use connect::{ConnectError, Ws};
+use connect::Ws;
 pub use connect::{LinkIdentity, frame_type};
+use reconnect::{Ended, Liveness, Next, Reconnect, Tick};
 
 /// How often the link pings the broker.
 const PING_EVERY: Duration = Duration::from_secs(20);
@@ -170,15 +171,9 @@ impl LinkHandle {
     }
 }
 
-/// Why a connected session with the broker ended.
-enum Ended {
-    Shutdown,
-    Revoked(String),
-    Lost(String),
-}
-
 struct LinkTask {
     identity: LinkIdentity,
+    /// This member's hello was accepted by this broker before this run.
     accepted: bool,
     commands: mpsc::UnboundedReceiver<Command>,
     events: mpsc::UnboundedSender<LinkEvent>,
@@ -190,7 +185,7 @@ struct LinkTask {
 
 impl LinkTask {
     async fn run(mut self) {
-        let mut backoff = Backoff::for_links();
+        let mut rules = Reconnect::new(self.accepted, Backoff::for_links());
         loop {
             self.set_state(LinkState::Connecting, None);
             let identity = self.identity.clone();
@@ -199,36 +194,39 @@ impl LinkTask {
                 stop = self.wait_for_shutdown_while_idle() => { let () = stop; None }
             };
             let Some(result) = outcome else { return };
-            match result {
-                Ok((ws, ack)) => {
-                    backoff.reset();
-                    self.accepted = true;
-                    tracing::info!(mesh = %self.identity.mesh_id, broker = %self.identity.broker_url, "connected to the broker");
-                    self.set_state(LinkState::Connected, None);
-                    let _ = self.events.send(LinkEvent::Connected(ack));
-                    match self.serve(ws).await {
-                        Ended::Shutdown => return,
-                        Ended::Revoked(detail) => return self.revoked(detail).await,
-                        Ended::Lost(detail) => {
+            let next = match result {
+                Ok((ws, ack)) => match rules.attempted(Ok(())) {
+                    Next::Serve => {
+                        tracing::info!(mesh = %self.identity.mesh_id, broker = %self.identity.broker_url, "connected to the broker");
+                        self.set_state(LinkState::Connected, None);
+                        let _ = self.events.send(LinkEvent::Connected(ack));
+                        let ended = self.serve(ws).await;
+                        if let Ended::Lost(detail) = &ended {
                             tracing::warn!(mesh = %self.identity.mesh_id, %detail, "broker connection lost");
-                            self.set_state(LinkState::Disconnected, Some(detail));
                         }
+                        rules.ended(ended)
+                    }
+                    other => other,
+                },
+                Err(e) => {
+                    let next = rules.attempted(Err(&e));
+                    if matches!(next, Next::RetryAfter { .. }) {
+                        tracing::warn!(mesh = %self.identity.mesh_id, detail = %e.detail(), "cannot connect to the broker");
+                    }
+                    next
+                }
+            };
+            match next {
+                // Only an accepted hello says serve, and that was served above.
+                Next::Serve => continue,
+                Next::Stop => return,
+                Next::GiveUp { detail } => return self.revoked(detail).await,
+                Next::RetryAfter { delay, detail } => {
+                    self.set_state(LinkState::Disconnected, Some(detail));
+                    if self.idle_for(delay).await {
+                        return;
                     }
                 }
-                Err(ConnectError::Rejected { code, message })
-                    if is_revocation(&code) && self.accepted =>
-                {
-                    return self.revoked(format!("{message} ({code})")).await;
-                }
-                Err(e) => {
-                    let detail = e.detail();
-                    tracing::warn!(mesh = %self.identity.mesh_id, %detail, "cannot connect to the broker");
-                    self.set_state(LinkState::Disconnected, Some(detail));
-                }
-            }
-            let delay = backoff.next_delay();
-            if self.idle_for(delay).await {
-                return;
             }
         }
     }
@@ -283,12 +281,11 @@ impl LinkTask {
     async fn serve(&mut self, mut ws: Ws) -> Ended {
         let mut ping = tokio::time::interval(PING_EVERY);
         ping.reset();
-        let idle_limit = Duration::from_millis(IDLE_TIMEOUT_MS);
-        let mut last_heard = Instant::now();
+        let mut liveness = Liveness::new(Instant::now());
         loop {
             tokio::select! {
                 msg = ws.next() => {
-                    last_heard = Instant::now();
+                    liveness.heard(Instant::now());
                     match msg {
                         Some(Ok(Message::Text(text))) => {
                             // The worker is behind: wait for it before reading on.
@@ -303,14 +300,7 @@ impl LinkTask {
                         }
                         Some(Ok(Message::Close(frame))) => {
                             let reason = frame.map(|f| f.reason.as_str().to_owned()).unwrap_or_default();
-                            if is_revocation(&reason) {
-                                return Ended::Revoked(format!("the broker closed the connection: {reason}"));
-                            }
-                            return Ended::Lost(if reason.is_empty() {
-                                "the broker closed the connection".into()
-                            } else {
-                                format!("the broker closed the connection: {reason}")
-                            });
+                            return reconnect::on_close(&reason);
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => return Ended::Lost(format!("connection error: {e}")),
@@ -335,9 +325,9 @@ impl LinkTask {
                     }
                 },
                 _ = ping.tick() => {
-                    if last_heard.elapsed() >= idle_limit {
+                    if let Tick::Silent(ended) = liveness.on_tick(Instant::now()) {
                         close_quietly(&mut ws).await;
-                        return Ended::Lost("the broker went silent for 75 s".into());
+                        return ended;
                     }
                     if let Err(e) = write(&mut ws, Message::Ping(Vec::new().into())).await {
                         return Ended::Lost(format!("ping failed: {e}"));
@@ -374,20 +364,13 @@ impl LinkTask {
             }
         }
         if let ServerFrame::Error(e) = &frame
-            && e.id.is_none()
-            && is_revocation(&e.code)
+            && let Some(end) = reconnect::on_error_frame(e)
         {
-            return Some(Ended::Revoked(format!("{} ({})", e.message, e.code)));
+            return Some(end);
         }
         let _ = self.events.send(LinkEvent::Frame(frame));
         None
     }
-}
-
-/// A close reason or error code that means this member is out for good.
-fn is_revocation(code: &str) -> bool {
-    let code = code.to_ascii_lowercase();
-    code == "unauthorized" || code.contains("revoked")
 }
 
 /// A write the broker has not taken after this long means a dead network

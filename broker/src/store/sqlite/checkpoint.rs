@@ -46,7 +46,7 @@ pub fn spawn(
 /// checkpoint interval with no commit, unless the WAL has passed
 /// [`WAL_FORCE_RESTART_FRAMES`].
 fn checkpoint_loop(conn: Connection, stop: &AtomicBool, metrics: &Metrics) {
-    let commits = || metrics.db_commits.load(Ordering::Relaxed);
+    let commits = || metrics.db_commits.get();
     let mut seen = commits();
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(CHECKPOINT_EVERY);
