@@ -616,7 +616,7 @@ fn main() {
     if reports.len() > 1 {
         println!("=== side by side (same run, same sealed messages) ===");
         println!(
-            "| setup | delivered exactly once | lost | p50 ms | p99 ms | messages/s | peak RSS per node |"
+            "| setup | delivered exactly once | not delivered | p50 ms | p99 ms | messages/s | peak RSS per node |"
         );
         println!("|---|---|---|---|---|---|---|");
         for r in &reports {
