@@ -99,8 +99,12 @@ need_apt tmux tmux
 if ! compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null && ! command -v initdb >/dev/null 2>&1; then
     apt_missing+=(postgresql)
 fi
-# The broker cluster's tests put a HAProxy in front of the nodes (issue 10).
-need_apt haproxy haproxy
+# The broker cluster's tests put a HAProxy in front of the nodes (issue 10;
+# broker/tests/common/cluster.rs). Debian puts it in /usr/sbin, which is off
+# a non-root user's PATH.
+if [ ! -x /usr/sbin/haproxy ]; then
+    need_apt haproxy haproxy
+fi
 
 provision_apt() {
     apt-get update -qq

@@ -14,12 +14,31 @@
 //! `rate / N` sends per second with at most `window` unacknowledged sends,
 //! and decrypts what it received only after the clock stops.
 //!
+//! Stores and topologies: by default one node on SQLite. `--database-url
+//! URL` runs one node on that PostgreSQL database; `--cluster N` starts a
+//! private PostgreSQL and N node processes on it (the test harness in
+//! `tests/common/cluster.rs`), member i connecting to node i mod N so
+//! that most messages cross nodes (`--via-haproxy`: every member through
+//! a HAProxy in front of the nodes instead). Either way the single-node
+//! SQLite run comes first in the same process, and both are printed side
+//! by side (`--no-baseline` skips it). A client that has its acks and
+//! then hears nothing for `--idle` seconds stops waiting, so lost
+//! messages are reported as missing instead of hanging the bench.
+//!
 //! ```text
 //! cargo bench -p claudemesh-broker --bench load                 # N=100, M=1000
 //! cargo bench -p claudemesh-broker --bench load -- --quick      # N=10, M=100
 //! cargo bench -p claudemesh-broker --bench load -- --members 50 --messages 200 --rate 0
-//! cargo bench -p claudemesh-broker --bench load -- --database-url postgres://…  # on PostgreSQL
+//! cargo bench -p claudemesh-broker --bench load -- --cluster 3  # 3 nodes on PostgreSQL
+//! cargo bench -p claudemesh-broker --bench load -- --database-url postgres://u@host/db
 //! ```
+
+// The test harness: a private PostgreSQL, and broker nodes behind HAProxy
+// (`cluster.rs` finds the server module as `super::postgres`).
+#[path = "../tests/common/cluster.rs"]
+mod cluster;
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -46,8 +65,41 @@ struct Opts {
     /// Bytes of message text.
     text_bytes: usize,
     deadline: Duration,
-    /// Run the broker on this PostgreSQL database instead of SQLite.
-    database_url: Option<String>,
+    /// After its last ack, how long a client waits with nothing arriving
+    /// before it counts what is still missing as lost.
+    idle: Duration,
+    /// Where to run, after the SQLite baseline.
+    mode: Mode,
+    baseline: bool,
+}
+
+/// The store and topology of one run.
+#[derive(Clone, Debug, PartialEq)]
+enum Mode {
+    /// One node on a fresh SQLite data directory.
+    Sqlite,
+    /// One node on this PostgreSQL database.
+    Postgres(String),
+    /// N nodes on a private PostgreSQL, clients spread over them (or all
+    /// through HAProxy).
+    Cluster { nodes: usize, haproxy: bool },
+}
+
+impl Mode {
+    fn label(&self) -> String {
+        match self {
+            Self::Sqlite => "1 node, SQLite".into(),
+            Self::Postgres(_) => "1 node, PostgreSQL".into(),
+            Self::Cluster {
+                nodes,
+                haproxy: false,
+            } => format!("{nodes} node(s), PostgreSQL, direct"),
+            Self::Cluster {
+                nodes,
+                haproxy: true,
+            } => format!("{nodes} node(s), PostgreSQL, via HAProxy"),
+        }
+    }
 }
 
 fn parse_opts() -> Opts {
@@ -58,8 +110,12 @@ fn parse_opts() -> Opts {
         window: 64,
         text_bytes: 200,
         deadline: Duration::from_secs(300),
-        database_url: None,
+        idle: Duration::from_secs(10),
+        mode: Mode::Sqlite,
+        baseline: true,
     };
+    let mut cluster = None;
+    let mut via_haproxy = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = |name: &str| -> String {
@@ -75,7 +131,13 @@ fn parse_opts() -> Opts {
             "--deadline" => {
                 o.deadline = Duration::from_secs(val("--deadline").parse().expect("--deadline S"))
             }
-            "--database-url" => o.database_url = Some(val("--database-url")),
+            "--idle" => o.idle = Duration::from_secs(val("--idle").parse().expect("--idle S")),
+            "--database-url" => o.mode = Mode::Postgres(val("--database-url")),
+            "--cluster" => {
+                cluster = Some(val("--cluster").parse::<usize>().expect("--cluster N"));
+            }
+            "--via-haproxy" => via_haproxy = true,
+            "--no-baseline" => o.baseline = false,
             "--quick" => {
                 o.members = 10;
                 o.messages = 100;
@@ -86,6 +148,18 @@ fn parse_opts() -> Opts {
         }
     }
     assert!(o.members >= 2, "--members must be at least 2");
+    if let Some(nodes) = cluster {
+        assert!(
+            o.mode == Mode::Sqlite,
+            "--cluster starts its own PostgreSQL: drop --database-url"
+        );
+        assert!(nodes >= 1, "--cluster needs at least 1 node");
+        o.mode = Mode::Cluster {
+            nodes,
+            haproxy: via_haproxy,
+        };
+    }
+    o.baseline &= o.mode != Mode::Sqlite;
     o.window = o.window.max(1);
     o
 }
@@ -97,8 +171,10 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+const BROKER_BIN: &str = env!("CARGO_BIN_EXE_claudemesh-broker");
+
 fn spawn_broker(dir: &Path, database_url: Option<&str>, port: u16) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_claudemesh-broker"))
+    Command::new(BROKER_BIN)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data")
         .arg(dir)
@@ -142,21 +218,20 @@ fn scrape(port: u16) -> String {
     out
 }
 
+/// A counter's value, with or without labels (a node's page labels every
+/// series with its node).
 fn counter(text: &str, name: &str) -> Option<f64> {
     text.lines()
-        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .find(|l| {
+            l.starts_with(name)
+                && (l[name.len()..].starts_with(' ') || l[name.len()..].starts_with('{'))
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
 }
 
 fn now_ms() -> i64 {
     claudemesh_broker::clock::system_now_ms()
-}
-
-struct Peer {
-    key: MemberSecretKey,
-    pubkey: MemberPublicKey,
-    member_id: String,
 }
 
 /// One planned message.
@@ -214,6 +289,7 @@ async fn run_client(
     ready: tokio::sync::mpsc::Sender<()>,
     start: tokio::sync::watch::Receiver<Option<Instant>>,
     deadline: Instant,
+    idle: Duration,
 ) -> ClientLog {
     let (ws, _) = tokio_tungstenite::connect_async(&url)
         .await
@@ -268,7 +344,16 @@ async fn run_client(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     // Members start at staggered offsets inside the first tick.
     let mut dirty = false;
+    let mut last_frame = Instant::now();
     while acked < total || log.pushes.len() < expected_pushes {
+        if acked == total && last_frame.elapsed() > idle {
+            log.errors.push(format!(
+                "nothing for {:.0} s after the last ack: pushes {}/{expected_pushes}",
+                idle.as_secs_f64(),
+                log.pushes.len()
+            ));
+            break;
+        }
         if Instant::now() > deadline {
             log.errors.push(format!(
                 "deadline: acked {acked}/{total}, pushes {}/{expected_pushes}",
@@ -283,6 +368,7 @@ async fn run_client(
                     log.errors.push("connection ended".into());
                     break;
                 };
+                last_frame = Instant::now();
                 let Message::Text(t) = msg else { continue };
                 let f: Incoming = match serde_json::from_str(t.as_str()) {
                     Ok(f) => f,
@@ -358,6 +444,139 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The members' keys: the same for every run, so that the envelopes are
+/// sealed once.
+struct Keys {
+    key: MemberSecretKey,
+    pubkey: MemberPublicKey,
+}
+
+/// What one run measured, for the side-by-side table.
+struct Report {
+    label: String,
+    total: usize,
+    delivered_once: usize,
+    lost: usize,
+    p50: f64,
+    p99: f64,
+    per_sec: f64,
+    /// (node, peak RSS in MB)
+    rss: Vec<(String, Option<f64>)>,
+    ok: bool,
+}
+
+/// The broker processes of one run.
+enum Brokers {
+    One {
+        child: Child,
+        port: u16,
+        _dir: tempfile::TempDir,
+    },
+    Cluster(Box<cluster::Cluster>),
+}
+
+impl Brokers {
+    /// (node name, pid, port) of every node.
+    fn nodes(&self) -> Vec<(String, u32, u16)> {
+        match self {
+            Self::One { child, port, .. } => vec![("broker".into(), child.id(), *port)],
+            Self::Cluster(c) => c
+                .nodes
+                .iter()
+                .map(|n| (n.id.clone(), n.pid().unwrap_or(0), n.addr.port()))
+                .collect(),
+        }
+    }
+
+    fn stop(self) {
+        match self {
+            Self::One { mut child, .. } => {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &child.id().to_string()])
+                    .status();
+                let _ = child.wait();
+            }
+            // Dropping kills the nodes and HAProxy; PostgreSQL's watcher
+            // stops it when this process ends.
+            Self::Cluster(c) => drop(c),
+        }
+    }
+}
+
+/// Starts the brokers of `mode` and enrolls every key in a new mesh;
+/// the processes, the mesh id, each member's id and the URL each member
+/// connects to.
+fn start_brokers(mode: &Mode, keys: &[Keys]) -> (Brokers, String, Vec<String>, Vec<String>) {
+    let slug = format!("load{}", std::process::id());
+    let enroll = |admin: Admin| {
+        let mesh = admin.create_mesh(&slug).expect("mesh");
+        let ids: Vec<String> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| {
+                admin
+                    .enroll_member(&slug, &k.pubkey.to_hex(), &format!("m{i}"))
+                    .expect("enroll")
+                    .id
+            })
+            .collect();
+        (mesh.id, ids)
+    };
+    let wait_port = |port: u16| {
+        for _ in 0..400 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!("the broker never listened on {port}");
+    };
+    match mode {
+        Mode::Sqlite | Mode::Postgres(_) => {
+            let url = match mode {
+                Mode::Postgres(u) => Some(u.as_str()),
+                _ => None,
+            };
+            let dir = tempfile::tempdir().expect("tempdir");
+            let (mesh, ids) = enroll(Admin::open_store(dir.path(), url).expect("admin"));
+            let port = free_port();
+            let child = spawn_broker(dir.path(), url, port);
+            wait_port(port);
+            let ws = format!("ws://127.0.0.1:{port}/ws");
+            let urls = vec![ws; keys.len()];
+            (
+                Brokers::One {
+                    child,
+                    port,
+                    _dir: dir,
+                },
+                mesh,
+                ids,
+                urls,
+            )
+        }
+        Mode::Cluster { nodes, haproxy } => {
+            let c = cluster::Cluster::start(
+                BROKER_BIN.as_ref(),
+                cluster::ClusterSpec {
+                    nodes: *nodes,
+                    haproxy: *haproxy,
+                    serve_flags: Vec::new(),
+                },
+            );
+            let (mesh, ids) =
+                enroll(Admin::open_store(c.dir.path(), Some(&c.database_url)).expect("admin"));
+            let urls = (0..keys.len())
+                .map(|i| match &c.haproxy {
+                    Some(p) => p.ws_url(),
+                    None => c.nodes[i % c.nodes.len()].ws_url(),
+                })
+                .collect();
+            (Brokers::Cluster(Box::new(c)), mesh, ids, urls)
+        }
+    }
+}
+
 fn main() {
     let o = parse_opts();
     let total = o.members * o.messages;
@@ -375,38 +594,62 @@ fn main() {
         o.text_bytes
     );
 
-    println!(
-        "store: {}",
-        match &o.database_url {
-            Some(url) => format!(
-                "PostgreSQL {}",
-                claudemesh_broker::store::postgres::redact(url)
-            ),
-            None => "SQLite".to_owned(),
-        }
-    );
-
-    // Enroll N members through the admin API.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let admin = Admin::open_store(dir.path(), o.database_url.as_deref()).expect("admin");
-    let mesh = admin.create_mesh("load").expect("mesh");
-    let peers: Vec<Peer> = (0..o.members)
-        .map(|i| {
+    let keys: Vec<Keys> = (0..o.members)
+        .map(|_| {
             let key = MemberSecretKey::generate().expect("key");
             let pubkey = key.public_key();
-            let info = admin
-                .enroll_member("load", &pubkey.to_hex(), &format!("m{i}"))
-                .expect("enroll");
-            Peer {
-                key,
-                pubkey,
-                member_id: info.id,
-            }
+            Keys { key, pubkey }
         })
         .collect();
-    drop(admin);
+    let plans = seal_plans(&o, &keys);
 
-    // Plan and seal everything before the clock starts, on all cores.
+    let mut runs = Vec::new();
+    if o.baseline {
+        runs.push(Mode::Sqlite);
+    }
+    runs.push(o.mode.clone());
+    let reports: Vec<Report> = runs
+        .iter()
+        .map(|mode| run(&o, mode, &keys, &plans))
+        .collect();
+
+    if reports.len() > 1 {
+        println!("=== side by side (same run, same sealed messages) ===");
+        println!(
+            "| setup | delivered exactly once | not delivered | p50 ms | p99 ms | messages/s | peak RSS per node |"
+        );
+        println!("|---|---|---|---|---|---|---|");
+        for r in &reports {
+            let rss: Vec<String> = r
+                .rss
+                .iter()
+                .map(|(n, mb)| match mb {
+                    Some(mb) => format!("{n} {mb:.1} MB"),
+                    None => format!("{n} ?"),
+                })
+                .collect();
+            println!(
+                "| {} | {:.3} % ({}/{}) | {} | {:.2} | {:.2} | {:.0} | {} |",
+                r.label,
+                100.0 * r.delivered_once as f64 / r.total as f64,
+                r.delivered_once,
+                r.total,
+                r.lost,
+                r.p50,
+                r.p99,
+                r.per_sec,
+                rss.join(", ")
+            );
+        }
+    }
+    if reports.iter().any(|r| !r.ok) {
+        std::process::exit(1);
+    }
+}
+
+/// Plans and seals every message before any clock starts, on all cores.
+fn seal_plans(o: &Opts, keys: &[Keys]) -> Vec<Vec<Planned>> {
+    let total = o.members * o.messages;
     let sealing = Instant::now();
     let filler = "x".repeat(o.text_bytes.saturating_sub(40));
     let plans: Vec<Vec<Planned>> = std::thread::scope(|s| {
@@ -417,7 +660,6 @@ fn main() {
             .chunks(chunk)
             .map(|senders| {
                 let senders = senders.to_vec();
-                let peers = &peers;
                 let filler = &filler;
                 s.spawn(move || {
                     senders
@@ -437,14 +679,14 @@ fn main() {
                                         json!({"text": format!("m{i}-{k} {filler}")}).to_string();
                                     let env = envelope::seal(
                                         body.as_bytes(),
-                                        &peers[to].pubkey,
-                                        &peers[i].key,
+                                        &keys[to].pubkey,
+                                        &keys[i].key,
                                     )
                                     .expect("seal");
                                     let frame = json!({
                                         "type": "send",
                                         "id": format!("m{i}-{k}"),
-                                        "to": format!("{}/s{to}", peers[to].pubkey.to_hex()),
+                                        "to": format!("{}/s{to}", keys[to].pubkey.to_hex()),
                                         "priority": "now",
                                         "envelopes": [env],
                                     })
@@ -466,47 +708,43 @@ fn main() {
         "sealed {total} envelopes in {:.1} s (not timed)",
         sealing.elapsed().as_secs_f64()
     );
+    plans
+}
 
+/// One run on `mode`: start, load, stop, check, print.
+fn run(o: &Opts, mode: &Mode, keys: &[Keys], plans: &[Vec<Planned>]) -> Report {
+    let total = o.members * o.messages;
+    println!("=== {} ===", mode.label());
     let mut expected = vec![0usize; o.members];
     let mut destination: Vec<Vec<usize>> = Vec::with_capacity(o.members);
-    for p in &plans {
+    for p in plans {
         destination.push(p.iter().map(|x| x.to).collect());
         for x in p {
             expected[x.to] += 1;
         }
     }
 
-    // The broker, as its own process.
-    let port = free_port();
-    let mut child = spawn_broker(dir.path(), o.database_url.as_deref(), port);
-    let pid = child.id();
-    let url = format!("ws://127.0.0.1:{port}/ws");
+    let (brokers, mesh_id, member_ids, urls) = start_brokers(mode, keys);
+    let nodes = brokers.nodes();
+    let pids: Vec<u32> = nodes.iter().map(|n| n.1).collect();
+    let cpu_of = |pids: &[u32]| -> Option<u64> { pids.iter().map(|p| cpu_ticks(*p)).sum() };
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     let (logs, elapsed, broker_cpu) = rt.block_on(async {
-        for _ in 0..400 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
         let (start_tx, start_rx) = tokio::sync::watch::channel(None);
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(o.members);
         let deadline = Instant::now() + o.deadline;
         let mut tasks = Vec::new();
-        for (i, plan) in plans.into_iter().enumerate() {
-            let frames = plan.into_iter().map(|p| p.frame).collect();
+        for (i, plan) in plans.iter().enumerate() {
+            let frames = plan.iter().map(|p| p.frame.clone()).collect();
             tasks.push(tokio::spawn(run_client(
-                url.clone(),
+                urls[i].clone(),
                 i,
-                mesh.id.clone(),
-                (peers[i].key.clone(), peers[i].member_id.clone()),
+                mesh_id.clone(),
+                (keys[i].key.clone(), member_ids[i].clone()),
                 frames,
                 expected[i],
                 o.rate / o.members as f64,
@@ -514,6 +752,7 @@ fn main() {
                 ready_tx.clone(),
                 start_rx.clone(),
                 deadline,
+                o.idle,
             )));
         }
         // Every client connects and says hello before the clock starts.
@@ -522,7 +761,7 @@ fn main() {
             ready_rx.recv().await.expect("a client failed to connect");
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let cpu0 = cpu_ticks(pid);
+        let cpu0 = cpu_of(&pids);
         let own0 = cpu_ticks(std::process::id());
         let t0 = Instant::now();
         start_tx.send_replace(Some(t0));
@@ -531,7 +770,7 @@ fn main() {
             logs.push(t.await.expect("client task"));
         }
         let elapsed = t0.elapsed();
-        let cpu1 = cpu_ticks(pid);
+        let cpu1 = cpu_of(&pids);
         let own1 = cpu_ticks(std::process::id());
         let diff = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (Some(a), Some(b)) => Some(b.saturating_sub(a) as f64 / 100.0),
@@ -539,13 +778,17 @@ fn main() {
         };
         (logs, elapsed, (diff(cpu0, cpu1), diff(own0, own1)))
     });
-    let hwm_kb = proc_status(pid, "VmHWM:");
-    let metrics = scrape(port);
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
-
+    let rss: Vec<(String, Option<f64>)> = nodes
+        .iter()
+        .map(|(name, pid, _)| {
+            (
+                name.clone(),
+                proc_status(*pid, "VmHWM:").map(|kb| kb as f64 / 1024.0),
+            )
+        })
+        .collect();
+    let pages: Vec<String> = nodes.iter().map(|(_, _, port)| scrape(*port)).collect();
+    brokers.stop();
     // Join acks and pushes; check exactly-once and the right recipient.
     let mut send_at: HashMap<&str, (usize, usize, Instant, Instant)> =
         HashMap::with_capacity(total);
@@ -593,7 +836,7 @@ fn main() {
             .chunks(logs.len().div_ceil(2).max(1))
             .enumerate()
             .map(|(c, chunk)| {
-                let peers = &peers;
+                let peers = keys;
                 let send_at = &send_at;
                 let base = c * logs.len().div_ceil(2).max(1);
                 s.spawn(move || {
@@ -687,9 +930,11 @@ fn main() {
             cpu / elapsed.as_secs_f64()
         );
     }
+    // Summed over the nodes.
+    let sum = |name: &str| -> Option<f64> { pages.iter().map(|p| counter(p, name)).sum() };
     if let (Some(c), Some(w)) = (
-        counter(&metrics, "claudemesh_broker_db_commits_total"),
-        counter(&metrics, "claudemesh_broker_db_writes_total"),
+        sum("claudemesh_broker_db_commits_total"),
+        sum("claudemesh_broker_db_writes_total"),
     ) {
         println!(
             "broker group commits: {c:.0} transactions for {w:.0} writes ({:.1} per commit)",
@@ -697,13 +942,15 @@ fn main() {
         );
         println!(
             "broker writer time: applying {:.2} s, committing {:.2} s",
-            counter(&metrics, "claudemesh_broker_db_apply_seconds_total").unwrap_or(f64::NAN),
-            counter(&metrics, "claudemesh_broker_db_commit_seconds_total").unwrap_or(f64::NAN)
+            sum("claudemesh_broker_db_apply_seconds_total").unwrap_or(f64::NAN),
+            sum("claudemesh_broker_db_commit_seconds_total").unwrap_or(f64::NAN)
         );
     }
-    match hwm_kb {
-        Some(kb) => println!("broker peak RSS (VmHWM): {:.1} MB", kb as f64 / 1024.0),
-        None => println!("broker peak RSS: unavailable (no /proc)"),
+    for (name, mb) in &rss {
+        match mb {
+            Some(mb) => println!("{name} peak RSS (VmHWM): {mb:.1} MB"),
+            None => println!("{name} peak RSS: unavailable (no /proc)"),
+        }
     }
     for e in errors.iter().take(10) {
         println!("  {e}");
@@ -713,12 +960,23 @@ fn main() {
     println!(
         "verdict: {}",
         if ok {
-            "every message delivered exactly once"
+            "every message delivered exactly once".to_owned()
         } else {
-            "FAILED delivery checks"
+            format!(
+                "FAILED delivery checks ({} of {total} not delivered exactly once)",
+                total - delivered_once
+            )
         }
     );
-    if !ok {
-        std::process::exit(1);
+    Report {
+        label: mode.label(),
+        total,
+        delivered_once,
+        lost: total - delivered_once,
+        p50: pct(&e2e, 0.50),
+        p99: pct(&e2e, 0.99),
+        per_sec: delivered_once as f64 / span,
+        rss,
+        ok,
     }
 }

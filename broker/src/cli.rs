@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// Seconds a dropped session stays listed.
     #[arg(long, default_value_t = 60.0)]
     pub presence_grace: f64,
+    /// This node's id among the nodes sharing one PostgreSQL database
+    /// (the `node` label of its metrics); keep it across restarts.
+    /// Default: <hostname>:<port>.
+    #[arg(long, env = "CLAUDEMESH_BROKER_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,7 +263,26 @@ pub fn serve_config(cli: &Cli, args: &ServeArgs) -> anyhow::Result<BrokerConfig>
     config.max_connections_per_member = args.max_connections_per_member.max(1);
     config.hello_timeout = secs(args.hello_timeout)?;
     config.presence_grace = secs(args.presence_grace)?;
+    if let Some(id) = &args.node_id {
+        config.node_id = node_id(id)?;
+    }
     Ok(config)
+}
+
+/// A node id: printable, no spaces, at most 128 bytes (it becomes a
+/// metric label value and a log field).
+fn node_id(id: &str) -> anyhow::Result<String> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .chars()
+            .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\');
+    if !ok {
+        bail!(
+            "--node-id {id:?}: use 1 to 128 printable ASCII characters without spaces, quotes or backslashes"
+        );
+    }
+    Ok(id.to_owned())
 }
 
 fn secs(v: f64) -> anyhow::Result<Duration> {
@@ -300,6 +324,28 @@ mod tests {
                 ..
             }) => assert_eq!(m, "team"),
             other => panic!("{other:?}"),
+        }
+    }
+
+    fn serve_config_of(args: &[&str]) -> anyhow::Result<BrokerConfig> {
+        let base = ["b", "--database-url", "postgres://u@h/db", "serve"];
+        let cli = Cli::try_parse_from(base.iter().chain(args)).unwrap();
+        let Command::Serve(serve) = &cli.command else {
+            panic!("not serve")
+        };
+        serve_config(&cli, serve)
+    }
+
+    #[test]
+    fn the_node_id_is_the_flag_or_the_host_and_port() {
+        let c = serve_config_of(&["--node-id", "n1"]).unwrap();
+        assert_eq!(c.node_id, "n1");
+        let c = serve_config_of(&["--listen", "127.0.0.1:7911"]).unwrap();
+        assert!(c.node_id.ends_with(":7911"), "{}", c.node_id);
+        assert!(c.node_id.len() > ":7911".len(), "{}", c.node_id);
+        for bad in ["", "two words", "q\"uote", &"x".repeat(129)] {
+            let e = serve_config_of(&["--node-id", bad]).unwrap_err();
+            assert!(e.to_string().contains("--node-id"), "{e}");
         }
     }
 }

@@ -21,6 +21,13 @@ pub struct BrokerConfig {
     /// A `postgres://` URL: the store is that database instead of
     /// `broker.db` in `data_dir`.
     pub database_url: Option<String>,
+    /// This node's name among the nodes sharing one PostgreSQL database:
+    /// the `node` label on every metric, in the log and in the
+    /// `X-Claudemesh-Node` header of `/healthz`. Stable across restarts
+    /// (a node restarting under the same id is the same node). Default
+    /// `<hostname>:<port>`. With SQLite there is one node and it is only
+    /// informational.
+    pub node_id: String,
     /// The public `wss://…/ws` URL recorded for `invite` to put in links;
     /// `None` records `ws://<bound address>/ws`.
     pub public_url: Option<String>,
@@ -70,6 +77,7 @@ impl BrokerConfig {
             listen,
             data_dir,
             database_url: None,
+            node_id: default_node_id(listen.port()),
             public_url: None,
             hello_timeout: Duration::from_millis(limits::HELLO_TIMEOUT_MS),
             presence_grace: Duration::from_millis(limits::PRESENCE_GRACE_MS),
@@ -87,6 +95,25 @@ impl BrokerConfig {
             max_write_batch: 1024,
             clock: Clock::system(),
         }
+    }
+}
+
+/// `<hostname>:<port>`: unique per machine and port, and the same after a
+/// restart on the same port.
+pub fn default_node_id(port: u16) -> String {
+    format!("{}:{port}", hostname())
+}
+
+/// The kernel's host name (`localhost` if it cannot be read).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is writable for its whole length, and gethostname
+    // writes at most that many bytes.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
+        _ => "localhost".to_owned(),
     }
 }
 

@@ -34,6 +34,18 @@ const HELLO_BUCKETS: [f64; 10] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
 ];
 
+/// Upper bounds (seconds) of the database round-trip histogram: a local
+/// commit takes tens of microseconds, a PostgreSQL one a millisecond or
+/// more, a struggling server seconds.
+const DB_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+/// Upper bounds (seconds) of the cross-node notification lag histogram.
+const NOTIFY_LAG_BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
 /// A label pair; the registry's constant labels are a list of these.
 pub type Label = (Cow<'static, str>, Cow<'static, str>);
 
@@ -46,6 +58,36 @@ struct Reason {
 }
 
 type ByReason = Family<Reason, Counter>;
+
+/// Which database round trip a `db_round_trip_seconds` sample timed.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DbOp {
+    /// The writer's COMMIT of one group-commit batch.
+    Commit,
+    /// `/healthz`'s check (for PostgreSQL a query on a pooled connection);
+    /// only checks that succeeded are timed.
+    Health,
+}
+
+impl DbOp {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Commit => "commit",
+            Self::Health => "health",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: &'static str,
+}
+
+fn db_histogram() -> Histogram {
+    Histogram::new(DB_BUCKETS)
+}
+
+type ByOp = Family<Op, Histogram, fn() -> Histogram>;
 
 /// All of the broker's metrics. Cheap to update from any thread: each
 /// counter is an atomic, each family a map behind a read-write lock.
@@ -66,6 +108,18 @@ pub struct Metrics {
     pub db_apply_seconds: SecondsCounter,
     pub db_commit_seconds: SecondsCounter,
     hello_verify: Histogram,
+    db_round_trip: ByOp,
+    /// Cross-node notifications this node sent (a PostgreSQL `NOTIFY`
+    /// telling other nodes about a push, receipt, presence change or
+    /// revocation). Incremented by the cluster code, one per NOTIFY.
+    pub cluster_notifications_sent: Counter,
+    /// Cross-node notifications this node received on its `LISTEN`
+    /// connection (its own included if it hears them). Incremented by
+    /// the cluster code, one per notification.
+    pub cluster_notifications_received: Counter,
+    /// Time from a notification's sending (its sender's clock) to its
+    /// handling here; observe with [`Metrics::notify_lag`].
+    pub cluster_notify_lag: Histogram,
 }
 
 /// Live values read at scrape time.
@@ -105,6 +159,10 @@ impl Metrics {
         let db_apply_seconds = SecondsCounter::default();
         let db_commit_seconds = SecondsCounter::default();
         let hello_verify = Histogram::new(HELLO_BUCKETS);
+        let db_round_trip = ByOp::new_with_constructor(db_histogram as fn() -> Histogram);
+        let cluster_notifications_sent = Counter::default();
+        let cluster_notifications_received = Counter::default();
+        let cluster_notify_lag = Histogram::new(NOTIFY_LAG_BUCKETS);
 
         // The crate ends each help text with a full stop.
         let r = &mut registry;
@@ -181,6 +239,31 @@ impl Metrics {
             Unit::Seconds,
             hello_verify.clone(),
         );
+        r.register_with_unit(
+            "db_round_trip",
+            "Database round trips: the writer's COMMIT (op=commit) and the health check (op=health)",
+            Unit::Seconds,
+            db_round_trip.clone(),
+        );
+        r.register(
+            "cluster_notifications_sent",
+            "Notifications sent to the other nodes of the cluster",
+            cluster_notifications_sent.clone(),
+        );
+        r.register(
+            "cluster_notifications_received",
+            "Notifications received from the nodes of the cluster",
+            cluster_notifications_received.clone(),
+        );
+        r.register_with_unit(
+            "cluster_notify_lag",
+            "Time from a notification's sending to its handling on this node",
+            Unit::Seconds,
+            cluster_notify_lag.clone(),
+        );
+        for op in [DbOp::Commit, DbOp::Health] {
+            let _ = db_round_trip.get_or_create(&Op { op: op.as_str() });
+        }
 
         let reasons = HelloRejection::ALL.iter().map(|r| r.code()).chain([
             "no_hello",
@@ -210,6 +293,10 @@ impl Metrics {
             db_apply_seconds,
             db_commit_seconds,
             hello_verify,
+            db_round_trip,
+            cluster_notifications_sent,
+            cluster_notifications_received,
+            cluster_notify_lag,
         }
     }
 
@@ -240,6 +327,18 @@ impl Metrics {
 
     pub fn hello_verified(&self, took: Duration) {
         self.hello_verify.observe(took.as_secs_f64());
+    }
+
+    /// One database round trip of kind `op` took `took`.
+    pub fn db_round_trip(&self, op: DbOp, took: Duration) {
+        self.db_round_trip
+            .get_or_create(&Op { op: op.as_str() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// A cross-node notification arrived `lag` after it was sent.
+    pub fn notify_lag(&self, lag: Duration) {
+        self.cluster_notify_lag.observe(lag.as_secs_f64());
     }
 
     /// The exposition text: the scrape-time gauges, then everything else.
@@ -347,6 +446,16 @@ mod tests {
             ("claudemesh_broker_db_apply_seconds_total", "counter"),
             ("claudemesh_broker_db_commit_seconds_total", "counter"),
             ("claudemesh_broker_hello_verify_seconds", "histogram"),
+            ("claudemesh_broker_db_round_trip_seconds", "histogram"),
+            (
+                "claudemesh_broker_cluster_notifications_sent_total",
+                "counter",
+            ),
+            (
+                "claudemesh_broker_cluster_notifications_received_total",
+                "counter",
+            ),
+            ("claudemesh_broker_cluster_notify_lag_seconds", "histogram"),
         ] {
             let line = format!("# TYPE {name} {kind}\n");
             assert!(text.contains(&line), "missing {line:?} in\n{text}");
@@ -399,6 +508,30 @@ mod tests {
             "claudemesh_broker_connections_rejected_total{node=\"b1\",reason=\"replayed\"} 1"
         ));
         assert!(text.contains("claudemesh_broker_queue_depth{node=\"b1\"} 4"));
+    }
+
+    #[test]
+    fn database_round_trips_and_cluster_notifications_are_counted() {
+        let m = Metrics::with_const_labels(vec![("node".into(), "n2".into())]);
+        m.db_round_trip(DbOp::Commit, Duration::from_micros(800));
+        m.db_round_trip(DbOp::Commit, Duration::from_millis(30));
+        Metrics::inc(&m.cluster_notifications_sent);
+        Metrics::add(&m.cluster_notifications_received, 3);
+        m.notify_lag(Duration::from_millis(2));
+        let text = m.render(&some_gauges());
+        for line in [
+            "claudemesh_broker_db_round_trip_seconds_bucket{node=\"n2\",op=\"commit\",le=\"0.001\"} 1",
+            "claudemesh_broker_db_round_trip_seconds_bucket{node=\"n2\",op=\"commit\",le=\"0.05\"} 2",
+            "claudemesh_broker_db_round_trip_seconds_count{node=\"n2\",op=\"commit\"} 2",
+            // The health series exists before its first sample.
+            "claudemesh_broker_db_round_trip_seconds_count{node=\"n2\",op=\"health\"} 0",
+            "claudemesh_broker_cluster_notifications_sent_total{node=\"n2\"} 1",
+            "claudemesh_broker_cluster_notifications_received_total{node=\"n2\"} 3",
+            "claudemesh_broker_cluster_notify_lag_seconds_bucket{node=\"n2\",le=\"0.001\"} 0",
+            "claudemesh_broker_cluster_notify_lag_seconds_bucket{node=\"n2\",le=\"0.0025\"} 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
     }
 
     #[test]

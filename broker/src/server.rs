@@ -58,7 +58,12 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         .await
         .context("recording the broker URL")?;
 
-    let metrics = Arc::new(Metrics::new());
+    // Nodes sharing a PostgreSQL database are told apart by a `node`
+    // label on every series; a SQLite broker is the only node.
+    let metrics = Arc::new(match config.database_url {
+        Some(_) => Metrics::with_const_labels(vec![("node".into(), config.node_id.clone().into())]),
+        None => Metrics::new(),
+    });
     let writer = Writer::spawn(&store, metrics.clone(), config.max_write_batch)
         .await
         .context("starting the database writer")?;
@@ -97,7 +102,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
             tracing::error!(error = %e, "the HTTP server failed");
         }
     });
-    tracing::info!(listen = %local_addr, url = %url, "broker listening");
+    tracing::info!(
+        listen = %local_addr,
+        url = %url,
+        node = %ctx.config.node_id,
+        store = %ctx.config.describe_store(),
+        "broker listening"
+    );
     Ok(RunningBroker {
         local_addr,
         ctx,

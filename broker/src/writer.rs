@@ -239,6 +239,7 @@ fn apply_batch(
                 t0.elapsed().saturating_sub(applied.commit_time),
             );
             Metrics::add_time(&metrics.db_commit_seconds, applied.commit_time);
+            metrics.db_round_trip(crate::metrics::DbOp::Commit, applied.commit_time);
             Metrics::inc(&metrics.db_commits);
             Metrics::add(&metrics.db_ops, n);
             let done = jobs

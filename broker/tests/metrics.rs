@@ -2,7 +2,8 @@
 //! after real traffic (sessions, a message, refused sends, a refused hello,
 //! a bad frame), every line of the page is a comment or a sample that a
 //! Prometheus scrape would take, and every family has its HELP and TYPE
-//! before its samples.
+//! before its samples. On PostgreSQL (a cluster's store) every series
+//! carries the node's id as a `node` label.
 
 mod common;
 
@@ -11,9 +12,29 @@ use std::collections::{HashMap, HashSet};
 use claudemesh_protocol::wire::ConnectionRole;
 use common::*;
 
-#[tokio::test]
-async fn metrics_page_is_valid_exposition_text_after_traffic() {
-    let b = TestBroker::start().await;
+both_stores!(metrics_page_is_valid_exposition_text_after_traffic);
+
+/// The node id the PostgreSQL run gives its broker.
+const NODE: &str = "node-7";
+
+async fn metrics_page_is_valid_exposition_text_after_traffic(backend: Backend) {
+    let b = TestBroker::start_on(backend, |c| c.node_id = NODE.to_owned()).await;
+    // `series("x", "a=\"b\"")` is `x{a="b"}`, with the node label first
+    // on PostgreSQL.
+    let series = |name: &str, labels: &str| {
+        let mut all: Vec<String> = Vec::new();
+        if backend == Backend::Postgres {
+            all.push(format!("node=\"{NODE}\""));
+        }
+        if !labels.is_empty() {
+            all.push(labels.to_owned());
+        }
+        if all.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{name}{{{}}}", all.join(","))
+        }
+    };
     let alice = b.member("alice");
     let bob = b.member("bob");
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
@@ -56,6 +77,16 @@ async fn metrics_page_is_valid_exposition_text_after_traffic() {
         ("claudemesh_broker_db_apply_seconds_total", "counter"),
         ("claudemesh_broker_db_commit_seconds_total", "counter"),
         ("claudemesh_broker_hello_verify_seconds", "histogram"),
+        ("claudemesh_broker_db_round_trip_seconds", "histogram"),
+        (
+            "claudemesh_broker_cluster_notifications_sent_total",
+            "counter",
+        ),
+        (
+            "claudemesh_broker_cluster_notifications_received_total",
+            "counter",
+        ),
+        ("claudemesh_broker_cluster_notify_lag_seconds", "histogram"),
     ] {
         assert_eq!(
             page.types.get(family).map(String::as_str),
@@ -64,25 +95,66 @@ async fn metrics_page_is_valid_exposition_text_after_traffic() {
         );
     }
     assert_eq!(
-        page.value("claudemesh_broker_connections_rejected_total{reason=\"replayed\"}"),
+        page.value(&series(
+            "claudemesh_broker_connections_rejected_total",
+            "reason=\"replayed\""
+        )),
         Some(1.0)
     );
     assert_eq!(
-        page.value("claudemesh_broker_messages_rejected_total{reason=\"unknown_target\"}"),
+        page.value(&series(
+            "claudemesh_broker_messages_rejected_total",
+            "reason=\"unknown_target\""
+        )),
         Some(1.0)
     );
     assert_eq!(
-        page.value("claudemesh_broker_messages_routed_total"),
+        page.value(&series("claudemesh_broker_messages_routed_total", "")),
         Some(1.0)
     );
     assert_eq!(
-        page.value("claudemesh_broker_connections_accepted_total"),
+        page.value(&series("claudemesh_broker_connections_accepted_total", "")),
         Some(3.0)
     );
     assert_eq!(
-        page.value("claudemesh_broker_hello_verify_seconds_bucket{le=\"+Inf\"}"),
-        page.value("claudemesh_broker_hello_verify_seconds_count"),
+        page.value(&series(
+            "claudemesh_broker_hello_verify_seconds_bucket",
+            "le=\"+Inf\""
+        )),
+        page.value(&series("claudemesh_broker_hello_verify_seconds_count", "")),
     );
+    // The message was committed: at least one timed COMMIT.
+    let commits = page
+        .value(&series(
+            "claudemesh_broker_db_round_trip_seconds_count",
+            "op=\"commit\"",
+        ))
+        .unwrap_or_else(|| panic!("no commit round trips in\n{text}"));
+    assert!(commits >= 1.0, "{text}");
+    // A health check that answered is timed too.
+    let (status, _) = http(b.addr, "GET", "/healthz", None).await;
+    assert_eq!(status, 200);
+    let (_, text) = http(b.addr, "GET", "/metrics", None).await;
+    let page = Exposition::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert_eq!(
+        page.value(&series(
+            "claudemesh_broker_db_round_trip_seconds_count",
+            "op=\"health\""
+        )),
+        Some(1.0),
+        "{text}"
+    );
+    let node_label = format!("node=\"{NODE}\"");
+    let labelled = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.contains(&node_label))
+        .count();
+    let samples = text.lines().filter(|l| !l.starts_with('#')).count();
+    match backend {
+        Backend::Postgres => assert_eq!(labelled, samples, "{text}"),
+        Backend::Sqlite => assert_eq!(labelled, 0, "{text}"),
+    }
 }
 
 /// A parsed page: each family's type, and each series' value.
@@ -106,7 +178,7 @@ impl Exposition {
         let mut finished: HashSet<String> = HashSet::new();
         let mut current: Option<String> = None;
         let mut values: HashMap<String, f64> = HashMap::new();
-        let mut buckets: HashMap<String, Vec<(f64, f64)>> = HashMap::new();
+        let mut buckets: HashMap<(String, String), Vec<(f64, f64)>> = HashMap::new();
         if !text.ends_with('\n') {
             return Err("the page does not end with a newline".into());
         }
@@ -163,20 +235,33 @@ impl Exposition {
                     .find(|(k, _)| k == "le")
                     .ok_or_else(|| at("a bucket without `le`".into()))?;
                 let bound = parse_value(&le.1).map_err(at)?;
+                // One histogram per label set (`le` aside).
+                let others: Vec<String> = labels
+                    .iter()
+                    .filter(|(k, _)| k != "le")
+                    .map(|(k, v)| format!("{k}=\"{v}\""))
+                    .collect();
+                let set = if others.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", others.join(","))
+                };
                 buckets
-                    .entry(family.clone())
+                    .entry((family.clone(), set))
                     .or_default()
                     .push((bound, value));
             }
         }
-        for (family, list) in &buckets {
+        for ((family, set), list) in &buckets {
             if list.windows(2).any(|w| w[0].0 >= w[1].0 || w[0].1 > w[1].1) {
-                return Err(format!("{family}: buckets not increasing and cumulative"));
+                return Err(format!(
+                    "{family}{set}: buckets not increasing and cumulative"
+                ));
             }
             let last = list.last().copied().unwrap_or((0.0, 0.0));
-            let count = values.get(&format!("{family}_count")).copied();
+            let count = values.get(&format!("{family}_count{set}")).copied();
             if last.0 != f64::INFINITY || Some(last.1) != count {
-                return Err(format!("{family}: no +Inf bucket equal to _count"));
+                return Err(format!("{family}{set}: no +Inf bucket equal to _count"));
             }
         }
         Ok(Self { types, values })

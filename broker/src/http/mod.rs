@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use claudemesh_protocol::limits::MAX_HTTP_BODY_BYTES;
 
 use crate::ctx::Ctx;
-use crate::metrics::Gauges;
+use crate::metrics::{DbOp, Gauges};
 
 pub fn router(ctx: Arc<Ctx>) -> Router {
     Router::new()
@@ -40,17 +40,34 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
         .into_response()
 }
 
+/// The response header naming the node that answered `/healthz` (behind a
+/// load balancer, which node a request reached).
+pub const NODE_HEADER: &str = "x-claudemesh-node";
+
 /// 200 `ok` when the broker can serve: its database writer runs and the
 /// database opens and reads afresh (the file, or a pooled connection to
 /// PostgreSQL). Otherwise 503 with the reason, naming the database.
 async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
-    if !ctx.writer.is_alive() {
-        return unhealthy("the database writer has stopped".to_owned());
+    let mut response = if !ctx.writer.is_alive() {
+        unhealthy("the database writer has stopped".to_owned())
+    } else {
+        let started = std::time::Instant::now();
+        match ctx.store.health().await {
+            Ok(()) => {
+                // Only answered checks: a refused connection's time says
+                // nothing about the database.
+                ctx.metrics.db_round_trip(DbOp::Health, started.elapsed());
+                (StatusCode::OK, "ok\n").into_response()
+            }
+            Err(why) => unhealthy(why),
+        }
+    };
+    // The id was checked at startup (printable ASCII); a value that is
+    // still refused just leaves the header out.
+    if let Ok(node) = HeaderValue::from_str(&ctx.config.node_id) {
+        response.headers_mut().insert(NODE_HEADER, node);
     }
-    match ctx.store.health().await {
-        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
-        Err(why) => unhealthy(why),
-    }
+    response
 }
 
 fn unhealthy(why: String) -> Response {

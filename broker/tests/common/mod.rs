@@ -6,8 +6,10 @@
 
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod postgres;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -499,12 +501,36 @@ pub async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
-/// A metric's value from exposition text (`name{labels} value`).
+/// A metric's value from exposition text (`name{labels} value`). A
+/// broker on PostgreSQL puts its node's label first on every series;
+/// `series` may name it or leave it out.
 pub fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
-        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .find(|l| {
+            [Cow::Borrowed(*l), without_node_label(l)]
+                .iter()
+                .any(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// `name{node="n1",a="b"} 1` as `name{a="b"} 1`, `name{node="n1"} 1` as
+/// `name 1`.
+fn without_node_label(line: &str) -> Cow<'_, str> {
+    let Some((name, rest)) = line.split_once("{node=\"") else {
+        return Cow::Borrowed(line);
+    };
+    let Some((_, after)) = rest.split_once('"') else {
+        return Cow::Borrowed(line);
+    };
+    match after.strip_prefix(',') {
+        Some(others) => Cow::Owned(format!("{name}{{{others}")),
+        None => Cow::Owned(format!(
+            "{name}{}",
+            after.strip_prefix('}').unwrap_or(after)
+        )),
+    }
 }
 
 /// A `send` frame.
