@@ -21,6 +21,10 @@ pub struct BrokerConfig {
     /// A `postgres://` URL: the store is that database instead of
     /// `broker.db` in `data_dir`.
     pub database_url: Option<String>,
+    /// This node's name in a cluster (several nodes on one PostgreSQL):
+    /// stable across restarts, unique among the nodes. `None`: the host
+    /// name and the bound port. Unused on SQLite.
+    pub node_id: Option<String>,
     /// The public `wss://…/ws` URL recorded for `invite` to put in links;
     /// `None` records `ws://<bound address>/ws`.
     pub public_url: Option<String>,
@@ -70,6 +74,7 @@ impl BrokerConfig {
             listen,
             data_dir,
             database_url: None,
+            node_id: None,
             public_url: None,
             hello_timeout: Duration::from_millis(limits::HELLO_TIMEOUT_MS),
             presence_grace: Duration::from_millis(limits::PRESENCE_GRACE_MS),
@@ -98,6 +103,19 @@ impl BrokerConfig {
             Some(url) => StoreLocation::Postgres(url.clone()),
             None => StoreLocation::DataDir(self.data_dir.clone()),
         }
+    }
+
+    /// This node's id: the configured one, else `<host name>:<port>`.
+    pub fn node_id_or(&self, bound: SocketAddr) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}:{}", bound.port())
     }
 
     /// The store, for messages (never a password).

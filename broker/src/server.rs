@@ -58,6 +58,12 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         .await
         .context("recording the broker URL")?;
 
+    if let Store::Postgres(pg) = &*store {
+        let node = config.node_id_or(local_addr);
+        tracing::info!(node = %node, "cluster node");
+        pg.set_node_id(&node);
+    }
+
     let metrics = Arc::new(Metrics::new());
     let writer = Writer::spawn(&store, metrics.clone(), config.max_write_batch)
         .await
@@ -72,10 +78,16 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         tasks: TaskCounter::default(),
     });
 
-    let background = vec![
-        tokio::spawn(watch_revocations(ctx.clone())),
-        tokio::spawn(housekeeping(ctx.clone())),
-    ];
+    let mut background = vec![tokio::spawn(housekeeping(ctx.clone()))];
+    // On PostgreSQL revocations arrive as notifications, with the rest of
+    // the cluster's news; SQLite polls its revocation log.
+    match crate::cluster::start(&ctx)
+        .await
+        .context("listening for the cluster's notifications")?
+    {
+        Some(listener) => background.push(listener),
+        None => background.push(tokio::spawn(watch_revocations(ctx.clone()))),
+    }
     let app = crate::http::router(ctx.clone())
         .into_make_service_with_connect_info::<crate::net::listener::ConnSlot>();
     let listener = GuardedListener::new(

@@ -165,6 +165,10 @@ impl MeshState {
         self.conns.get(&id)
     }
 
+    pub fn conns(&self) -> impl Iterator<Item = &ConnEntry> {
+        self.conns.values()
+    }
+
     /// Sessions of a member listed now (live or in their grace period).
     pub fn member_session_count(&self, member_id: &str) -> usize {
         self.sessions.keys().filter(|k| k.0 == member_id).count()

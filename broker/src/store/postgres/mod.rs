@@ -8,8 +8,9 @@
 //! run in [`PgBatch`].
 
 mod batch;
-mod connect;
+pub mod connect;
 pub(crate) mod messages;
+pub mod notify;
 pub(crate) mod schema;
 
 use deadpool_postgres::{Client, GenericClient, Pool};
@@ -62,6 +63,11 @@ fn invite(r: &Row) -> InviteRow {
 pub struct PgStore {
     pool: Pool,
     described: String,
+    /// The parsed URL, for connections outside the pool (`LISTEN`).
+    config: Box<tokio_postgres::Config>,
+    /// This node's id in a cluster (set once by the server; admin
+    /// commands leave it empty).
+    node: std::sync::OnceLock<String>,
 }
 
 impl PgStore {
@@ -71,6 +77,8 @@ impl PgStore {
         let store = Self {
             described: connect::describe(&connector.config),
             pool: connector.pool,
+            config: Box::new(connector.config),
+            node: std::sync::OnceLock::new(),
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
@@ -90,7 +98,34 @@ impl PgStore {
     }
 
     pub fn batch_writer(&self) -> PgBatch {
-        PgBatch::new(self.pool.clone())
+        PgBatch::new(self.pool.clone(), self.node_id().to_owned())
+    }
+
+    /// Names this process as a cluster node (the first call wins).
+    pub fn set_node_id(&self, node: &str) {
+        let _ = self.node.set(node.to_owned());
+    }
+
+    pub fn node_id(&self) -> &str {
+        self.node.get().map_or("", String::as_str)
+    }
+
+    /// A connection of its own, outside the pool, for `LISTEN`; its
+    /// notifications arrive on the returned channel until it breaks
+    /// (the channel then closes).
+    pub async fn listen(&self) -> Result<connect::Listening, StoreError> {
+        connect::listen(&self.config).await
+    }
+
+    /// The undelivered, unexpired copies of messages `seqs`, with their
+    /// mesh and member: what a node pushes when another node announces
+    /// them.
+    pub async fn copies_of(
+        &self,
+        seqs: &[i64],
+        now_ms: i64,
+    ) -> Result<Vec<(String, String, PendingPush)>, StoreError> {
+        messages::copies_of(&self.client().await?, seqs, now_ms).await
     }
 
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
@@ -526,11 +561,20 @@ async fn revoke_member(
         &[&mesh_id, &member_id, &now_ms],
     )
     .await?;
-    c.execute(
-        "INSERT INTO revocations (mesh_id, member_id, at) VALUES ($1, $2, $3)",
-        &[&mesh_id, &member_id, &now_ms],
-    )
-    .await?;
+    let seq: i64 = c
+        .query_one(
+            "INSERT INTO revocations (mesh_id, member_id, at) VALUES ($1, $2, $3) RETURNING seq",
+            &[&mesh_id, &member_id, &now_ms],
+        )
+        .await?
+        .get(0);
+    // Every node closes the member's connections at once (at commit).
+    let event = notify::ClusterEvent::Revoked {
+        seq,
+        mesh: mesh_id.to_owned(),
+        member: member_id.to_owned(),
+    };
+    notify::send(c, &[event]).await?;
     Ok(())
 }
 

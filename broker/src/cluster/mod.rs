@@ -1,0 +1,181 @@
+//! Several nodes on one PostgreSQL database, each holding only its own
+//! connections and learning of work for them through the database.
+//!
+//! Every node keeps one `LISTEN` connection (outside the pool). The
+//! transactions that store messages, record receipts or revoke members
+//! send a notification on commit ([`crate::store::postgres::notify`]);
+//! this module turns what other nodes announce into pushes, receipts and
+//! closed connections here:
+//!
+//! - **messages:** one read of the announced messages' undelivered copies,
+//!   pushed to this node's connections of their recipients;
+//! - **receipts:** relayed to the sender's connections on this node;
+//! - **revocations:** the member's connections here are closed at once.
+//!
+//! When the `LISTEN` connection breaks, the node reconnects with backoff
+//! and then catches up on what it may have missed: every live connection
+//! reads its pending copies again (the connection's record of recent
+//! pushes keeps that from repeating one), and the revocation log is read
+//! from the last revocation handled.
+//!
+//! SQLite stays one node: none of this runs there.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use claudemesh_protocol::wire::DeliveryState;
+
+use crate::ctx::Ctx;
+use crate::delivery::{self, Receipt, Redelivery};
+use crate::metrics::Metrics;
+use crate::store::postgres::PgStore;
+use crate::store::postgres::connect::Listening;
+use crate::store::postgres::notify::ClusterEvent;
+use crate::store::{ReceiptRoute, Store, StoreError};
+
+/// The first wait before listening again after a failure.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+/// The longest wait between attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Starts listening (the first connection is made before this returns,
+/// so nothing committed after start is missed) and returns the task
+/// handling notifications; `None` on SQLite.
+pub async fn start(ctx: &Arc<Ctx>) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
+    let Store::Postgres(pg) = &*ctx.store else {
+        return Ok(None);
+    };
+    let first = pg.listen().await?;
+    let last_revocation = pg.last_revocation_seq().await?;
+    Ok(Some(tokio::spawn(run(ctx.clone(), first, last_revocation))))
+}
+
+async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {
+    let Store::Postgres(pg) = &*ctx.store else {
+        return;
+    };
+    let mut listening = Some(first);
+    let mut backoff = BACKOFF_MIN;
+    loop {
+        if let Some(mut l) = listening.take() {
+            while let Some(payload) = l.rx.recv().await {
+                match ClusterEvent::parse(&payload) {
+                    Some(event) => handle(&ctx, pg, event, &mut last_revocation).await,
+                    None => tracing::warn!("an unknown cluster notification was ignored"),
+                }
+            }
+            tracing::warn!("the cluster notifications stopped; listening again");
+        }
+        tokio::time::sleep(backoff).await;
+        match pg.listen().await {
+            Ok(l) => {
+                backoff = BACKOFF_MIN;
+                listening = Some(l);
+                catch_up(&ctx, pg, &mut last_revocation).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for the cluster's notifications");
+                backoff = (backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+    }
+}
+
+async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocation: &mut i64) {
+    let me = pg.node_id();
+    match event {
+        ClusterEvent::Messages { node, .. } if node == me => {}
+        ClusterEvent::Messages { seqs, .. } => {
+            let copies = match pg.copies_of(&seqs, ctx.now_ms()).await {
+                Ok(c) => c,
+                Err(e) => {
+                    // Not lost: the copies stay queued, and reach the
+                    // recipient on its next connection (or catch-up).
+                    tracing::warn!(error = %e, "reading announced messages failed");
+                    return;
+                }
+            };
+            for (mesh_id, member_id, copy) in copies {
+                if let Some(mesh) = ctx.hub.find(&mesh_id) {
+                    let n = delivery::push_copy(&mesh, &member_id, &copy);
+                    Metrics::add(&ctx.metrics.messages_pushed, n);
+                }
+            }
+        }
+        ClusterEvent::Receipt { node, .. } if node == me => {}
+        ClusterEvent::Receipt {
+            mesh,
+            sender,
+            message_id,
+            member,
+            session,
+            sessions,
+            seen,
+            at,
+            ..
+        } => {
+            let Some(live) = ctx.hub.find(&mesh) else {
+                return;
+            };
+            let receipt = Receipt {
+                message_id: &message_id,
+                member: &member,
+                session_id: session.as_deref(),
+                state: if seen {
+                    DeliveryState::Seen
+                } else {
+                    DeliveryState::Delivered
+                },
+                at,
+            };
+            let route = ReceiptRoute {
+                mesh_id: mesh.clone(),
+                sender_member_id: sender,
+                sessions,
+            };
+            delivery::relay_receipt_in(&live, &receipt, &route);
+        }
+        ClusterEvent::Revoked { seq, mesh, member } => {
+            tracing::info!(mesh = %mesh, member = %member, "member revoked");
+            ctx.hub.revoke_member(&mesh, &member);
+            *last_revocation = (*last_revocation).max(seq);
+        }
+    }
+}
+
+/// After the `LISTEN` connection was lost: redeliver to every live
+/// connection and apply the revocations logged meanwhile.
+async fn catch_up(ctx: &Arc<Ctx>, pg: &PgStore, last_revocation: &mut i64) {
+    match pg.revocations_since(*last_revocation).await {
+        Ok(rows) => {
+            for r in rows {
+                ctx.hub.revoke_member(&r.mesh_id, &r.member_id);
+                *last_revocation = r.seq;
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "reading the revocation log failed"),
+    }
+    for mesh in ctx.hub.meshes() {
+        let conns: Vec<_> = {
+            let state = mesh.lock();
+            state
+                .conns()
+                .map(|c| (c.handle.clone(), c.member_id.clone()))
+                .collect()
+        };
+        for (handle, member_id) in conns {
+            let to = Redelivery {
+                handle,
+                member_id,
+                session: None,
+                dispatched: i64::MAX,
+            };
+            tokio::spawn(delivery::redeliver(
+                to,
+                ctx.store.clone(),
+                ctx.metrics.clone(),
+                ctx.config.clock.clone(),
+            ));
+        }
+    }
+}
