@@ -216,7 +216,9 @@ fn plan_pushes(
         if copy.sessions.is_empty() {
             // The whole member: every connection it has.
             let conns = state.member_conns(&copy.member_id);
-            if conns.is_empty() {
+            // Sessions on other nodes of a cluster: pushed there.
+            let elsewhere = state.sessions_live_elsewhere(&copy.member_id);
+            if conns.is_empty() && elsewhere.is_empty() {
                 queued += 1;
                 states.push(RecipientState {
                     member: copy.pubkey.clone(),
@@ -242,6 +244,14 @@ fn plan_pushes(
                     }
                 }
             }
+            for s in elsewhere {
+                listed = true;
+                states.push(RecipientState {
+                    member: copy.pubkey.clone(),
+                    session_id: Some(s),
+                    state: DeliveryState::Delivered,
+                });
+            }
             if !listed {
                 states.push(RecipientState {
                     member: copy.pubkey.clone(),
@@ -255,14 +265,15 @@ fn plan_pushes(
         let mut by_conn: HashMap<ConnId, Vec<String>> = HashMap::new();
         let mut any_queued = false;
         for s in &copy.sessions {
-            let live = state
-                .session(&(copy.member_id.clone(), s.clone()))
-                .and_then(|e| e.conn);
+            let entry = state.session(&(copy.member_id.clone(), s.clone()));
+            let live = entry.and_then(|e| e.conn);
             let st = match live {
                 Some(c) => {
                     by_conn.entry(c).or_default().push(s.clone());
                     DeliveryState::Delivered
                 }
+                // Another node pushes it.
+                None if entry.is_some_and(|e| e.is_live_elsewhere()) => DeliveryState::Delivered,
                 None => {
                     any_queued = true;
                     DeliveryState::Queued

@@ -68,10 +68,17 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     let writer = Writer::spawn(&store, metrics.clone(), config.max_write_batch)
         .await
         .context("starting the database writer")?;
+    // A cluster node announces changes to its sessions to the others.
+    let (hub, presence_changes) = if store.is_shared() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Hub::clustered(tx), Some(rx))
+    } else {
+        (Hub::new(), None)
+    };
     let ctx = Arc::new(Ctx {
         config,
         store,
-        hub: Arc::new(Hub::new()),
+        hub: Arc::new(hub),
         writer,
         metrics,
         replay: ReplayCache::default(),
@@ -81,13 +88,13 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     let mut background = vec![tokio::spawn(housekeeping(ctx.clone()))];
     // On PostgreSQL revocations arrive as notifications, with the rest of
     // the cluster's news; SQLite polls its revocation log.
-    match crate::cluster::start(&ctx)
+    let cluster = crate::cluster::start(&ctx, presence_changes)
         .await
-        .context("listening for the cluster's notifications")?
-    {
-        Some(listener) => background.push(listener),
-        None => background.push(tokio::spawn(watch_revocations(ctx.clone()))),
+        .context("joining the cluster")?;
+    if cluster.is_empty() {
+        background.push(tokio::spawn(watch_revocations(ctx.clone())));
     }
+    background.extend(cluster);
     let app = crate::http::router(ctx.clone())
         .into_make_service_with_connect_info::<crate::net::listener::ConnSlot>();
     let listener = GuardedListener::new(

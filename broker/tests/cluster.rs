@@ -5,6 +5,8 @@
 mod common;
 
 use common::*;
+use std::time::Duration;
+
 use serde_json::{Value, json};
 
 use claudemesh_broker::admin::InviteRole;
@@ -19,23 +21,30 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize) -> Self {
+        Self::start_with(n, Duration::from_secs(60)).await
+    }
+
+    /// With a presence grace of `grace` on every node.
+    async fn start_with(n: usize, grace: Duration) -> Self {
         let first = TestBroker::start_on(Backend::Postgres, |c| {
             c.node_id = Some("node-1".into());
+            c.presence_grace = grace;
         })
         .await;
         let mut nodes = vec![first];
         for i in 2..=n {
-            nodes.push(Self::node(&nodes[0], i).await);
+            nodes.push(Self::node(&nodes[0], i, grace).await);
         }
         Self { nodes }
     }
 
     /// Another node on `first`'s database.
-    async fn node(first: &TestBroker, i: usize) -> TestBroker {
+    async fn node(first: &TestBroker, i: usize, grace: Duration) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(dir.path());
         config.database_url = first.database_url.clone();
         config.node_id = Some(format!("node-{i}"));
+        config.presence_grace = grace;
         let broker = claudemesh_broker::start(config).await.unwrap();
         TestBroker {
             addr: broker.local_addr(),
@@ -54,6 +63,81 @@ impl Cluster {
     fn member(&self, name: &str) -> Member {
         self.nodes[0].member(name)
     }
+}
+
+/// The peers a client's `list_peers` shows, as (display name, groups).
+async fn peers(c: &mut Client) -> Vec<(String, Vec<String>)> {
+    c.send(json!({"type":"list_peers","id":"peers"})).await;
+    let list = loop {
+        let v = c.recv().await;
+        if v["type"] == "peers_list" && v["id"] == "peers" {
+            break v;
+        }
+    };
+    let mut out: Vec<(String, Vec<String>)> = list["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let groups = p["groups"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|g| g.as_str().unwrap().to_owned())
+                .collect();
+            (p["displayName"].as_str().unwrap().to_owned(), groups)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// Waits until `c`'s peer list is `expected` (other nodes' sessions
+/// arrive through the database, a moment after they change).
+async fn await_peers(c: &mut Client, expected: &[(&str, &[&str])]) {
+    let expected: Vec<(String, Vec<String>)> = expected
+        .iter()
+        .map(|(n, g)| ((*n).to_owned(), g.iter().map(|s| (*s).to_owned()).collect()))
+        .collect();
+    for _ in 0..500 {
+        if peers(c).await == expected {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("peers never became {expected:?}: {:?}", peers(c).await);
+}
+
+fn recipients(ack: &Value) -> Vec<(String, Option<String>, String)> {
+    let mut v: Vec<_> = ack["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["member"].as_str().unwrap().to_owned(),
+                r["sessionId"].as_str().map(str::to_owned),
+                r["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn push_sessions(push: &Value) -> Vec<String> {
+    let mut v: Vec<String> = push["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+fn delivered(m: &Member, session: &str) -> (String, Option<String>, String) {
+    (m.pubkey(), Some(session.to_owned()), "delivered".to_owned())
 }
 
 fn sent(v: &Value) -> String {
@@ -224,4 +308,200 @@ async fn fifty_parallel_joins_on_a_one_use_invite_over_three_nodes_enroll_one() 
         "{statuses:?}"
     );
     assert_eq!(c.n(2).admin().list_members("team").unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn every_target_form_reaches_sessions_on_other_nodes_with_the_ack_states() {
+    let c = Cluster::start(3).await;
+    let (alice, bob, carol) = (c.member("alice"), c.member("bob"), c.member("carol"));
+    let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
+    let mut d = c.n(2).daemon(&bob).await;
+    for (sid, name, groups) in [("b1", "bob", vec!["backend"]), ("b2", "bobby", vec![])] {
+        d.send(
+            json!({"type":"session_open","sessionId":sid,"displayName":name,
+                      "cwd":"/w","pid":1,"host":"h","summary":"","groups":groups}),
+        )
+        .await;
+        d.recv_type("session_opened").await;
+    }
+    let (mut k, _) = c.n(3).session(&carol, "c1", "carol").await;
+    k.send(json!({"type":"join_group","group":"backend"})).await;
+    await_peers(
+        &mut a,
+        &[
+            ("bob", &["backend"]),
+            ("bobby", &[]),
+            ("carol", &["backend"]),
+        ],
+    )
+    .await;
+    await_peers(
+        &mut k,
+        &[("alice", &[]), ("bob", &["backend"]), ("bobby", &[])],
+    )
+    .await;
+
+    // display name
+    a.send(send_frame(
+        "m1",
+        "carol",
+        vec![alice.envelope(&carol, "by name")],
+    ))
+    .await;
+    let ack = a.recv_type("ack").await;
+    assert_eq!(recipients(&ack), vec![delivered(&carol, "c1")]);
+    let p = k.recv_type("push").await;
+    assert_eq!(push_sessions(&p), vec!["c1"]);
+    assert_eq!(carol.open(&p, &alice), "by name");
+
+    // pubkey/sessionId
+    let to = format!("{}/b2", bob.pubkey());
+    a.send(send_frame("m2", &to, vec![alice.envelope(&bob, "to b2")]))
+        .await;
+    assert_eq!(
+        recipients(&a.recv_type("ack").await),
+        vec![delivered(&bob, "b2")]
+    );
+    let p = d.recv_type("push").await;
+    assert_eq!(push_sessions(&p), vec!["b2"]);
+    assert_eq!(bob.open(&p, &alice), "to b2");
+
+    // pubkey: the whole member
+    a.send(send_frame(
+        "m3",
+        &bob.pubkey(),
+        vec![alice.envelope(&bob, "all of bob")],
+    ))
+    .await;
+    assert_eq!(
+        recipients(&a.recv_type("ack").await),
+        vec![delivered(&bob, "b1"), delivered(&bob, "b2")]
+    );
+    let p = d.recv_type("push").await;
+    assert_eq!(push_sessions(&p), Vec::<String>::new());
+    assert_eq!(bob.open(&p, &alice), "all of bob");
+
+    // @group
+    a.send(send_frame(
+        "m4",
+        "@backend",
+        vec![alice.envelope(&bob, "g"), alice.envelope(&carol, "g")],
+    ))
+    .await;
+    assert_eq!(recipients(&a.recv_type("ack").await), {
+        let mut v = vec![delivered(&bob, "b1"), delivered(&carol, "c1")];
+        v.sort();
+        v
+    });
+    assert_eq!(push_sessions(&d.recv_type("push").await), vec!["b1"]);
+    assert_eq!(push_sessions(&k.recv_type("push").await), vec!["c1"]);
+
+    // *
+    a.send(send_frame(
+        "m5",
+        "*",
+        vec![alice.envelope(&bob, "all"), alice.envelope(&carol, "all")],
+    ))
+    .await;
+    assert_eq!(recipients(&a.recv_type("ack").await), {
+        let mut v = vec![
+            delivered(&bob, "b1"),
+            delivered(&bob, "b2"),
+            delivered(&carol, "c1"),
+        ];
+        v.sort();
+        v
+    });
+    assert_eq!(push_sessions(&d.recv_type("push").await), vec!["b1", "b2"]);
+    assert_eq!(push_sessions(&k.recv_type("push").await), vec!["c1"]);
+
+    // Each push went out once.
+    for client in [&mut d, &mut k] {
+        let rest = client.sync().await;
+        assert!(rest.iter().all(|f| f["type"] != "push"), "{rest:?}");
+    }
+}
+
+#[tokio::test]
+async fn presence_events_and_peer_lists_span_the_nodes() {
+    let c = Cluster::start_with(2, Duration::from_millis(300)).await;
+    let (alice, bob) = (c.member("alice"), c.member("bob"));
+    let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
+    let (mut b, ack) = c.n(2).session(&bob, "b1", "bob").await;
+    // Bob's node already knows alice.
+    let names: Vec<&str> = ack["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["displayName"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["alice"]);
+
+    let joined = a.recv_type("event").await;
+    assert_eq!(
+        (
+            joined["event"].as_str(),
+            joined["peer"]["displayName"].as_str()
+        ),
+        (Some("peer_joined"), Some("bob"))
+    );
+    b.send(json!({"type":"set_summary","sessionId":"b1","summary":"fixing the build"}))
+        .await;
+    let updated = a.recv_type("event").await;
+    assert_eq!(updated["event"], "peer_updated");
+    assert_eq!(updated["peer"]["summary"], "fixing the build");
+
+    // Bob drops; after the grace his node says he left, once.
+    b.close().await;
+    let left = a.recv_type("event").await;
+    assert_eq!(
+        (left["event"].as_str(), left["peer"]["displayName"].as_str()),
+        (Some("peer_left"), Some("bob"))
+    );
+    assert_eq!(peers(&mut a).await, Vec::<(String, Vec<String>)>::new());
+}
+
+#[tokio::test]
+async fn a_session_that_moves_to_another_node_within_its_grace_makes_no_noise() {
+    let c = Cluster::start(3).await;
+    let (alice, bob, carol) = (c.member("alice"), c.member("bob"), c.member("carol"));
+    let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
+    let (mut k, _) = c.n(3).session(&carol, "c1", "carol").await;
+    let (b, _) = c.n(2).session(&bob, "b1", "bob").await;
+    await_peers(&mut a, &[("bob", &[]), ("carol", &[])]).await;
+    await_peers(&mut k, &[("alice", &[]), ("bob", &[])]).await;
+    a.sync().await;
+    k.sync().await;
+
+    // Node 2 goes away for bob; he comes back through node 3.
+    b.close().await;
+    let (mut b, _) = c.n(3).session(&bob, "b1", "bob").await;
+    b.send(json!({"type":"set_summary","sessionId":"b1","summary":"back"}))
+        .await;
+    for observer in [&mut a, &mut k] {
+        let frames = observer.recv_until("event").await;
+        let last = frames.last().unwrap();
+        assert_eq!(last["event"], "peer_updated", "{frames:?}");
+        assert_eq!(last["peer"]["summary"], "back");
+        assert!(
+            frames
+                .iter()
+                .all(|f| f["type"] != "event" || f["event"] == "peer_updated"),
+            "{frames:?}"
+        );
+    }
+    // Routed to the live session on node 3 (not queued for node 2's).
+    a.send(send_frame("m", "bob", vec![alice.envelope(&bob, "hi")]))
+        .await;
+    assert_eq!(
+        recipients(&a.recv_type("ack").await),
+        vec![delivered(&bob, "b1")]
+    );
+    assert_eq!(bob.open(&b.recv_type("push").await, &alice), "hi");
+    // And node 2, whose grace timer for b1 runs out later, says nothing:
+    // its copy became node 3's.
+    assert_eq!(
+        peers(&mut a).await,
+        vec![("bob".to_owned(), vec![]), ("carol".to_owned(), vec![])]
+    );
 }

@@ -10,7 +10,12 @@
 //! - **messages:** one read of the announced messages' undelivered copies,
 //!   pushed to this node's connections of their recipients;
 //! - **receipts:** relayed to the sender's connections on this node;
-//! - **revocations:** the member's connections here are closed at once.
+//! - **revocations:** the member's connections here are closed at once;
+//! - **presence:** each node writes the rows of the sessions it carries to
+//!   a shared table ([`presence`]) and every other node keeps them in its
+//!   hub beside its own, so routing, acks, peer lists and peer events see
+//!   one view. A session that moves to another node within its grace
+//!   makes no noise: the old node's copy becomes the new node's replica.
 //!
 //! When the `LISTEN` connection breaks, the node reconnects with backoff
 //! and then catches up on what it may have missed: every live connection
@@ -20,13 +25,18 @@
 //!
 //! SQLite stays one node: none of this runs there.
 
+mod presence;
+
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use claudemesh_protocol::wire::DeliveryState;
 
 use crate::ctx::Ctx;
 use crate::delivery::{self, Receipt, Redelivery};
+use crate::hub::PresenceChange;
 use crate::metrics::Metrics;
 use crate::store::postgres::PgStore;
 use crate::store::postgres::connect::Listening;
@@ -39,15 +49,26 @@ const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Starts listening (the first connection is made before this returns,
-/// so nothing committed after start is missed) and returns the task
-/// handling notifications; `None` on SQLite.
-pub async fn start(ctx: &Arc<Ctx>) -> Result<Option<tokio::task::JoinHandle<()>>, StoreError> {
-    let Store::Postgres(pg) = &*ctx.store else {
-        return Ok(None);
+/// so nothing committed after start is missed), loads the other nodes'
+/// sessions, and returns the tasks that handle notifications and write
+/// this node's presence (`changes`, from the hub); none on SQLite.
+pub async fn start(
+    ctx: &Arc<Ctx>,
+    changes: Option<UnboundedReceiver<PresenceChange>>,
+) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
+    let (Store::Postgres(pg), Some(changes)) = (&*ctx.store, changes) else {
+        return Ok(Vec::new());
     };
+    // What an earlier run under this node id left is gone with its
+    // connections.
+    pg.clear_own_presence().await?;
     let first = pg.listen().await?;
     let last_revocation = pg.last_revocation_seq().await?;
-    Ok(Some(tokio::spawn(run(ctx.clone(), first, last_revocation))))
+    presence::load(ctx, pg).await?;
+    Ok(vec![
+        tokio::spawn(run(ctx.clone(), first, last_revocation)),
+        tokio::spawn(presence::write(ctx.clone(), changes)),
+    ])
 }
 
 async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {
@@ -135,6 +156,19 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
             };
             delivery::relay_receipt_in(&live, &receipt, &route);
         }
+        ClusterEvent::Presence { node, .. } if node == me => {}
+        ClusterEvent::Presence {
+            node,
+            mesh,
+            member,
+            session,
+            live,
+            gone,
+            peer,
+        } => {
+            let key = (member, session);
+            presence::apply(ctx, pg, &node, &mesh, key, live, gone, peer.map(|p| *p)).await;
+        }
         ClusterEvent::Revoked { seq, mesh, member } => {
             tracing::info!(mesh = %mesh, member = %member, "member revoked");
             ctx.hub.revoke_member(&mesh, &member);
@@ -146,6 +180,9 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
 /// After the `LISTEN` connection was lost: redeliver to every live
 /// connection and apply the revocations logged meanwhile.
 async fn catch_up(ctx: &Arc<Ctx>, pg: &PgStore, last_revocation: &mut i64) {
+    if let Err(e) = presence::load(ctx, pg).await {
+        tracing::warn!(error = %e, "reloading the cluster's presence failed");
+    }
     match pg.revocations_since(*last_revocation).await {
         Ok(rows) => {
             for r in rows {

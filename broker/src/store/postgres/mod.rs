@@ -11,6 +11,7 @@ mod batch;
 pub mod connect;
 pub(crate) mod messages;
 pub mod notify;
+pub mod presence;
 pub(crate) mod schema;
 
 use deadpool_postgres::{Client, GenericClient, Pool};
@@ -115,6 +116,44 @@ impl PgStore {
     /// (the channel then closes).
     pub async fn listen(&self) -> Result<connect::Listening, StoreError> {
         connect::listen(&self.config).await
+    }
+
+    /// Writes and announces changes to this node's sessions, in one
+    /// transaction.
+    pub async fn write_presence(
+        &self,
+        changes: &[presence::PresenceWrite],
+    ) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        presence::write(&tx, self.node_id(), changes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every session other nodes carry.
+    pub async fn presence_elsewhere(&self) -> Result<Vec<presence::PresenceRow>, StoreError> {
+        presence::others(&self.client().await?, self.node_id()).await
+    }
+
+    /// One session's presence row.
+    pub async fn presence_row(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+        session_id: &str,
+    ) -> Result<Option<presence::PresenceRow>, StoreError> {
+        presence::one(&self.client().await?, mesh_id, member_id, session_id).await
+    }
+
+    /// Removes (and announces) what this node id left in the presence
+    /// table before it started.
+    pub async fn clear_own_presence(&self) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        presence::clear_node(&tx, self.node_id()).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The undelivered, unexpired copies of messages `seqs`, with their

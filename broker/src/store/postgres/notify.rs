@@ -11,6 +11,8 @@
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 
+use claudemesh_protocol::wire::Peer;
+
 use crate::store::StoreError;
 
 /// The one channel every node listens on.
@@ -42,6 +44,19 @@ pub enum ClusterEvent {
         seen: bool,
         at: i64,
     },
+    /// A session carried by `node` changed (`gone`: it left). `peer` is
+    /// left out when it does not fit a payload: the receiver reads the
+    /// presence row.
+    #[serde(rename = "peer")]
+    Presence {
+        node: String,
+        mesh: String,
+        member: String,
+        session: String,
+        live: bool,
+        gone: bool,
+        peer: Option<Box<Peer>>,
+    },
     /// A member was revoked (by any node, the admin CLI or `/v1/leave`).
     #[serde(rename = "revoke")]
     Revoked {
@@ -60,6 +75,33 @@ impl ClusterEvent {
     /// in a mixed cluster): ignored rather than fatal.
     pub fn parse(payload: &str) -> Option<Self> {
         serde_json::from_str(payload).ok()
+    }
+}
+
+/// A presence notification, without the peer when it would not fit.
+pub fn presence(event: ClusterEvent) -> ClusterEvent {
+    if event.to_payload().len() <= MAX_PAYLOAD_BYTES {
+        return event;
+    }
+    match event {
+        ClusterEvent::Presence {
+            node,
+            mesh,
+            member,
+            session,
+            live,
+            gone,
+            ..
+        } => ClusterEvent::Presence {
+            node,
+            mesh,
+            member,
+            session,
+            live,
+            gone,
+            peer: None,
+        },
+        other => other,
     }
 }
 

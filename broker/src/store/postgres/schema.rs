@@ -105,8 +105,23 @@ CREATE TABLE settings (
 );
 "#;
 
+/// The cluster's shared presence: one row per session, written by the
+/// node carrying it (`live` false during its grace period).
+const V2: &str = r#"
+CREATE TABLE presence (
+    mesh_id    TEXT NOT NULL,
+    member_id  TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    peer       TEXT NOT NULL,
+    live       BOOLEAN NOT NULL,
+    PRIMARY KEY (mesh_id, member_id, session_id)
+);
+CREATE INDEX presence_by_node ON presence(node);
+"#;
+
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this broker writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
