@@ -77,6 +77,11 @@ pub struct ServeArgs {
     /// Seconds a dropped session stays listed.
     #[arg(long, default_value_t = 60.0)]
     pub presence_grace: f64,
+    /// This node's name in a cluster on one PostgreSQL database: unique
+    /// among the nodes and the same across restarts (default: host name
+    /// and port). Unused with SQLite.
+    #[arg(long, env = "CLAUDEMESH_BROKER_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -258,6 +263,7 @@ pub fn serve_config(cli: &Cli, args: &ServeArgs) -> anyhow::Result<BrokerConfig>
     config.max_connections_per_member = args.max_connections_per_member.max(1);
     config.hello_timeout = secs(args.hello_timeout)?;
     config.presence_grace = secs(args.presence_grace)?;
+    config.node_id = args.node_id.clone().filter(|n| !n.trim().is_empty());
     Ok(config)
 }
 

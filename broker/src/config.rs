@@ -25,6 +25,12 @@ pub struct BrokerConfig {
     /// stable across restarts, unique among the nodes. `None`: the host
     /// name and the bound port. Unused on SQLite.
     pub node_id: Option<String>,
+    /// How often a cluster node records its heartbeat (and looks for
+    /// nodes gone silent).
+    pub heartbeat_every: Duration,
+    /// A node whose heartbeat is older than this is taken for dead: one
+    /// surviving node claims it and its sessions enter their grace period.
+    pub node_stale_after: Duration,
     /// The public `wss://…/ws` URL recorded for `invite` to put in links;
     /// `None` records `ws://<bound address>/ws`.
     pub public_url: Option<String>,
@@ -75,6 +81,8 @@ impl BrokerConfig {
             data_dir,
             database_url: None,
             node_id: None,
+            heartbeat_every: Duration::from_secs(1),
+            node_stale_after: Duration::from_secs(5),
             public_url: None,
             hello_timeout: Duration::from_millis(limits::HELLO_TIMEOUT_MS),
             presence_grace: Duration::from_millis(limits::PRESENCE_GRACE_MS),

@@ -425,8 +425,11 @@ async fn every_target_form_reaches_sessions_on_other_nodes_with_the_ack_states()
 #[tokio::test]
 async fn presence_events_and_peer_lists_span_the_nodes() {
     let c = Cluster::start_with(2, Duration::from_millis(300)).await;
-    let (alice, bob) = (c.member("alice"), c.member("bob"));
+    let (alice, bob, carol) = (c.member("alice"), c.member("bob"), c.member("carol"));
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
+    // Node 2 has heard of alice (a daemon without sessions watches).
+    let mut probe = c.n(2).daemon(&carol).await;
+    await_peers(&mut probe, &[("alice", &[])]).await;
     let (mut b, ack) = c.n(2).session(&bob, "b1", "bob").await;
     // Bob's node already knows alice.
     let names: Vec<&str> = ack["peers"]
@@ -504,4 +507,212 @@ async fn a_session_that_moves_to_another_node_within_its_grace_makes_no_noise() 
         peers(&mut a).await,
         vec![("bob".to_owned(), vec![]), ("carol".to_owned(), vec![])]
     );
+}
+
+/// A node in a runtime of its own, on a thread of its own, so that it can
+/// be stopped the way `kill -9` stops a process: every task and socket of
+/// it dropped at once, nothing closed gracefully, nothing written after.
+/// (In-process stand-in for a killed process: the broker binary is not
+/// built by these tests.)
+struct KillableNode {
+    addr: std::net::SocketAddr,
+    kill: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl KillableNode {
+    fn start(
+        first: &TestBroker,
+        id: &str,
+        tweak: fn(&mut claudemesh_broker::config::BrokerConfig),
+    ) -> Self {
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (kill, killed) = tokio::sync::oneshot::channel::<()>();
+        let url = first.database_url.clone();
+        let id = id.to_owned();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            rt.block_on(async {
+                let mut config = test_config(dir.path());
+                config.database_url = url;
+                config.node_id = Some(id);
+                tweak(&mut config);
+                let broker = claudemesh_broker::start(config).await.unwrap();
+                addr_tx.send(broker.local_addr()).unwrap();
+                let _ = killed.await;
+                // No graceful anything: the runtime goes with every task.
+                std::mem::forget(broker);
+            });
+            rt.shutdown_background();
+        });
+        let addr = addr_rx.recv().unwrap();
+        Self {
+            addr,
+            kill: Some(kill),
+            thread: Some(thread),
+        }
+    }
+
+    async fn session(&self, m: &Member, session_id: &str, name: &str) -> Client {
+        let mut c = Client::connect(&format!("ws://{}/ws", self.addr)).await;
+        c.hello(m, session_id, Some(name), ConnectionRole::Session)
+            .await;
+        c
+    }
+
+    fn kill(&mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}
+
+fn fast_failover(c: &mut claudemesh_broker::config::BrokerConfig) {
+    c.heartbeat_every = Duration::from_millis(100);
+    c.node_stale_after = Duration::from_millis(600);
+    c.presence_grace = Duration::from_millis(2500);
+}
+
+#[tokio::test]
+async fn a_killed_node_is_taken_over_its_sessions_resume_silently_and_its_messages_arrive_once() {
+    let n1 = TestBroker::start_on(Backend::Postgres, |c| {
+        c.node_id = Some("node-1".into());
+        fast_failover(c);
+    })
+    .await;
+    let mut n2 = KillableNode::start(&n1, "node-2", fast_failover);
+    let n3 = {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.database_url = n1.database_url.clone();
+        config.node_id = Some("node-3".into());
+        fast_failover(&mut config);
+        let broker = claudemesh_broker::start(config).await.unwrap();
+        TestBroker {
+            addr: broker.local_addr(),
+            broker: Some(broker),
+            dir,
+            mesh: n1.mesh.clone(),
+            database_url: n1.database_url.clone(),
+        }
+    };
+    let (alice, bob, dave, carol) = (
+        n1.member("alice"),
+        n1.member("bob"),
+        n1.member("dave"),
+        n1.member("carol"),
+    );
+    let (mut a, _) = n1.session(&alice, "a1", "alice").await;
+    let (mut k, _) = n3.session(&carol, "c1", "carol").await;
+    let _b = n2.session(&bob, "b1", "bob").await;
+    let _d = n2.session(&dave, "d1", "dave").await;
+    await_peers(&mut a, &[("bob", &[]), ("carol", &[]), ("dave", &[])]).await;
+    await_peers(&mut k, &[("alice", &[]), ("bob", &[]), ("dave", &[])]).await;
+    a.sync().await;
+    k.sync().await;
+
+    n2.kill();
+    // Sent while bob's node is dead: stored, and delivered when he is back.
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        a.send(send_frame(
+            &format!("k{i}"),
+            "bob",
+            vec![alice.envelope(&bob, &format!("m{i}"))],
+        ))
+        .await;
+        ids.push(sent(&a.recv_type("ack").await));
+    }
+    // Bob's daemon reconnects through the load balancer to node 3.
+    let (mut b, _) = n3.session(&bob, "b1", "bob").await;
+    // Each once, and each decrypts to what was sent (the live pushes and
+    // the read-back may interleave: the protocol promises no order).
+    let mut got = Vec::new();
+    while got.len() < ids.len() {
+        let p = b.recv_type("push").await;
+        let i = ids.iter().position(|id| *id == sent(&p)).unwrap();
+        assert_eq!(bob.open(&p, &alice), format!("m{i}"));
+        got.push(sent(&p));
+    }
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+    // Dave never comes back: after the grace, exactly one node says he
+    // left; bob's move made no noise anywhere.
+    for observer in [&mut a, &mut k] {
+        let frames = observer.recv_until("event").await;
+        let left = frames.last().unwrap();
+        assert_eq!(
+            (left["event"].as_str(), left["peer"]["displayName"].as_str()),
+            (Some("peer_left"), Some("dave")),
+            "{frames:?}"
+        );
+        let rest = observer.sync().await;
+        assert!(rest.iter().all(|f| f["type"] != "event"), "{rest:?}");
+    }
+    let rest = b.sync().await;
+    assert!(rest.iter().all(|f| f["type"] != "push"), "{rest:?}");
+    await_peers(&mut a, &[("bob", &[]), ("carol", &[])]).await;
+}
+
+#[tokio::test]
+async fn the_connection_limit_per_member_holds_over_the_cluster() {
+    let c = {
+        let first = TestBroker::start_on(Backend::Postgres, |c| {
+            c.node_id = Some("node-1".into());
+            c.max_connections_per_member = 2;
+        })
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(dir.path());
+        config.database_url = first.database_url.clone();
+        config.node_id = Some("node-2".into());
+        config.max_connections_per_member = 2;
+        let broker = claudemesh_broker::start(config).await.unwrap();
+        let second = TestBroker {
+            addr: broker.local_addr(),
+            broker: Some(broker),
+            dir,
+            mesh: first.mesh.clone(),
+            database_url: first.database_url.clone(),
+        };
+        Cluster {
+            nodes: vec![first, second],
+        }
+    };
+    let bob = c.member("bob");
+    let _one = c.n(1).daemon(&bob).await;
+    let two = c.n(2).daemon(&bob).await;
+    // A third, on either node, is one too many.
+    for i in [1, 2] {
+        let mut third = c.n(i).connect().await;
+        third
+            .send(bob.hello_frame("daemon", None, ConnectionRole::Daemon, fresh_ts()))
+            .await;
+        let (frames, closed) = third.recv_close().await;
+        assert_eq!(closed.reason, "too_many_connections", "{frames:?}");
+    }
+    // Once one closes, there is room again (its row goes a moment later).
+    two.close().await;
+    let mut admitted = false;
+    for _ in 0..100 {
+        let mut again = c.n(1).connect().await;
+        again
+            .send(bob.hello_frame("daemon", None, ConnectionRole::Daemon, fresh_ts()))
+            .await;
+        if again.recv().await["type"] == "hello_ack" {
+            admitted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(admitted);
 }

@@ -60,15 +60,84 @@ pub async fn start(
         return Ok(Vec::new());
     };
     // What an earlier run under this node id left is gone with its
-    // connections.
-    pg.clear_own_presence().await?;
+    // connections (their rows are deleted): its sessions get their
+    // grace, as a dead node's do.
+    pg.orphan_own_presence(grace_ms(ctx)).await?;
     let first = pg.listen().await?;
     let last_revocation = pg.last_revocation_seq().await?;
     presence::load(ctx, pg).await?;
     Ok(vec![
         tokio::spawn(run(ctx.clone(), first, last_revocation)),
         tokio::spawn(presence::write(ctx.clone(), changes)),
+        tokio::spawn(heartbeat(ctx.clone())),
     ])
+}
+
+/// In a cluster: records a new connection of `member_id` if the member
+/// has fewer than the per-member limit over every node. Always true on
+/// SQLite (the hub counts there, under the mesh lock).
+pub async fn admit_connection(
+    ctx: &Ctx,
+    conn_id: u64,
+    mesh_id: &str,
+    member_id: &str,
+) -> Result<bool, StoreError> {
+    match &*ctx.store {
+        Store::Postgres(pg) => {
+            pg.admit_connection(
+                conn_id,
+                mesh_id,
+                member_id,
+                ctx.config.max_connections_per_member,
+            )
+            .await
+        }
+        Store::Sqlite(_) => Ok(true),
+    }
+}
+
+/// In a cluster: forgets a connection that [`admit_connection`] recorded.
+/// In the background: a failure leaves a row that the node's next start
+/// (or its claim by another node) removes.
+pub fn release_connection(ctx: &Arc<Ctx>, conn_id: u64) {
+    if !ctx.store.is_shared() {
+        return;
+    }
+    let ctx = ctx.clone();
+    tokio::spawn(async move {
+        if let Store::Postgres(pg) = &*ctx.store
+            && let Err(e) = pg.release_connection(conn_id).await
+        {
+            tracing::warn!(error = %e, "forgetting a closed connection failed");
+        }
+    });
+}
+
+fn grace_ms(ctx: &Ctx) -> i64 {
+    i64::try_from(ctx.config.presence_grace.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Beats every `heartbeat_every`: this node's heartbeat, the claim of
+/// nodes gone silent and the removal of their sessions that did not come
+/// back within the grace (see [`PgStore::cluster_beat`]).
+async fn heartbeat(ctx: Arc<Ctx>) {
+    let Store::Postgres(pg) = &*ctx.store else {
+        return;
+    };
+    let stale = i64::try_from(ctx.config.node_stale_after.as_millis()).unwrap_or(i64::MAX);
+    let mut ticker = tokio::time::interval(ctx.config.heartbeat_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match pg.cluster_beat(stale, grace_ms(&ctx)).await {
+            Ok(claimed) => {
+                for node in claimed {
+                    tracing::warn!(node = %node, "a node went silent; its sessions are in their grace period");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the cluster heartbeat failed"),
+        }
+    }
 }
 
 async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {

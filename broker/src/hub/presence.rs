@@ -217,6 +217,12 @@ impl MeshState {
     /// the local connection loses it as on a takeover, silently for
     /// everyone else.
     pub fn apply_remote(&mut self, key: SessionKey, peer: Peer, node: &str, live: bool) {
+        // Another node's detach of a session a connection here carries is
+        // old news (the session moved here since): only an attach there
+        // takes it away.
+        if !live && self.sessions.get(&key).is_some_and(|e| e.conn.is_some()) {
+            return;
+        }
         let epoch = self.next_epoch();
         self.member_by_pubkey
             .insert(peer.member.clone(), key.0.clone());

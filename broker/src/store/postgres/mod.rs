@@ -146,14 +146,64 @@ impl PgStore {
         presence::one(&self.client().await?, mesh_id, member_id, session_id).await
     }
 
-    /// Removes (and announces) what this node id left in the presence
-    /// table before it started.
-    pub async fn clear_own_presence(&self) -> Result<(), StoreError> {
+    /// What this node id left in the presence table before it started
+    /// enters its grace period (its connections are gone; its sessions
+    /// may come back to any node).
+    pub async fn orphan_own_presence(&self, grace_ms: i64) -> Result<(), StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        presence::clear_node(&tx, self.node_id()).await?;
+        presence::orphan_node(&tx, self.node_id(), grace_ms).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Records a connection of the member if it has fewer than `limit`
+    /// over the cluster (see [`presence::admit_connection`]).
+    pub async fn admit_connection(
+        &self,
+        conn_id: u64,
+        mesh_id: &str,
+        member_id: &str,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let id = i64::try_from(conn_id).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let admitted =
+            presence::admit_connection(&tx, self.node_id(), id, mesh_id, member_id, limit).await?;
+        tx.commit().await?;
+        Ok(admitted)
+    }
+
+    /// Forgets a closed connection of this node.
+    pub async fn release_connection(&self, conn_id: u64) -> Result<(), StoreError> {
+        let id = i64::try_from(conn_id).unwrap_or(i64::MAX);
+        presence::release_connection(&self.client().await?, self.node_id(), id).await
+    }
+
+    /// One beat of the cluster's liveness: records this node's heartbeat,
+    /// claims the nodes whose heartbeat is older than `stale_ms` (their
+    /// sessions enter a grace of `grace_ms`), and removes, announcing
+    /// it, every orphaned session whose grace has ended. Returns the
+    /// nodes this one claimed.
+    pub async fn cluster_beat(
+        &self,
+        stale_ms: i64,
+        grace_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut c = self.client().await?;
+        presence::heartbeat(&c, self.node_id()).await?;
+        let tx = c.transaction().await?;
+        let claimed = presence::claim_stale(&tx, self.node_id(), stale_ms).await?;
+        for dead in &claimed {
+            presence::orphan_node(&tx, dead, grace_ms).await?;
+        }
+        tx.commit().await?;
+        let tx = c.transaction().await?;
+        presence::sweep_orphans(&tx).await?;
+        tx.commit().await?;
+        Ok(claimed)
     }
 
     /// The undelivered, unexpired copies of messages `seqs`, with their

@@ -62,7 +62,8 @@ pub async fn write(
             "INSERT INTO presence (mesh_id, member_id, session_id, node, peer, live)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (mesh_id, member_id, session_id)
-             DO UPDATE SET node = EXCLUDED.node, peer = EXCLUDED.peer, live = EXCLUDED.live
+             DO UPDATE SET node = EXCLUDED.node, peer = EXCLUDED.peer, live = EXCLUDED.live,
+                 grace_until = NULL
              WHERE EXCLUDED.live OR presence.node = EXCLUDED.node",
         )
         .await?;
@@ -146,27 +147,159 @@ pub async fn one(
     Ok(r.as_ref().and_then(row))
 }
 
-/// Removes every row `node` left behind (it is starting again under the
-/// same id: those sessions are gone with its connections), announcing
-/// each.
-pub async fn clear_node(c: &impl GenericClient, node: &str) -> Result<(), StoreError> {
+/// The database's clock in ms: every node compares heartbeats on the
+/// same clock, whatever its own says.
+const DB_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// Puts every live row of `node` into its grace period (ending
+/// `grace_ms` from now), announcing each: the node is gone (or starting
+/// again under the same id), and so are its connections.
+pub async fn orphan_node(
+    c: &impl GenericClient,
+    node: &str,
+    grace_ms: i64,
+) -> Result<(), StoreError> {
+    c.execute("DELETE FROM connections WHERE node = $1", &[&node])
+        .await?;
     let rows = c
         .query(
-            "DELETE FROM presence WHERE node = $1 RETURNING mesh_id, member_id, session_id",
-            &[&node],
+            &format!(
+                "UPDATE presence SET live = FALSE, grace_until = {DB_NOW_MS} + $2
+                 WHERE node = $1 AND grace_until IS NULL
+                 RETURNING {COLUMNS}"
+            ),
+            &[&node, &grace_ms],
+        )
+        .await?;
+    let events: Vec<ClusterEvent> = rows
+        .iter()
+        .filter_map(row)
+        .map(|r| {
+            notify::presence(ClusterEvent::Presence {
+                node: r.node,
+                mesh: r.mesh_id,
+                member: r.member_id,
+                session: r.session_id,
+                live: false,
+                gone: false,
+                peer: Some(Box::new(r.peer)),
+            })
+        })
+        .collect();
+    notify::send(c, &events).await
+}
+
+/// Deletes the orphaned rows whose grace has ended and announces that
+/// they left. One statement: when several nodes sweep at once, each row
+/// is deleted, and announced, by exactly one of them.
+pub async fn sweep_orphans(c: &impl GenericClient) -> Result<usize, StoreError> {
+    let rows = c
+        .query(
+            &format!(
+                "DELETE FROM presence WHERE grace_until < {DB_NOW_MS}
+                 RETURNING node, mesh_id, member_id, session_id"
+            ),
+            &[],
         )
         .await?;
     let events: Vec<ClusterEvent> = rows
         .iter()
         .map(|r| ClusterEvent::Presence {
-            node: node.to_owned(),
-            mesh: r.get(0),
-            member: r.get(1),
-            session: r.get(2),
+            node: r.get(0),
+            mesh: r.get(1),
+            member: r.get(2),
+            session: r.get(3),
             live: false,
             gone: true,
             peer: None,
         })
         .collect();
-    notify::send(c, &events).await
+    notify::send(c, &events).await?;
+    Ok(events.len())
+}
+
+/// Records `node`'s heartbeat (a node that was claimed and comes back is
+/// unclaimed).
+pub async fn heartbeat(c: &impl GenericClient, node: &str) -> Result<(), StoreError> {
+    c.execute(
+        &format!(
+            "INSERT INTO nodes (id, heartbeat_at, claimed_by) VALUES ($1, {DB_NOW_MS}, NULL)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at,
+                 claimed_by = NULL"
+        ),
+        &[&node],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Claims, for `node`, every other node whose heartbeat is older than
+/// `stale_ms` and that nobody has claimed: one statement, so each dead
+/// node is claimed by exactly one survivor. Returns the claimed ids.
+pub async fn claim_stale(
+    c: &impl GenericClient,
+    node: &str,
+    stale_ms: i64,
+) -> Result<Vec<String>, StoreError> {
+    let rows = c
+        .query(
+            &format!(
+                "UPDATE nodes SET claimed_by = $1
+                 WHERE id <> $1 AND claimed_by IS NULL AND heartbeat_at < {DB_NOW_MS} - $2
+                 RETURNING id"
+            ),
+            &[&node, &stale_ms],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Records a connection of `member_id` on `node` if the member has fewer
+/// than `limit` over the cluster; false (nothing recorded) otherwise. The
+/// member's advisory lock makes concurrent hellos on several nodes count
+/// one after the other.
+pub async fn admit_connection(
+    c: &impl GenericClient,
+    node: &str,
+    conn_id: i64,
+    mesh_id: &str,
+    member_id: &str,
+    limit: i64,
+) -> Result<bool, StoreError> {
+    c.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
+        &[&mesh_id, &member_id],
+    )
+    .await?;
+    let n: i64 = c
+        .query_one(
+            "SELECT COUNT(*) FROM connections WHERE mesh_id = $1 AND member_id = $2",
+            &[&mesh_id, &member_id],
+        )
+        .await?
+        .get(0);
+    if n >= limit {
+        return Ok(false);
+    }
+    c.execute(
+        "INSERT INTO connections (node, conn_id, mesh_id, member_id) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+        &[&node, &conn_id, &mesh_id, &member_id],
+    )
+    .await?;
+    Ok(true)
+}
+
+/// Forgets a connection that has closed.
+pub async fn release_connection(
+    c: &impl GenericClient,
+    node: &str,
+    conn_id: i64,
+) -> Result<(), StoreError> {
+    c.execute(
+        "DELETE FROM connections WHERE node = $1 AND conn_id = $2",
+        &[&node, &conn_id],
+    )
+    .await?;
+    Ok(())
 }
