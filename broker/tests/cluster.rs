@@ -716,3 +716,83 @@ async fn the_connection_limit_per_member_holds_over_the_cluster() {
     }
     assert!(admitted);
 }
+
+#[tokio::test]
+async fn nodes_listen_again_after_their_listen_connection_is_cut_and_miss_nothing() {
+    let c = Cluster::start(2).await;
+    let (alice, bob) = (c.member("alice"), c.member("bob"));
+    let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
+    let mut b = c.n(2).daemon(&bob).await;
+
+    // The database ends every node's LISTEN connection (as a restart of
+    // the server, or a network cut, would).
+    let url = c.n(1).database_url.clone().unwrap();
+    let (admin, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let cut = admin
+        .query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND query ILIKE 'LISTEN%'
+                 AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(cut.len(), 2, "one LISTEN connection per node");
+
+    // Sent while node 2 may not be listening: it reaches bob once, live or
+    // through node 2's catch-up once it listens again; and so does the next.
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        a.send(send_frame(
+            &format!("l{i}"),
+            &bob.pubkey(),
+            vec![alice.envelope(&bob, "x")],
+        ))
+        .await;
+        ids.push(sent(&a.recv_type("ack").await));
+        let p = b.recv_type("push").await;
+        assert_eq!(sent(&p), ids[i]);
+        b.send(json!({"type":"client_ack","messageId": ids[i]}))
+            .await;
+    }
+    let rest = b.sync().await;
+    assert!(rest.iter().all(|f| f["type"] != "push"), "{rest:?}");
+}
+
+#[tokio::test]
+async fn a_node_restarting_under_its_id_duplicates_nothing() {
+    let n1 = TestBroker::start_on(Backend::Postgres, |c| {
+        c.node_id = Some("node-1".into());
+        fast_failover(c);
+    })
+    .await;
+    let mut old = KillableNode::start(&n1, "node-2", fast_failover);
+    let (alice, bob, dave) = (n1.member("alice"), n1.member("bob"), n1.member("dave"));
+    let (mut a, _) = n1.session(&alice, "a1", "alice").await;
+    let _b = old.session(&bob, "b1", "bob").await;
+    let _d = old.session(&dave, "d1", "dave").await;
+    await_peers(&mut a, &[("bob", &[]), ("dave", &[])]).await;
+    a.sync().await;
+
+    old.kill();
+    let mut new = KillableNode::start(&n1, "node-2", fast_failover);
+    // Bob comes back to the restarted node, under his name; dave does not.
+    let b = new.session(&bob, "b1", "bob").await;
+    let frames = a.recv_until("event").await;
+    let left = frames.last().unwrap();
+    assert_eq!(
+        (left["event"].as_str(), left["peer"]["displayName"].as_str()),
+        (Some("peer_left"), Some("dave")),
+        "{frames:?}"
+    );
+    assert!(
+        frames.iter().filter(|f| f["type"] == "event").count() == 1,
+        "{frames:?}"
+    );
+    await_peers(&mut a, &[("bob", &[])]).await;
+    drop(b);
+    new.kill();
+}
