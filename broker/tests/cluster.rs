@@ -796,3 +796,30 @@ async fn a_node_restarting_under_its_id_duplicates_nothing() {
     drop(b);
     new.kill();
 }
+
+#[tokio::test]
+async fn display_names_stay_unique_when_two_nodes_give_one_at_once() {
+    let c = Cluster::start(2).await;
+    let (alice, bob, carol) = (c.member("alice"), c.member("bob"), c.member("carol"));
+    let (mut a1, _) = c.n(1).session(&alice, "a1", "alice").await;
+    let (mut a2, _) = c.n(2).session(&alice, "a2", "alice-two").await;
+    // Both ask for "twin" on different nodes at the same moment.
+    let ((_b, _), (_k, _)) = tokio::join!(
+        c.n(1).session(&bob, "b1", "twin"),
+        c.n(2).session(&carol, "k1", "twin")
+    );
+    // (A session's own list leaves it out.)
+    let twins: [(&str, &[&str]); 2] = [("twin", &[]), ("twin-2", &[])];
+    await_peers(&mut a1, &[("alice-two", &[]), twins[0], twins[1]]).await;
+    await_peers(&mut a2, &[("alice", &[]), twins[0], twins[1]]).await;
+    // "twin" names the same session on both nodes.
+    let mut owners = Vec::new();
+    for (a, i) in [(&mut a1, 1), (&mut a2, 2)] {
+        let to = "twin";
+        let env = vec![alice.envelope(&bob, "?"), alice.envelope(&carol, "?")];
+        a.send(send_frame(&format!("t{i}"), to, env)).await;
+        let ack = a.recv_type("ack").await;
+        owners.push(recipients(&ack)[0].0.clone());
+    }
+    assert_eq!(owners[0], owners[1]);
+}

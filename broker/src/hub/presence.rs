@@ -233,8 +233,7 @@ impl MeshState {
         if let Some((b, _)) = &before {
             self.release_name(&b.display_name, &key);
         }
-        // The carrying node chose the name.
-        self.names.insert(peer.display_name.clone(), key.clone());
+        self.settle_name(&peer.display_name, &key);
         let kind = match &before {
             None => Some(PeerEvent::PeerJoined),
             Some((b, _)) if !same_but_time(b, &peer) => Some(PeerEvent::PeerUpdated),
@@ -255,6 +254,48 @@ impl MeshState {
         if let Some(msg) = msg {
             self.broadcast(&msg, None);
         }
+    }
+
+    /// Display names are unique over the cluster, though two nodes may
+    /// give one name at the same moment: then the session with the lower
+    /// key keeps it, by the same rule on every node, and the other is
+    /// renamed by its own node (announced with `peer_updated`).
+    fn settle_name(&mut self, name: &str, key: &SessionKey) {
+        let owner = self.names.get(name).cloned();
+        match owner {
+            Some(owner) if owner != *key => {
+                if *key < owner {
+                    self.names.insert(name.to_owned(), key.clone());
+                    self.rename_local(&owner);
+                }
+                // Else the owner keeps it; the arriving session's node
+                // renames it when it hears of the owner.
+            }
+            _ => {
+                self.names.insert(name.to_owned(), key.clone());
+            }
+        }
+    }
+
+    /// Gives a session this node carries a new unique name (it lost its
+    /// own to another node's session).
+    fn rename_local(&mut self, key: &SessionKey) {
+        let Some(requested) = self
+            .sessions
+            .get(key)
+            .filter(|e| e.node.is_none())
+            .map(|e| e.requested_name.clone())
+        else {
+            return;
+        };
+        let name = self.assign_name(&requested, key);
+        let Some(entry) = self.sessions.get_mut(key) else {
+            return;
+        };
+        entry.peer.display_name = name;
+        let msg = event(PeerEvent::PeerUpdated, &entry.peer);
+        self.broadcast(&msg, None);
+        self.publish(key);
     }
 
     /// Another node's session left (`peer_left`), unless it has since
