@@ -140,6 +140,7 @@ impl RunningBroker {
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }
+        crate::cluster::hand_over(&self.ctx).await;
         self.ctx.hub.close_all(1001, "shutdown");
         self.ctx.tasks.wait_idle(SHUTDOWN_GRACE).await;
         if let Some(server) = self.server.take() {

@@ -823,3 +823,28 @@ async fn display_names_stay_unique_when_two_nodes_give_one_at_once() {
     }
     assert_eq!(owners[0], owners[1]);
 }
+
+#[tokio::test]
+async fn a_node_shut_down_gracefully_hands_its_sessions_over_silently() {
+    let mut c = Cluster::start(2).await;
+    let (alice, bob) = (c.member("alice"), c.member("bob"));
+    let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
+    let (mut b, _) = c.n(2).session(&bob, "b1", "bob").await;
+    await_peers(&mut a, &[("bob", &[])]).await;
+    a.sync().await;
+
+    c.nodes[1].shutdown().await;
+    let (_, closed) = b.recv_close().await;
+    assert_eq!(closed.code, 1001);
+    let (mut b, _) = c.n(1).session(&bob, "b1", "bob").await;
+    b.send(json!({"type":"set_summary","sessionId":"b1","summary":"moved"}))
+        .await;
+    let frames = a.recv_until("event").await;
+    let last = frames.last().unwrap();
+    assert_eq!(
+        (last["event"].as_str(), last["peer"]["summary"].as_str()),
+        (Some("peer_updated"), Some("moved")),
+        "{frames:?}"
+    );
+    assert_eq!(peers(&mut a).await, vec![("bob".to_owned(), vec![])]);
+}

@@ -113,6 +113,17 @@ pub fn release_connection(ctx: &Arc<Ctx>, conn_id: u64) {
     });
 }
 
+/// Before a graceful shutdown: this node's sessions enter their grace in
+/// the database, so that their clients can resume them on another node
+/// without noise (and those that do not leave once, after the grace).
+pub async fn hand_over(ctx: &Ctx) {
+    if let Store::Postgres(pg) = &*ctx.store
+        && let Err(e) = pg.orphan_own_presence(grace_ms(ctx)).await
+    {
+        tracing::warn!(error = %e, "handing this node's sessions over failed");
+    }
+}
+
 fn grace_ms(ctx: &Ctx) -> i64 {
     i64::try_from(ctx.config.presence_grace.as_millis()).unwrap_or(i64::MAX)
 }

@@ -55,8 +55,9 @@ pub async fn write(
     changes: &[PresenceWrite],
 ) -> Result<(), StoreError> {
     // A live session takes the row (an attach wins wherever it is); a
-    // detach only changes a row this node still holds: if the session
-    // has moved on, the detach is old news and nothing is said.
+    // detach or a leave only changes a row this node still holds and has
+    // not handed over (a grace set when the node stopped or was claimed):
+    // otherwise it is old news, and nothing is said.
     let upsert = c
         .prepare_cached(
             "INSERT INTO presence (mesh_id, member_id, session_id, node, peer, live)
@@ -64,13 +65,15 @@ pub async fn write(
              ON CONFLICT (mesh_id, member_id, session_id)
              DO UPDATE SET node = EXCLUDED.node, peer = EXCLUDED.peer, live = EXCLUDED.live,
                  grace_until = NULL
-             WHERE EXCLUDED.live OR presence.node = EXCLUDED.node",
+             WHERE EXCLUDED.live
+                 OR (presence.node = EXCLUDED.node AND presence.grace_until IS NULL)",
         )
         .await?;
     let delete = c
         .prepare_cached(
             "DELETE FROM presence
-             WHERE mesh_id = $1 AND member_id = $2 AND session_id = $3 AND node = $4",
+             WHERE mesh_id = $1 AND member_id = $2 AND session_id = $3 AND node = $4
+                 AND grace_until IS NULL",
         )
         .await?;
     let mut events = Vec::with_capacity(changes.len());
