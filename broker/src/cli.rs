@@ -263,9 +263,7 @@ pub fn serve_config(cli: &Cli, args: &ServeArgs) -> anyhow::Result<BrokerConfig>
     config.max_connections_per_member = args.max_connections_per_member.max(1);
     config.hello_timeout = secs(args.hello_timeout)?;
     config.presence_grace = secs(args.presence_grace)?;
-    if let Some(id) = &args.node_id {
-        config.node_id = node_id(id)?;
-    }
+    config.node_id = args.node_id.as_deref().map(node_id).transpose()?;
     Ok(config)
 }
 
@@ -339,10 +337,11 @@ mod tests {
     #[test]
     fn the_node_id_is_the_flag_or_the_host_and_port() {
         let c = serve_config_of(&["--node-id", "n1"]).unwrap();
-        assert_eq!(c.node_id, "n1");
+        assert_eq!(c.node_id.as_deref(), Some("n1"));
         let c = serve_config_of(&["--listen", "127.0.0.1:7911"]).unwrap();
-        assert!(c.node_id.ends_with(":7911"), "{}", c.node_id);
-        assert!(c.node_id.len() > ":7911".len(), "{}", c.node_id);
+        let id = c.node_id_or(c.listen);
+        assert!(id.ends_with(":7911"), "{id}");
+        assert!(id.len() > ":7911".len(), "{id}");
         for bad in ["", "two words", "q\"uote", &"x".repeat(129)] {
             let e = serve_config_of(&["--node-id", bad]).unwrap_err();
             assert!(e.to_string().contains("--node-id"), "{e}");

@@ -21,13 +21,16 @@ pub struct BrokerConfig {
     /// A `postgres://` URL: the store is that database instead of
     /// `broker.db` in `data_dir`.
     pub database_url: Option<String>,
-    /// This node's name among the nodes sharing one PostgreSQL database:
-    /// the `node` label on every metric, in the log and in the
-    /// `X-Claudemesh-Node` header of `/healthz`. Stable across restarts
-    /// (a node restarting under the same id is the same node). Default
-    /// `<hostname>:<port>`. With SQLite there is one node and it is only
-    /// informational.
-    pub node_id: String,
+    /// This node's name in a cluster (several nodes on one PostgreSQL):
+    /// stable across restarts, unique among the nodes. `None`: the host
+    /// name and the bound port. Unused on SQLite.
+    pub node_id: Option<String>,
+    /// How often a cluster node records its heartbeat (and looks for
+    /// nodes gone silent).
+    pub heartbeat_every: Duration,
+    /// A node whose heartbeat is older than this is taken for dead: one
+    /// surviving node claims it and its sessions enter their grace period.
+    pub node_stale_after: Duration,
     /// The public `wss://…/ws` URL recorded for `invite` to put in links;
     /// `None` records `ws://<bound address>/ws`.
     pub public_url: Option<String>,
@@ -77,7 +80,9 @@ impl BrokerConfig {
             listen,
             data_dir,
             database_url: None,
-            node_id: default_node_id(listen.port()),
+            node_id: None,
+            heartbeat_every: Duration::from_secs(1),
+            node_stale_after: Duration::from_secs(5),
             public_url: None,
             hello_timeout: Duration::from_millis(limits::HELLO_TIMEOUT_MS),
             presence_grace: Duration::from_millis(limits::PRESENCE_GRACE_MS),
@@ -98,25 +103,6 @@ impl BrokerConfig {
     }
 }
 
-/// `<hostname>:<port>`: unique per machine and port, and the same after a
-/// restart on the same port.
-pub fn default_node_id(port: u16) -> String {
-    format!("{}:{port}", hostname())
-}
-
-/// The kernel's host name (`localhost` if it cannot be read).
-fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is writable for its whole length, and gethostname
-    // writes at most that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(name) if rc == 0 && !name.is_empty() => name.to_owned(),
-        _ => "localhost".to_owned(),
-    }
-}
-
 impl BrokerConfig {
     /// Where the state lives: the PostgreSQL URL when one is given, else
     /// the data directory's SQLite file.
@@ -125,6 +111,25 @@ impl BrokerConfig {
             Some(url) => StoreLocation::Postgres(url.clone()),
             None => StoreLocation::DataDir(self.data_dir.clone()),
         }
+    }
+
+    /// This node's id once [`crate::start`] has bound its port: the
+    /// configured one, else `<host name>:<port>`.
+    pub fn node(&self) -> &str {
+        self.node_id.as_deref().unwrap_or_default()
+    }
+
+    /// This node's id: the configured one, else `<host name>:<port>`.
+    pub fn node_id_or(&self, bound: SocketAddr) -> String {
+        if let Some(id) = &self.node_id {
+            return id.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        format!("{host}:{}", bound.port())
     }
 
     /// The store, for messages (never a password).

@@ -216,7 +216,9 @@ fn plan_pushes(
         if copy.sessions.is_empty() {
             // The whole member: every connection it has.
             let conns = state.member_conns(&copy.member_id);
-            if conns.is_empty() {
+            // Sessions on other nodes of a cluster: pushed there.
+            let elsewhere = state.sessions_live_elsewhere(&copy.member_id);
+            if conns.is_empty() && elsewhere.is_empty() {
                 queued += 1;
                 states.push(RecipientState {
                     member: copy.pubkey.clone(),
@@ -229,7 +231,9 @@ fn plan_pushes(
             let mut listed = false;
             for id in conns {
                 if let Some(c) = state.conn(*id) {
-                    pushes.push((c.handle.clone(), frame.clone()));
+                    if c.handle.first_push(&m.message_id, "") {
+                        pushes.push((c.handle.clone(), frame.clone()));
+                    }
                     for s in &c.sessions {
                         listed = true;
                         states.push(RecipientState {
@@ -239,6 +243,14 @@ fn plan_pushes(
                         });
                     }
                 }
+            }
+            for s in elsewhere {
+                listed = true;
+                states.push(RecipientState {
+                    member: copy.pubkey.clone(),
+                    session_id: Some(s),
+                    state: DeliveryState::Delivered,
+                });
             }
             if !listed {
                 states.push(RecipientState {
@@ -253,14 +265,15 @@ fn plan_pushes(
         let mut by_conn: HashMap<ConnId, Vec<String>> = HashMap::new();
         let mut any_queued = false;
         for s in &copy.sessions {
-            let live = state
-                .session(&(copy.member_id.clone(), s.clone()))
-                .and_then(|e| e.conn);
+            let entry = state.session(&(copy.member_id.clone(), s.clone()));
+            let live = entry.and_then(|e| e.conn);
             let st = match live {
                 Some(c) => {
                     by_conn.entry(c).or_default().push(s.clone());
                     DeliveryState::Delivered
                 }
+                // Another node pushes it.
+                None if entry.is_some_and(|e| e.is_live_elsewhere()) => DeliveryState::Delivered,
                 None => {
                     any_queued = true;
                     DeliveryState::Queued
@@ -276,7 +289,9 @@ fn plan_pushes(
             queued += 1;
         }
         for (id, sessions) in by_conn {
-            if let Some(c) = state.conn(id) {
+            if let Some(c) = state.conn(id)
+                && c.handle.first_push(&m.message_id, "")
+            {
                 let frame = PushParts::of_new(m, copy).frame(sessions);
                 pushes.push((c.handle.clone(), frame));
             }
@@ -289,8 +304,33 @@ fn plan_pushes(
 /// A delivery is per member: it is reported once per session the message
 /// named, or once with an empty `sessionId` for a whole-member message.
 pub fn relay_receipt(job: &ReceiptJob, state: DeliveryState, route: &ReceiptRoute) {
-    let sessions: Vec<String> = match (&job.session_id, state) {
-        (Some(s), DeliveryState::Seen) => vec![s.clone()],
+    let receipt = Receipt {
+        message_id: &job.message_id,
+        member: &job.pubkey,
+        session_id: job.session_id.as_deref(),
+        state,
+        at: job.at,
+    };
+    relay_receipt_in(&job.mesh, &receipt, route);
+}
+
+/// A receipt to relay, wherever it was recorded (this node, or another
+/// node of the cluster).
+pub struct Receipt<'a> {
+    pub message_id: &'a str,
+    /// The recipient's public key.
+    pub member: &'a str,
+    /// For `seen`: the session that saw it.
+    pub session_id: Option<&'a str>,
+    pub state: DeliveryState,
+    pub at: i64,
+}
+
+/// Relays `receipt` to the sender's connections in `mesh` (see
+/// [`relay_receipt`]).
+pub fn relay_receipt_in(mesh: &Mesh, receipt: &Receipt<'_>, route: &ReceiptRoute) {
+    let sessions: Vec<String> = match (receipt.session_id, receipt.state) {
+        (Some(s), DeliveryState::Seen) => vec![s.to_owned()],
         _ if route.sessions.is_empty() => vec![String::new()],
         _ => route.sessions.clone(),
     };
@@ -298,18 +338,57 @@ pub fn relay_receipt(job: &ReceiptJob, state: DeliveryState, route: &ReceiptRout
         .into_iter()
         .map(|session_id| {
             text(&ServerFrame::Receipt {
-                message_id: job.message_id.clone(),
-                member: job.pubkey.clone(),
+                message_id: receipt.message_id.to_owned(),
+                member: receipt.member.to_owned(),
                 session_id,
-                state,
-                at: job.at,
+                state: receipt.state,
+                at: receipt.at,
             })
         })
         .collect();
-    let mesh = job.mesh.lock();
+    let mesh = mesh.lock();
     for f in &frames {
         mesh.send_to_member(&route.sender_member_id, f);
     }
+}
+
+/// Pushes a stored copy (announced by another node) to this node's
+/// connections for it: every connection of the member for a whole-member
+/// copy, else the connections carrying the sessions it names. Returns
+/// how many pushes were queued.
+pub fn push_copy(mesh: &Mesh, member_id: &str, p: &PendingPush) -> u64 {
+    let state = mesh.lock();
+    let parts = PushParts::of_pending(p);
+    let mut pushed = 0;
+    if p.sessions.is_empty() {
+        for id in state.member_conns(member_id) {
+            if let Some(c) = state.conn(*id)
+                && c.handle.first_push(&p.message_id, "")
+                && c.handle.send(parts.frame(Vec::new()))
+            {
+                pushed += 1;
+            }
+        }
+        return pushed;
+    }
+    let mut by_conn: HashMap<ConnId, Vec<String>> = HashMap::new();
+    for s in &p.sessions {
+        if let Some(c) = state
+            .session(&(member_id.to_owned(), s.clone()))
+            .and_then(|e| e.conn)
+        {
+            by_conn.entry(c).or_default().push(s.clone());
+        }
+    }
+    for (id, sessions) in by_conn {
+        if let Some(c) = state.conn(id)
+            && c.handle.first_push(&p.message_id, "")
+            && c.handle.send(parts.frame(sessions))
+        {
+            pushed += 1;
+        }
+    }
+    pushed
 }
 
 /// A connection, or one session it has just opened, that has become
@@ -339,7 +418,16 @@ pub async fn redeliver(to: Redelivery, store: Arc<Store>, metrics: Arc<Metrics>,
         dispatched,
     } = to;
     let now = clock.now_ms();
-    let pending = match store.pending_for_member(&member_id, now, dispatched).await {
+    // In a cluster, messages committed by other nodes are not ordered by
+    // this node's watermark: everything is read, and the connection's
+    // record of recent pushes keeps the live path and this read from
+    // sending one message twice.
+    let up_to = if store.is_shared() {
+        i64::MAX
+    } else {
+        dispatched
+    };
+    let pending = match store.pending_for_member(&member_id, now, up_to).await {
         Ok(p) => p,
         Err(e) => {
             tracing::error!(error = %e, "reading queued messages failed");
@@ -350,6 +438,9 @@ pub async fn redeliver(to: Redelivery, store: Arc<Store>, metrics: Arc<Metrics>,
         if let Some(s) = &session
             && !p.sessions.iter().any(|x| x == s)
         {
+            continue;
+        }
+        if !handle.first_push(&p.message_id, session.as_deref().unwrap_or_default()) {
             continue;
         }
         if !handle

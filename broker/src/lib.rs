@@ -17,6 +17,7 @@
 //! - [`hub`]: live presence (connections, sessions, names, groups, grace);
 //! - [`router`]: what a `to` names; [`delivery`]: acks, pushes, receipts;
 //! - [`writer`]: the group-commit database writer; [`store`]: all SQL;
+//! - [`cluster`]: what other nodes on the same PostgreSQL announce;
 //! - [`admin`], [`cli`]: administration of a data directory;
 //! - [`net`]: admission of TCP connections (caps, deadline, open-file limit);
 //! - [`metrics`], [`logging`], [`shutdown`].
@@ -24,6 +25,7 @@
 pub mod admin;
 pub mod cli;
 pub mod clock;
+mod cluster;
 pub mod config;
 mod ctx;
 mod delivery;

@@ -38,7 +38,7 @@ pub struct RunningBroker {
 }
 
 /// Binds, opens (creating and migrating) the database, and starts serving.
-pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
+pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     let location = config.store_location();
     let store = Store::open(&location)
         .await
@@ -58,29 +58,49 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         .await
         .context("recording the broker URL")?;
 
+    // Resolved once the port is bound (port 0 picks one), then fixed.
+    let node = config.node_id_or(local_addr);
+    config.node_id = Some(node.clone());
+    if let Store::Postgres(pg) = &*store {
+        tracing::info!(node = %node, "cluster node");
+        pg.set_node_id(&node);
+    }
     // Nodes sharing a PostgreSQL database are told apart by a `node`
     // label on every series; a SQLite broker is the only node.
     let metrics = Arc::new(match config.database_url {
-        Some(_) => Metrics::with_const_labels(vec![("node".into(), config.node_id.clone().into())]),
+        Some(_) => Metrics::with_const_labels(vec![("node".into(), node.into())]),
         None => Metrics::new(),
     });
     let writer = Writer::spawn(&store, metrics.clone(), config.max_write_batch)
         .await
         .context("starting the database writer")?;
+    // A cluster node announces changes to its sessions to the others.
+    let (hub, presence_changes) = if store.is_shared() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Hub::clustered(tx), Some(rx))
+    } else {
+        (Hub::new(), None)
+    };
     let ctx = Arc::new(Ctx {
         config,
         store,
-        hub: Arc::new(Hub::new()),
+        hub: Arc::new(hub),
         writer,
         metrics,
         replay: ReplayCache::default(),
         tasks: TaskCounter::default(),
     });
 
-    let background = vec![
-        tokio::spawn(watch_revocations(ctx.clone())),
-        tokio::spawn(housekeeping(ctx.clone())),
-    ];
+    let mut background = vec![tokio::spawn(housekeeping(ctx.clone()))];
+    // On PostgreSQL revocations arrive as notifications, with the rest of
+    // the cluster's news; SQLite polls its revocation log.
+    let cluster = crate::cluster::start(&ctx, presence_changes)
+        .await
+        .context("joining the cluster")?;
+    if cluster.is_empty() {
+        background.push(tokio::spawn(watch_revocations(ctx.clone())));
+    }
+    background.extend(cluster);
     let app = crate::http::router(ctx.clone())
         .into_make_service_with_connect_info::<crate::net::listener::ConnSlot>();
     let listener = GuardedListener::new(
@@ -105,7 +125,7 @@ pub async fn start(config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     tracing::info!(
         listen = %local_addr,
         url = %url,
-        node = %ctx.config.node_id,
+        node = %ctx.config.node(),
         store = %ctx.config.describe_store(),
         "broker listening"
     );
@@ -132,6 +152,7 @@ impl RunningBroker {
         if let Some(stop) = self.stop_http.take() {
             let _ = stop.send(());
         }
+        crate::cluster::hand_over(&self.ctx).await;
         self.ctx.hub.close_all(1001, "shutdown");
         self.ctx.tasks.wait_idle(SHUTDOWN_GRACE).await;
         if let Some(server) = self.server.take() {

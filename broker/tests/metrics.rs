@@ -18,7 +18,7 @@ both_stores!(metrics_page_is_valid_exposition_text_after_traffic);
 const NODE: &str = "node-7";
 
 async fn metrics_page_is_valid_exposition_text_after_traffic(backend: Backend) {
-    let b = TestBroker::start_on(backend, |c| c.node_id = NODE.to_owned()).await;
+    let b = TestBroker::start_on(backend, |c| c.node_id = Some(NODE.to_owned())).await;
     // `series("x", "a=\"b\"")` is `x{a="b"}`, with the node label first
     // on PostgreSQL.
     let series = |name: &str, labels: &str| {

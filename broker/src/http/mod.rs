@@ -64,7 +64,7 @@ async fn healthz(State(ctx): State<Arc<Ctx>>) -> Response {
     };
     // The id was checked at startup (printable ASCII); a value that is
     // still refused just leaves the header out.
-    if let Ok(node) = HeaderValue::from_str(&ctx.config.node_id) {
+    if let Ok(node) = HeaderValue::from_str(ctx.config.node()) {
         response.headers_mut().insert(NODE_HEADER, node);
     }
     response

@@ -7,6 +7,7 @@
 //! keep up, and is closed rather than allowed to hold memory without bound
 //! (its messages stay queued in the database and come back on reconnect).
 
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
@@ -19,10 +20,12 @@ pub type ConnId = u64;
 /// Close code used when a connection cannot keep up with its frames.
 pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
+/// What every clone of a handle shares besides the queue.
 #[derive(Default)]
 struct CloseSignal {
     notify: Notify,
     reason: Mutex<Option<(u16, String)>>,
+    recent: Mutex<RecentPushes>,
 }
 
 /// A frame waiting to be written, holding its bytes' share of the
@@ -31,6 +34,21 @@ pub struct Queued {
     pub msg: Message,
     pub bytes: OwnedSemaphorePermit,
 }
+
+/// Pushes a connection has been given lately, so that a message reaching
+/// it by two paths (live, and the redelivery read; in a cluster the
+/// order of commits across nodes cannot tell them apart) goes out once.
+/// Bounded: a duplicate can only come from the short race between the
+/// two paths, long after which the entry is no longer needed.
+#[derive(Default)]
+struct RecentPushes {
+    order: VecDeque<String>,
+    seen: HashSet<String>,
+}
+
+/// Pushes remembered per connection (well above what its outbound queue
+/// can hold at once).
+const RECENT_PUSHES: usize = 4096;
 
 /// Cheap to clone; all clones talk to the same connection.
 #[derive(Clone)]
@@ -108,6 +126,24 @@ impl ConnHandle {
             tokio::time::timeout(limit, self.send_wait(msg)).await,
             Ok(true)
         )
+    }
+
+    /// True the first time `message_id` is pushed here for `scope` (the
+    /// session a session-open redelivery is for; empty otherwise); false
+    /// for a repeat, which must not be sent.
+    pub fn first_push(&self, message_id: &str, scope: &str) -> bool {
+        let key = format!("{message_id}/{scope}");
+        let mut r = self.close.recent.lock().unwrap_or_else(|e| e.into_inner());
+        if !r.seen.insert(key.clone()) {
+            return false;
+        }
+        r.order.push_back(key);
+        if r.order.len() > RECENT_PUSHES
+            && let Some(old) = r.order.pop_front()
+        {
+            r.seen.remove(&old);
+        }
+        true
     }
 
     /// Asks the connection to close with `code` and `reason`. The first

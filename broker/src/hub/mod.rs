@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use conn::{ConnHandle, ConnId, close_frame};
-pub use presence::{ConnEntry, Departure, MeshState, SessionError, SessionKey, SessionSpec};
+pub use presence::{
+    ConnEntry, Departure, MeshState, PresenceChange, SessionError, SessionKey, SessionSpec,
+};
 
 /// One mesh's live state.
 pub struct Mesh {
@@ -38,11 +40,23 @@ pub struct Hub {
     meshes: Mutex<HashMap<String, Arc<Mesh>>>,
     next_conn: AtomicU64,
     shutting_down: AtomicBool,
+    /// In a cluster: where every mesh announces changes to this node's
+    /// sessions.
+    outbox: Option<tokio::sync::mpsc::UnboundedSender<PresenceChange>>,
 }
 
 impl Hub {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A hub whose meshes announce changes to their sessions on `tx` (a
+    /// node of a cluster).
+    pub fn clustered(tx: tokio::sync::mpsc::UnboundedSender<PresenceChange>) -> Self {
+        Self {
+            outbox: Some(tx),
+            ..Self::default()
+        }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Mesh>>> {
@@ -54,9 +68,13 @@ impl Hub {
         self.map()
             .entry(id.to_owned())
             .or_insert_with(|| {
+                let mut state = MeshState::default();
+                if let Some(tx) = &self.outbox {
+                    state.set_outbox(id.to_owned(), tx.clone());
+                }
                 Arc::new(Mesh {
                     id: id.to_owned(),
-                    state: Mutex::new(MeshState::default()),
+                    state: Mutex::new(state),
                 })
             })
             .clone()

@@ -40,6 +40,32 @@ pub struct SessionEntry {
     pub epoch: u64,
     /// The display name asked for, before de-duplication.
     requested_name: String,
+    /// `Some(node)` for a session carried by another node of a cluster
+    /// (a replica of that node's presence row).
+    pub node: Option<String>,
+    /// For another node's session: whether it is live there (false: in
+    /// its grace period).
+    pub remote_live: bool,
+}
+
+impl SessionEntry {
+    /// True for a session live on another node: messages for it are
+    /// pushed there, and count as delivered.
+    pub fn is_live_elsewhere(&self) -> bool {
+        self.node.is_some() && self.remote_live
+    }
+}
+
+/// A change to a session this node carries, for the other nodes of a
+/// cluster (see [`MeshState::set_outbox`]).
+#[derive(Debug, Clone)]
+pub struct PresenceChange {
+    pub mesh_id: String,
+    pub key: SessionKey,
+    /// `None`: the session left.
+    pub peer: Option<Peer>,
+    /// Carried by a connection now (false: in its grace period).
+    pub live: bool,
 }
 
 /// What a connection says about a session it opens. `None` keeps the
@@ -111,6 +137,9 @@ pub struct MeshState {
     epoch: u64,
     /// member id → when its last connection closed (ms), since start.
     last_seen: HashMap<String, i64>,
+    /// In a cluster: where changes to this node's sessions go, with the
+    /// mesh id.
+    outbox: Option<(String, tokio::sync::mpsc::UnboundedSender<PresenceChange>)>,
 }
 
 /// A display name that cannot be mistaken for another target form
@@ -155,6 +184,176 @@ fn same_but_time(a: &Peer, b: &Peer) -> bool {
 }
 
 impl MeshState {
+    /// In a cluster: announce every change to this node's sessions on
+    /// `tx` (the cluster writes them to the shared presence table).
+    pub fn set_outbox(
+        &mut self,
+        mesh_id: String,
+        tx: tokio::sync::mpsc::UnboundedSender<PresenceChange>,
+    ) {
+        self.outbox = Some((mesh_id, tx));
+    }
+
+    /// Tells the cluster the state of session `key` if this node carries
+    /// it (or carried it, and it has just left).
+    fn publish(&self, key: &SessionKey) {
+        let Some((mesh_id, tx)) = &self.outbox else {
+            return;
+        };
+        let (peer, live) = match self.sessions.get(key) {
+            Some(e) if e.node.is_some() => return,
+            Some(e) => (Some(e.peer.clone()), e.conn.is_some()),
+            None => (None, false),
+        };
+        let _ = tx.send(PresenceChange {
+            mesh_id: mesh_id.clone(),
+            key: key.clone(),
+            peer,
+            live,
+        });
+    }
+
+    /// Another node's session, as that node announced it: listed here too
+    /// (`peer_joined` when new, `peer_updated` when changed, nothing when
+    /// it only moved). A session this node carried has moved to that node:
+    /// the local connection loses it as on a takeover, silently for
+    /// everyone else.
+    pub fn apply_remote(&mut self, key: SessionKey, peer: Peer, node: &str, live: bool) {
+        // Another node's detach of a session a connection here carries is
+        // old news (the session moved here since): only an attach there
+        // takes it away.
+        if !live && self.sessions.get(&key).is_some_and(|e| e.conn.is_some()) {
+            return;
+        }
+        let epoch = self.next_epoch();
+        self.member_by_pubkey
+            .insert(peer.member.clone(), key.0.clone());
+        let before = self.sessions.get(&key).map(|e| (e.peer.clone(), e.conn));
+        if let Some((_, Some(old))) = &before {
+            self.lose_session(*old, &key.1);
+        }
+        if let Some((b, _)) = &before {
+            self.release_name(&b.display_name, &key);
+        }
+        self.settle_name(&peer.display_name, &key);
+        let kind = match &before {
+            None => Some(PeerEvent::PeerJoined),
+            Some((b, _)) if !same_but_time(b, &peer) => Some(PeerEvent::PeerUpdated),
+            Some(_) => None,
+        };
+        let msg = kind.map(|k| event(k, &peer));
+        self.sessions.insert(
+            key,
+            SessionEntry {
+                requested_name: peer.display_name.clone(),
+                peer,
+                conn: None,
+                epoch,
+                node: Some(node.to_owned()),
+                remote_live: live,
+            },
+        );
+        if let Some(msg) = msg {
+            self.broadcast(&msg, None);
+        }
+    }
+
+    /// Display names are unique over the cluster, though two nodes may
+    /// give one name at the same moment: then the session with the lower
+    /// key keeps it, by the same rule on every node, and the other is
+    /// renamed by its own node (announced with `peer_updated`).
+    fn settle_name(&mut self, name: &str, key: &SessionKey) {
+        let owner = self.names.get(name).cloned();
+        match owner {
+            Some(owner) if owner != *key => {
+                if *key < owner {
+                    self.names.insert(name.to_owned(), key.clone());
+                    self.rename_local(&owner);
+                }
+                // Else the owner keeps it; the arriving session's node
+                // renames it when it hears of the owner.
+            }
+            _ => {
+                self.names.insert(name.to_owned(), key.clone());
+            }
+        }
+    }
+
+    /// Gives a session this node carries a new unique name (it lost its
+    /// own to another node's session).
+    fn rename_local(&mut self, key: &SessionKey) {
+        let Some(requested) = self
+            .sessions
+            .get(key)
+            .filter(|e| e.node.is_none())
+            .map(|e| e.requested_name.clone())
+        else {
+            return;
+        };
+        let name = self.assign_name(&requested, key);
+        let Some(entry) = self.sessions.get_mut(key) else {
+            return;
+        };
+        entry.peer.display_name = name;
+        let msg = event(PeerEvent::PeerUpdated, &entry.peer);
+        self.broadcast(&msg, None);
+        self.publish(key);
+    }
+
+    /// Another node's session left (`peer_left`), unless it has since
+    /// moved to a node other than `node`.
+    pub fn remove_remote(&mut self, key: &SessionKey, node: &str) {
+        let theirs = self
+            .sessions
+            .get(key)
+            .is_some_and(|e| e.node.as_deref() == Some(node));
+        if theirs && let Some(entry) = self.drop_session(key) {
+            self.broadcast(&event(PeerEvent::PeerLeft, &entry.peer), None);
+        }
+    }
+
+    /// The sessions listed here that other nodes carry, with their node.
+    pub fn remote_sessions(&self) -> Vec<(SessionKey, String)> {
+        self.sessions
+            .iter()
+            .filter_map(|(k, e)| e.node.clone().map(|n| (k.clone(), n)))
+            .collect()
+    }
+
+    /// Sessions of `member_id` live on other nodes.
+    pub fn sessions_live_elsewhere(&self, member_id: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .sessions
+            .iter()
+            .filter(|(k, e)| k.0 == member_id && e.is_live_elsewhere())
+            .map(|(k, _)| k.1.clone())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Connection `conn_id` no longer carries `session_id` (another
+    /// connection, here or on another node, took it over).
+    fn lose_session(&mut self, conn_id: ConnId, session_id: &str) {
+        let Some(oc) = self.conns.get_mut(&conn_id) else {
+            return;
+        };
+        oc.sessions.retain(|s| s != session_id);
+        match oc.role {
+            ConnectionRole::Session => oc.handle.close(1000, ErrorCode::SessionTakenOver.as_str()),
+            ConnectionRole::Daemon => {
+                let err = ServerFrame::error(
+                    ErrorCode::SessionTakenOver,
+                    format!(
+                        "session {session_id} was taken over by another connection of this member"
+                    ),
+                    None,
+                );
+                oc.handle.send_text(err.to_json());
+            }
+        }
+    }
+
     pub fn conn_count(&self) -> usize {
         self.conns.len()
     }
@@ -165,6 +364,10 @@ impl MeshState {
 
     pub fn conn(&self, id: ConnId) -> Option<&ConnEntry> {
         self.conns.get(&id)
+    }
+
+    pub fn conns(&self) -> impl Iterator<Item = &ConnEntry> {
+        self.conns.values()
     }
 
     /// Sessions of a member listed now (live or in their grace period).
@@ -311,6 +514,8 @@ impl MeshState {
         if let Some(existing) = self.sessions.get_mut(&key) {
             let old_conn = existing.conn.replace(conn_id);
             existing.epoch = epoch;
+            // A session coming from another node is this node's now.
+            existing.node = None;
             let before = existing.peer.clone();
             let mut peer = before.clone();
             peer.cwd = spec.cwd;
@@ -335,26 +540,8 @@ impl MeshState {
             if let Some(e) = self.sessions.get_mut(&key) {
                 e.peer = peer.clone();
             }
-            if let Some(old) = old_conn.filter(|o| *o != conn_id)
-                && let Some(oc) = self.conns.get_mut(&old)
-            {
-                oc.sessions.retain(|s| *s != key.1);
-                match oc.role {
-                    ConnectionRole::Session => {
-                        oc.handle.close(1000, ErrorCode::SessionTakenOver.as_str())
-                    }
-                    ConnectionRole::Daemon => {
-                        let err = ServerFrame::error(
-                            ErrorCode::SessionTakenOver,
-                            format!(
-                                "session {} was taken over by another connection of this member",
-                                key.1
-                            ),
-                            None,
-                        );
-                        oc.handle.send_text(err.to_json());
-                    }
-                }
+            if let Some(old) = old_conn.filter(|o| *o != conn_id) {
+                self.lose_session(old, &key.1);
             }
             if let Some(c) = self.conns.get_mut(&conn_id)
                 && !c.sessions.contains(&key.1)
@@ -364,6 +551,7 @@ impl MeshState {
             if changed {
                 self.broadcast(&event(PeerEvent::PeerUpdated, &peer), Some(conn_id));
             }
+            self.publish(&key);
             return Ok(name);
         }
 
@@ -393,12 +581,15 @@ impl MeshState {
                 conn: Some(conn_id),
                 epoch,
                 requested_name: requested,
+                node: None,
+                remote_live: false,
             },
         );
         if let Some(c) = self.conns.get_mut(&conn_id) {
             c.sessions.push(key.1.clone());
         }
         self.broadcast(&msg, Some(conn_id));
+        self.publish(&key);
         Ok(name)
     }
 
@@ -412,8 +603,10 @@ impl MeshState {
             }
             _ => return Err(SessionError::Unknown),
         };
-        if let Some(entry) = self.drop_session(&(member_id, session_id.to_owned())) {
+        let key = (member_id, session_id.to_owned());
+        if let Some(entry) = self.drop_session(&key) {
             self.broadcast(&event(PeerEvent::PeerLeft, &entry.peer), Some(conn_id));
+            self.publish(&key);
         }
         Ok(())
     }
@@ -439,6 +632,7 @@ impl MeshState {
         if change(&mut entry.peer) {
             let msg = event(PeerEvent::PeerUpdated, &entry.peer);
             self.broadcast(&msg, Some(conn_id));
+            self.publish(&key);
         }
         Ok(())
     }
@@ -479,7 +673,9 @@ impl MeshState {
             let key = (entry.member_id.clone(), sid);
             match departure {
                 Departure::Shutdown => {
-                    self.drop_session(&key);
+                    if self.drop_session(&key).is_some() {
+                        self.publish(&key);
+                    }
                 }
                 Departure::Dropped => {
                     let epoch = self.next_epoch();
@@ -488,6 +684,7 @@ impl MeshState {
                     {
                         s.conn = None;
                         s.epoch = epoch;
+                        self.publish(&key);
                         timers.push((key, epoch));
                     }
                 }
@@ -502,9 +699,10 @@ impl MeshState {
         let due = self
             .sessions
             .get(key)
-            .is_some_and(|s| s.conn.is_none() && s.epoch == epoch);
+            .is_some_and(|s| s.conn.is_none() && s.node.is_none() && s.epoch == epoch);
         if due && let Some(entry) = self.drop_session(key) {
             self.broadcast(&event(PeerEvent::PeerLeft, &entry.peer), None);
+            self.publish(key);
         }
     }
 
@@ -524,6 +722,9 @@ impl MeshState {
             .collect();
         for key in keys {
             if let Some(entry) = self.drop_session(&key) {
+                if entry.node.is_none() {
+                    self.publish(&key);
+                }
                 let msg = event(PeerEvent::PeerLeft, &entry.peer);
                 for (id, c) in &self.conns {
                     if c.member_id != member_id {

@@ -164,6 +164,11 @@ impl Store {
         }
     }
 
+    /// True for a database several nodes may share (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Self::Postgres(_))
+    }
+
     /// Says which database this is, for messages (no password).
     pub fn describe(&self) -> String {
         match self {

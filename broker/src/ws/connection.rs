@@ -226,6 +226,37 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
     let (handle, rx) = ConnHandle::new(conn_id, ctx.config.outbound_queue);
     let mesh = ctx.hub.mesh(&hello.mesh_id);
     let now = ctx.now_ms();
+    // In a cluster the per-member limit is counted over every node.
+    match crate::cluster::admit_connection(&ctx, conn_id, &hello.mesh_id, &member.id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            let code = ErrorCode::TooManyConnections;
+            ctx.metrics.connection_rejected(code.as_str());
+            let err = error_text(
+                code.clone(),
+                format!(
+                    "this member already has {} connections open; close one and retry",
+                    ctx.config.max_connections_per_member
+                ),
+            );
+            return close_direct(sink, stream, vec![err], 1008, code.as_str()).await;
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "counting the member's connections failed");
+            let err = error_text(
+                ErrorCode::Unavailable,
+                "the broker cannot reach its database and cannot accept connections now; try again later",
+            );
+            return close_direct(
+                sink,
+                stream,
+                vec![err],
+                1013,
+                ErrorCode::Unavailable.as_str(),
+            )
+            .await;
+        }
+    }
     let attached: Result<i64, (ErrorCode, String)> = {
         let mut state = mesh.lock();
         if state.member_conns(&member.id).len() >= ctx.config.max_connections_per_member {
@@ -289,6 +320,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
     let dispatched = match attached {
         Ok(d) => d,
         Err((code, message)) => {
+            crate::cluster::release_connection(&ctx, conn_id);
             ctx.metrics.connection_rejected(code.as_str());
             let reason = code.as_str().to_owned();
             let err = error_text(code, message);
@@ -330,6 +362,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
     };
     let departure = read_loop(&conn, &mut stream).await;
     depart(&ctx, &mesh, &conn, departure);
+    crate::cluster::release_connection(&ctx, conn_id);
     drop(conn);
     // The writer ends once the close frame is out (or the queue is gone).
     handle.send(close_frame(1000, "bye"));

@@ -15,19 +15,24 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio::runtime::Handle;
 
 use super::messages;
-use crate::store::{Applied, BatchOp, BatchOutcome, StoreError};
+use super::notify::{self, ClusterEvent};
+use crate::store::{Applied, BatchOp, BatchOutcome, InsertOutcome, StoreError};
 
 pub struct PgBatch {
     pool: Pool,
     handle: Handle,
+    /// This node's id: other nodes skip what it announces about its own
+    /// work (it has answered that itself).
+    node: String,
 }
 
 impl PgBatch {
     /// Must be called on the async runtime (it keeps its handle).
-    pub fn new(pool: Pool) -> Self {
+    pub fn new(pool: Pool, node: String) -> Self {
         Self {
             pool,
             handle: Handle::current(),
+            node,
         }
     }
 
@@ -98,6 +103,8 @@ impl PgBatch {
         for op in ops.iter_mut() {
             outcomes.push(apply_one(&tx, op, &mut seqs).await?);
         }
+        // Delivered to the other nodes at commit, and only if it commits.
+        notify::send(&tx, &self.events(&tx, ops, &outcomes).await?).await?;
         let t = Instant::now();
         tx.commit().await?;
         Ok(Applied {
@@ -120,6 +127,77 @@ fn refused(op: &BatchOp<'_>, e: StoreError) -> BatchOutcome {
             tracing::warn!(error = %e, "housekeeping failed");
             BatchOutcome::Done
         }
+    }
+}
+
+impl PgBatch {
+    /// What this batch tells the other nodes: the numbers of the new
+    /// messages, and each first receipt.
+    async fn events(
+        &self,
+        tx: &impl GenericClient,
+        ops: &[BatchOp<'_>],
+        outcomes: &[BatchOutcome],
+    ) -> Result<Vec<ClusterEvent>, StoreError> {
+        let mut seqs = Vec::new();
+        let mut receipts = Vec::new();
+        for (op, outcome) in ops.iter().zip(outcomes) {
+            match (op, outcome) {
+                (BatchOp::Insert(m), BatchOutcome::Inserted(Ok(InsertOutcome::Stored))) => {
+                    seqs.push(m.seq);
+                }
+                (
+                    BatchOp::Delivered {
+                        message_id,
+                        member_id,
+                        at,
+                    },
+                    BatchOutcome::Receipt(Some(route)),
+                ) => receipts.push((*message_id, *member_id, None, *at, route)),
+                (
+                    BatchOp::Seen {
+                        message_id,
+                        member_id,
+                        session_id,
+                        at,
+                    },
+                    BatchOutcome::Receipt(Some(route)),
+                ) => receipts.push((*message_id, *member_id, Some(*session_id), *at, route)),
+                _ => {}
+            }
+        }
+        let mut events = notify::messages(&self.node, &seqs);
+        if receipts.is_empty() {
+            return Ok(events);
+        }
+        // The receipt frame names the recipient by public key.
+        let ids: Vec<&str> = receipts.iter().map(|r| r.1).collect();
+        let st = tx
+            .prepare_cached("SELECT id, pubkey FROM members WHERE id = ANY($1)")
+            .await?;
+        let keys: std::collections::HashMap<String, String> = tx
+            .query(&st, &[&ids])
+            .await?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        for (message_id, member_id, session, at, route) in receipts {
+            let Some(member) = keys.get(member_id) else {
+                continue;
+            };
+            events.extend(notify::receipts(ClusterEvent::Receipt {
+                node: self.node.clone(),
+                mesh: route.mesh_id.clone(),
+                sender: route.sender_member_id.clone(),
+                message_id: message_id.to_owned(),
+                member: member.clone(),
+                session: session.map(str::to_owned),
+                sessions: route.sessions.clone(),
+                seen: session.is_some(),
+                at,
+            }));
+        }
+        Ok(events)
     }
 }
 

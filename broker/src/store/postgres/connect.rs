@@ -65,3 +65,48 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
         .unwrap_or("postgres");
     format!("{host}:{port}/{db}")
 }
+
+/// A `LISTEN` connection: its notifications' payloads arrive on `rx`,
+/// which closes when the connection breaks.
+pub struct Listening {
+    /// Keeps the connection open.
+    _client: tokio_postgres::Client,
+    pub rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Opens a connection outside the pool and listens on the cluster's
+/// channel.
+pub async fn listen(config: &tokio_postgres::Config) -> Result<Listening, StoreError> {
+    use futures_util::StreamExt as _;
+    use tokio_postgres::AsyncMessage;
+
+    let (client, mut connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "the cluster's LISTEN connection broke");
+                    return;
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!("LISTEN {}", super::notify::CHANNEL))
+        .await?;
+    Ok(Listening {
+        _client: client,
+        rx,
+    })
+}

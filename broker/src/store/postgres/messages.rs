@@ -241,6 +241,44 @@ pub async fn involves_member(
 
 /// Undelivered, unexpired copies for `member_id` numbered up to
 /// `max_seq`, oldest first.
+pub async fn copies_of(
+    c: &impl GenericClient,
+    seqs: &[i64],
+    now_ms: i64,
+) -> Result<Vec<(String, String, PendingPush)>, StoreError> {
+    let st = c
+        .prepare_cached(
+            "SELECT m.id, r.sessions, r.nonce, r.ciphertext, m.sender_pubkey,
+                    m.sender_session, m.sender_name, m.target, m.priority, m.sent_at,
+                    m.mesh_id, r.member_id
+             FROM recipients r JOIN messages m ON m.seq = r.msg_seq
+             WHERE r.msg_seq = ANY($1) AND r.delivered_at IS NULL AND m.expires_at > $2
+             ORDER BY r.msg_seq, r.ord",
+        )
+        .await?;
+    let rows = c.query(&st, &[&seqs, &now_ms]).await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(10), r.get(11), pending(r)))
+        .collect())
+}
+
+fn pending(r: &tokio_postgres::Row) -> PendingPush {
+    let priority: &str = r.get(8);
+    PendingPush {
+        message_id: r.get(0),
+        sessions: sessions_from_json(r.get(1)),
+        nonce: r.get::<_, Option<String>>(2).unwrap_or_default(),
+        ciphertext: r.get::<_, Option<String>>(3).unwrap_or_default(),
+        sender_pubkey: r.get(4),
+        sender_session: r.get(5),
+        sender_name: r.get(6),
+        target: r.get(7),
+        priority: Priority::parse(priority).unwrap_or_default(),
+        sent_at: r.get(9),
+    }
+}
+
 pub async fn pending_for_member(
     c: &impl GenericClient,
     member_id: &str,
@@ -258,24 +296,7 @@ pub async fn pending_for_member(
         )
         .await?;
     let rows = c.query(&st, &[&member_id, &now_ms, &max_seq]).await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| {
-            let priority: &str = r.get(8);
-            PendingPush {
-                message_id: r.get(0),
-                sessions: sessions_from_json(r.get(1)),
-                nonce: r.get::<_, Option<String>>(2).unwrap_or_default(),
-                ciphertext: r.get::<_, Option<String>>(3).unwrap_or_default(),
-                sender_pubkey: r.get(4),
-                sender_session: r.get(5),
-                sender_name: r.get(6),
-                target: r.get(7),
-                priority: Priority::parse(priority).unwrap_or_default(),
-                sent_at: r.get(9),
-            }
-        })
-        .collect())
+    Ok(rows.iter().map(pending).collect())
 }
 
 /// Deletes messages past their life, with their copies and receipts

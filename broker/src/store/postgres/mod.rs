@@ -8,8 +8,10 @@
 //! run in [`PgBatch`].
 
 mod batch;
-mod connect;
+pub mod connect;
 pub(crate) mod messages;
+pub mod notify;
+pub mod presence;
 pub(crate) mod schema;
 
 use deadpool_postgres::{Client, GenericClient, Pool};
@@ -62,6 +64,11 @@ fn invite(r: &Row) -> InviteRow {
 pub struct PgStore {
     pool: Pool,
     described: String,
+    /// The parsed URL, for connections outside the pool (`LISTEN`).
+    config: Box<tokio_postgres::Config>,
+    /// This node's id in a cluster (set once by the server; admin
+    /// commands leave it empty).
+    node: std::sync::OnceLock<String>,
 }
 
 impl PgStore {
@@ -71,6 +78,8 @@ impl PgStore {
         let store = Self {
             described: connect::describe(&connector.config),
             pool: connector.pool,
+            config: Box::new(connector.config),
+            node: std::sync::OnceLock::new(),
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
@@ -90,7 +99,122 @@ impl PgStore {
     }
 
     pub fn batch_writer(&self) -> PgBatch {
-        PgBatch::new(self.pool.clone())
+        PgBatch::new(self.pool.clone(), self.node_id().to_owned())
+    }
+
+    /// Names this process as a cluster node (the first call wins).
+    pub fn set_node_id(&self, node: &str) {
+        let _ = self.node.set(node.to_owned());
+    }
+
+    pub fn node_id(&self) -> &str {
+        self.node.get().map_or("", String::as_str)
+    }
+
+    /// A connection of its own, outside the pool, for `LISTEN`; its
+    /// notifications arrive on the returned channel until it breaks
+    /// (the channel then closes).
+    pub async fn listen(&self) -> Result<connect::Listening, StoreError> {
+        connect::listen(&self.config).await
+    }
+
+    /// Writes and announces changes to this node's sessions, in one
+    /// transaction.
+    pub async fn write_presence(
+        &self,
+        changes: &[presence::PresenceWrite],
+    ) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        presence::write(&tx, self.node_id(), changes).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every session other nodes carry.
+    pub async fn presence_elsewhere(&self) -> Result<Vec<presence::PresenceRow>, StoreError> {
+        presence::others(&self.client().await?, self.node_id()).await
+    }
+
+    /// One session's presence row.
+    pub async fn presence_row(
+        &self,
+        mesh_id: &str,
+        member_id: &str,
+        session_id: &str,
+    ) -> Result<Option<presence::PresenceRow>, StoreError> {
+        presence::one(&self.client().await?, mesh_id, member_id, session_id).await
+    }
+
+    /// What this node id left in the presence table before it started
+    /// enters its grace period (its connections are gone; its sessions
+    /// may come back to any node).
+    pub async fn orphan_own_presence(&self, grace_ms: i64) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        presence::orphan_node(&tx, self.node_id(), grace_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a connection of the member if it has fewer than `limit`
+    /// over the cluster (see [`presence::admit_connection`]).
+    pub async fn admit_connection(
+        &self,
+        conn_id: u64,
+        mesh_id: &str,
+        member_id: &str,
+        limit: usize,
+    ) -> Result<bool, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let id = i64::try_from(conn_id).unwrap_or(i64::MAX);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let admitted =
+            presence::admit_connection(&tx, self.node_id(), id, mesh_id, member_id, limit).await?;
+        tx.commit().await?;
+        Ok(admitted)
+    }
+
+    /// Forgets a closed connection of this node.
+    pub async fn release_connection(&self, conn_id: u64) -> Result<(), StoreError> {
+        let id = i64::try_from(conn_id).unwrap_or(i64::MAX);
+        presence::release_connection(&self.client().await?, self.node_id(), id).await
+    }
+
+    /// One beat of the cluster's liveness: records this node's heartbeat,
+    /// claims the nodes whose heartbeat is older than `stale_ms` (their
+    /// sessions enter a grace of `grace_ms`), and removes, announcing
+    /// it, every orphaned session whose grace has ended. Returns the
+    /// nodes this one claimed.
+    pub async fn cluster_beat(
+        &self,
+        stale_ms: i64,
+        grace_ms: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut c = self.client().await?;
+        presence::heartbeat(&c, self.node_id()).await?;
+        let tx = c.transaction().await?;
+        let claimed = presence::claim_stale(&tx, self.node_id(), stale_ms).await?;
+        for dead in &claimed {
+            presence::orphan_node(&tx, dead, grace_ms).await?;
+        }
+        tx.commit().await?;
+        let tx = c.transaction().await?;
+        presence::sweep_orphans(&tx).await?;
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// The undelivered, unexpired copies of messages `seqs`, with their
+    /// mesh and member: what a node pushes when another node announces
+    /// them.
+    pub async fn copies_of(
+        &self,
+        seqs: &[i64],
+        now_ms: i64,
+    ) -> Result<Vec<(String, String, PendingPush)>, StoreError> {
+        messages::copies_of(&self.client().await?, seqs, now_ms).await
     }
 
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
@@ -526,11 +650,20 @@ async fn revoke_member(
         &[&mesh_id, &member_id, &now_ms],
     )
     .await?;
-    c.execute(
-        "INSERT INTO revocations (mesh_id, member_id, at) VALUES ($1, $2, $3)",
-        &[&mesh_id, &member_id, &now_ms],
-    )
-    .await?;
+    let seq: i64 = c
+        .query_one(
+            "INSERT INTO revocations (mesh_id, member_id, at) VALUES ($1, $2, $3) RETURNING seq",
+            &[&mesh_id, &member_id, &now_ms],
+        )
+        .await?
+        .get(0);
+    // Every node closes the member's connections at once (at commit).
+    let event = notify::ClusterEvent::Revoked {
+        seq,
+        mesh: mesh_id.to_owned(),
+        member: member_id.to_owned(),
+    };
+    notify::send(c, &[event]).await?;
     Ok(())
 }
 

@@ -105,8 +105,47 @@ CREATE TABLE settings (
 );
 "#;
 
+/// The cluster's shared presence: one row per session, written by the
+/// node carrying it (`live` false during its grace period).
+const V2: &str = r#"
+CREATE TABLE presence (
+    mesh_id    TEXT NOT NULL,
+    member_id  TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    peer       TEXT NOT NULL,
+    live       BOOLEAN NOT NULL,
+    PRIMARY KEY (mesh_id, member_id, session_id)
+);
+CREATE INDEX presence_by_node ON presence(node);
+"#;
+
+/// Node liveness and live connections: each node's heartbeat (database time, ms), and which
+/// surviving node claimed it once the heartbeat went stale. A presence
+/// row with a `grace_until` belongs to a node that is gone: it leaves at
+/// that time unless its session comes back (on any node) first.
+const V3: &str = r#"
+CREATE TABLE nodes (
+    id           TEXT PRIMARY KEY,
+    heartbeat_at BIGINT NOT NULL,
+    claimed_by   TEXT
+);
+ALTER TABLE presence ADD COLUMN grace_until BIGINT;
+CREATE INDEX presence_orphans ON presence(grace_until) WHERE grace_until IS NOT NULL;
+-- Live connections by node: the per-member connection limit is counted
+-- over the cluster. A dead node's rows go when it is claimed.
+CREATE TABLE connections (
+    node      TEXT NOT NULL,
+    conn_id   BIGINT NOT NULL,
+    mesh_id   TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    PRIMARY KEY (node, conn_id)
+);
+CREATE INDEX connections_by_member ON connections(mesh_id, member_id);
+"#;
+
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1];
+const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this broker writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
