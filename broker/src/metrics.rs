@@ -111,14 +111,13 @@ pub struct Metrics {
     db_round_trip: ByOp,
     /// Cross-node notifications this node sent (a PostgreSQL `NOTIFY`
     /// telling other nodes about a push, receipt, presence change or
-    /// revocation). Incremented by the cluster code, one per NOTIFY.
+    /// revocation), counted as it hears its own committed ones back.
     pub cluster_notifications_sent: Counter,
     /// Cross-node notifications this node received on its `LISTEN`
-    /// connection (its own included if it hears them). Incremented by
-    /// the cluster code, one per notification.
+    /// connection from other nodes (and the admin CLI's revocations).
     pub cluster_notifications_received: Counter,
-    /// Time from a notification's sending (its sender's clock) to its
-    /// handling here; observe with [`Metrics::notify_lag`].
+    /// From a message's (or receipt's) arrival on another node to its
+    /// push (or relay) here; observe with [`Metrics::notify_lag`].
     pub cluster_notify_lag: Histogram,
 }
 

@@ -187,6 +187,20 @@ async fn a_message_reaches_a_member_on_another_node_with_its_receipts_and_status
     // Pushed once: nothing else arrives for bob.
     let rest = b.sync().await;
     assert!(rest.iter().all(|f| f["type"] != "push"), "{rest:?}");
+
+    // Each node counts what it told the others and what it heard, and
+    // times the cross-node push (node 2) and receipt relays (node 1).
+    let (m1, m2) = (c.n(1).metrics().await, c.n(2).metrics().await);
+    let count = |text: &str, series: &str| metric(text, series).unwrap_or(0.0);
+    for (text, node) in [(&m1, 1), (&m2, 2)] {
+        for series in [
+            "claudemesh_broker_cluster_notifications_sent_total",
+            "claudemesh_broker_cluster_notifications_received_total",
+            "claudemesh_broker_cluster_notify_lag_seconds_count",
+        ] {
+            assert!(count(text, series) >= 1.0, "node {node}: {series}\n{text}");
+        }
+    }
 }
 
 #[tokio::test]

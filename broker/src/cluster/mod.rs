@@ -161,7 +161,10 @@ async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {
         if let Some(mut l) = listening.take() {
             while let Some(payload) = l.rx.recv().await {
                 match ClusterEvent::parse(&payload) {
-                    Some(event) => handle(&ctx, pg, event, &mut last_revocation).await,
+                    Some(event) => {
+                        count(&ctx.metrics, pg, &event);
+                        handle(&ctx, pg, event, &mut last_revocation).await;
+                    }
                     None => tracing::warn!("an unknown cluster notification was ignored"),
                 }
             }
@@ -182,6 +185,22 @@ async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {
     }
 }
 
+/// Every node hears its own notifications too, and only those of
+/// committed transactions: so what it hears from itself is exactly what
+/// it has sent.
+fn count(metrics: &Metrics, pg: &PgStore, event: &ClusterEvent) {
+    if event.node() == Some(pg.node_id()) {
+        Metrics::inc(&metrics.cluster_notifications_sent);
+    } else {
+        Metrics::inc(&metrics.cluster_notifications_received);
+    }
+}
+
+/// Time since `at` (another node's clock, in ms) for the lag histogram.
+fn since(ctx: &Ctx, at: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ctx.now_ms().saturating_sub(at)).unwrap_or(0))
+}
+
 async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocation: &mut i64) {
     let me = pg.node_id();
     match event {
@@ -200,6 +219,10 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
                 if let Some(mesh) = ctx.hub.find(&mesh_id) {
                     let n = delivery::push_copy(&mesh, &member_id, &copy);
                     Metrics::add(&ctx.metrics.messages_pushed, n);
+                    if n > 0 {
+                        // From the message's arrival on its node to its push here.
+                        ctx.metrics.notify_lag(since(ctx, copy.sent_at));
+                    }
                 }
             }
         }
@@ -235,6 +258,8 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
                 sessions,
             };
             delivery::relay_receipt_in(&live, &receipt, &route);
+            // From the receipt's arrival on its node to its relay here.
+            ctx.metrics.notify_lag(since(ctx, at));
         }
         ClusterEvent::Presence { node, .. } if node == me => {}
         ClusterEvent::Presence {

@@ -71,6 +71,17 @@ impl ClusterEvent {
         serde_json::to_string(self).unwrap_or_default()
     }
 
+    /// The node that sent it; `None` for a revocation, which the admin
+    /// CLI may send too.
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Self::Messages { node, .. }
+            | Self::Receipt { node, .. }
+            | Self::Presence { node, .. } => Some(node),
+            Self::Revoked { .. } => None,
+        }
+    }
+
     /// `None` for a payload this broker does not understand (a newer node
     /// in a mixed cluster): ignored rather than fatal.
     pub fn parse(payload: &str) -> Option<Self> {
