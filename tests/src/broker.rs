@@ -82,6 +82,12 @@ impl Broker {
     }
 }
 
+impl Drop for Broker {
+    fn drop(&mut self) {
+        crate::logs::print_if_panicking("broker", self.data.path());
+    }
+}
+
 fn spawn(data: &std::path::Path, port: u16) -> Guarded {
     let log = std::fs::OpenOptions::new()
         .create(true)

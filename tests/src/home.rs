@@ -6,6 +6,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::bins;
 use crate::process::Guarded;
+use crate::wait;
 
 pub struct Home {
     dir: tempfile::TempDir,
@@ -78,6 +79,38 @@ impl Home {
         Guarded::spawn(&format!("claudemeshd ({})", self.name), &mut cmd)
     }
 
+    /// `start_daemon`, then [`Self::wait_answering`].
+    pub fn start_daemon_answering(&self, args: &[&str]) -> Guarded {
+        let mut daemon = self.start_daemon(args);
+        self.wait_answering(&mut daemon);
+        daemon
+    }
+
+    /// Waits until `daemon`, this very process, answers on the home's
+    /// socket. Until then a shim's tool call finds no daemon and starts one
+    /// itself, with the default options and environment (the local mesh
+    /// on, whatever the test gave `daemon`): when that one wins the
+    /// instance lock, the test's daemon exits and sessions attach to
+    /// another mesh than the test meant.
+    pub fn wait_answering(&self, daemon: &mut Guarded) {
+        let pid = u64::from(daemon.pid());
+        wait::until(
+            &format!("claudemeshd ({}) to answer", self.name),
+            wait::DEFAULT,
+            || {
+                assert!(
+                    daemon.is_running(),
+                    "claudemeshd ({}) exited before answering; its log:\n{}",
+                    self.name,
+                    self.daemon_log()
+                );
+                let out = self.ctl(&["status", "--json"]);
+                let status: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+                (status["daemon"]["pid"].as_u64() == Some(pid)).then_some(())
+            },
+        );
+    }
+
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.path().join("daemon.log")).unwrap_or_default()
     }
@@ -101,5 +134,11 @@ impl Home {
             String::from_utf8_lossy(&out.stdout)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for Home {
+    fn drop(&mut self) {
+        crate::logs::print_if_panicking(&format!("home {}", self.name), self.path());
     }
 }

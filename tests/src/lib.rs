@@ -10,6 +10,7 @@ pub mod broker;
 pub mod claude;
 pub mod home;
 pub mod inbox;
+pub mod logs;
 pub mod mcp;
 pub mod process;
 pub mod rpc;

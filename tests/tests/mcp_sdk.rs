@@ -21,6 +21,8 @@ fn the_typescript_sdk_lists_calls_and_receives_notifications() {
     // A short push window: the SDK client is not Claude Code, no transcript
     // confirms its pushes, so they are unread again after it.
     let mut daemon = home.start_daemon_with_env(&[], &[("CLAUDEMESH_PUSH_CONFIRM_MS", "1000")]);
+    // Answering before the shim starts: one it started would lack the window.
+    home.wait_answering(&mut daemon);
     let mut cmd = Command::new("node");
     cmd.arg(js.join("sdk_client.mjs"))
         .arg(bins::bin(bins::SHIM))

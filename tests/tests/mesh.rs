@@ -14,8 +14,10 @@ fn team_mesh_two_daemons_one_broker() {
     let broker = Broker::start();
     let link = broker.mesh_with_invite("team", 2);
     let (home_a, home_b) = (Home::new("a"), Home::new("b"));
-    let _daemon_a = home_a.start_daemon(&["--no-local"]);
-    let mut daemon_b = home_b.start_daemon(&["--no-local"]);
+    // Each answering before any shim or ctl call: a shim finding no daemon
+    // would start one with the local mesh on, the default for new sessions.
+    let _daemon_a = home_a.start_daemon_answering(&["--no-local"]);
+    let mut daemon_b = home_b.start_daemon_answering(&["--no-local"]);
     // Joined while the daemons run: they pick the mesh up without a restart.
     home_a.ctl_ok(&["join", &link]);
     home_b.ctl_ok(&["join", &link]);
@@ -46,7 +48,7 @@ fn team_mesh_two_daemons_one_broker() {
     // message waits at the broker and arrives when the daemon returns.
     daemon_b.terminate();
     let queued = send(&mut alice, "bob", "offline: while b was down", "now");
-    let _daemon_b = home_b.start_daemon(&["--no-local"]);
+    let _daemon_b = home_b.start_daemon_answering(&["--no-local"]);
     let (path, _) = receive(&mut bob, "offline: while b was down", LIMIT);
     wait_states(&mut alice, &queued, &[path]);
 }
