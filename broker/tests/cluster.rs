@@ -108,34 +108,6 @@ async fn await_peers(c: &mut Client, expected: &[(&str, &[&str])]) {
     panic!("peers never became {expected:?}: {:?}", peers(c).await);
 }
 
-fn recipients(ack: &Value) -> Vec<(String, Option<String>, String)> {
-    let mut v: Vec<_> = ack["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["member"].as_str().unwrap().to_owned(),
-                r["sessionId"].as_str().map(str::to_owned),
-                r["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn push_sessions(push: &Value) -> Vec<String> {
-    let mut v: Vec<String> = push["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 fn delivered(m: &Member, session: &str) -> (String, Option<String>, String) {
     (m.pubkey(), Some(session.to_owned()), "delivered".to_owned())
 }

@@ -20,7 +20,6 @@ use common::*;
 use serde_json::Value;
 
 use claudemesh_broker::admin::Admin;
-use claudemesh_protocol::MemberSecretKey;
 use claudemesh_protocol::wire::ConnectionRole;
 use tmpfs::Tmpfs;
 
@@ -90,17 +89,7 @@ async fn a_full_disk_refuses_sends_clearly_and_recovers_without_a_restart() {
     let data = disk.path().join("data");
     let admin = Admin::open(&data).unwrap();
     let mesh = admin.create_mesh("full").unwrap();
-    let enroll = |name: &str| {
-        let key = MemberSecretKey::generate().unwrap();
-        let info = admin
-            .enroll_member("full", &key.public_key().to_hex(), name)
-            .unwrap();
-        Member {
-            key,
-            info,
-            mesh_id: mesh.id.clone(),
-        }
-    };
+    let enroll = |name: &str| Member::enroll(&admin, &mesh, name);
     let (alice, bob) = (enroll("alice"), enroll("bob"));
     drop(admin);
     let port = free_port();

@@ -14,7 +14,6 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use claudemesh_broker::admin::Admin;
-use claudemesh_protocol::MemberSecretKey;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -62,17 +61,7 @@ async fn every_acked_message_survives_kill_9() {
     let dir = tempfile::tempdir().unwrap();
     let admin = Admin::open(dir.path()).unwrap();
     let mesh = admin.create_mesh("k9").unwrap();
-    let enroll = |name: &str| {
-        let key = MemberSecretKey::generate().unwrap();
-        let info = admin
-            .enroll_member("k9", &key.public_key().to_hex(), name)
-            .unwrap();
-        Member {
-            key,
-            info,
-            mesh_id: mesh.id.clone(),
-        }
-    };
+    let enroll = |name: &str| Member::enroll(&admin, &mesh, name);
     let (alice, bob) = (enroll("alice"), enroll("bob"));
     let port = free_port();
     let url = format!("ws://127.0.0.1:{port}/ws");

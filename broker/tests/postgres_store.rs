@@ -189,17 +189,7 @@ async fn sends_are_refused_while_the_database_is_down_and_flow_again_after() {
     let keys = tempfile::tempdir().unwrap();
     let admin = Admin::open_store(keys.path(), Some(&db)).unwrap();
     let mesh = admin.create_mesh("team").unwrap();
-    let enroll = |name: &str| {
-        let key = MemberSecretKey::generate().unwrap();
-        let info = admin
-            .enroll_member("team", &key.public_key().to_hex(), name)
-            .unwrap();
-        Member {
-            key,
-            info,
-            mesh_id: mesh.id.clone(),
-        }
-    };
+    let enroll = |name: &str| Member::enroll(&admin, &mesh, name);
     let (alice, bob) = (enroll("alice"), enroll("bob"));
     drop(admin);
     let mut config = test_config(keys.path());

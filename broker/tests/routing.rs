@@ -23,34 +23,6 @@ async fn daemon_with(b: &TestBroker, m: &Member, sessions: &[(&str, &str, &[&str
     d
 }
 
-fn recipients(ack: &Value) -> Vec<(String, Option<String>, String)> {
-    let mut v: Vec<_> = ack["recipients"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["member"].as_str().unwrap().to_owned(),
-                r["sessionId"].as_str().map(str::to_owned),
-                r["state"].as_str().unwrap().to_owned(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn sessions(push: &Value) -> Vec<String> {
-    let mut v: Vec<String> = push["sessions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap().to_owned())
-        .collect();
-    v.sort();
-    v
-}
-
 async fn every_target_form(store: Backend) {
     let b = TestBroker::on(store).await;
     let (alice, bob, carol) = (b.member("alice"), b.member("bob"), b.member("carol"));
@@ -88,7 +60,7 @@ async fn every_target_form(store: Backend) {
     assert_eq!(p["from"]["displayName"], "alice");
     assert_eq!(p["to"], "carol");
     assert_eq!(p["priority"], "now");
-    assert_eq!(sessions(&p), vec!["c1"]);
+    assert_eq!(push_sessions(&p), vec!["c1"]);
     assert!(p["sentAt"].as_i64().is_some());
     assert_eq!(carol.open(&p, &alice), "by name");
 
@@ -102,7 +74,7 @@ async fn every_target_form(store: Backend) {
         vec![(bob.pubkey(), Some("b2".into()), "delivered".into())]
     );
     let p = d.recv_type("push").await;
-    assert_eq!(sessions(&p), vec!["b2"]);
+    assert_eq!(push_sessions(&p), vec!["b2"]);
     assert_eq!(p["to"], to.as_str());
     assert_eq!(bob.open(&p, &alice), "to b2");
 
@@ -122,7 +94,7 @@ async fn every_target_form(store: Backend) {
         ]
     );
     let p = d.recv_type("push").await;
-    assert_eq!(sessions(&p), Vec::<String>::new());
+    assert_eq!(push_sessions(&p), Vec::<String>::new());
 
     // @group
     a.send(send_frame(
@@ -133,8 +105,8 @@ async fn every_target_form(store: Backend) {
     .await;
     let ack = a.recv_type("ack").await;
     assert_eq!(ack["recipients"].as_array().unwrap().len(), 2);
-    assert_eq!(sessions(&d.recv_type("push").await), vec!["b1"]);
-    assert_eq!(sessions(&c.recv_type("push").await), vec!["c1"]);
+    assert_eq!(push_sessions(&d.recv_type("push").await), vec!["b1"]);
+    assert_eq!(push_sessions(&c.recv_type("push").await), vec!["c1"]);
 
     // *: from bob's b1 — alice, carol, and bob's *other* session b2.
     let mut all = send_frame(
@@ -159,7 +131,7 @@ async fn every_target_form(store: Backend) {
         v
     });
     let own = d.recv_type("push").await;
-    assert_eq!(sessions(&own), vec!["b2"]);
+    assert_eq!(push_sessions(&own), vec!["b2"]);
     assert_eq!(bob.open(&own, &bob), "hi all");
     assert_eq!(alice.open(&a.recv_type("push").await, &bob), "hi all");
     assert_eq!(carol.open(&c.recv_type("push").await, &bob), "hi all");

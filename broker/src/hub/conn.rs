@@ -22,7 +22,7 @@ pub const CLOSE_TRY_AGAIN_LATER: u16 = 1013;
 
 /// What every clone of a handle shares besides the queue.
 #[derive(Default)]
-struct CloseSignal {
+struct HandleShared {
     notify: Notify,
     reason: Mutex<Option<(u16, String)>>,
     recent: Mutex<RecentPushes>,
@@ -58,7 +58,7 @@ pub struct ConnHandle {
     /// Bytes that may still be queued: [`MAX_OUTBOUND_QUEUE_BYTES`] minus
     /// those of the frames waiting.
     budget: Arc<Semaphore>,
-    close: Arc<CloseSignal>,
+    shared: Arc<HandleShared>,
 }
 
 /// The budget a frame takes: its payload, at least one byte, at most the
@@ -82,7 +82,7 @@ impl ConnHandle {
                 id,
                 tx,
                 budget: Arc::new(Semaphore::new(MAX_OUTBOUND_QUEUE_BYTES)),
-                close: Arc::new(CloseSignal::default()),
+                shared: Arc::new(HandleShared::default()),
             },
             rx,
         )
@@ -133,7 +133,7 @@ impl ConnHandle {
     /// for a repeat, which must not be sent.
     pub fn first_push(&self, message_id: &str, scope: &str) -> bool {
         let key = format!("{message_id}/{scope}");
-        let mut r = self.close.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.shared.recent.lock().unwrap_or_else(|e| e.into_inner());
         if !r.seen.insert(key.clone()) {
             return false;
         }
@@ -149,21 +149,21 @@ impl ConnHandle {
     /// Asks the connection to close with `code` and `reason`. The first
     /// request wins; the connection's task sends the close frame.
     pub fn close(&self, code: u16, reason: &str) {
-        if let Ok(mut r) = self.close.reason.lock()
+        if let Ok(mut r) = self.shared.reason.lock()
             && r.is_none()
         {
             *r = Some((code, reason.to_owned()));
         }
-        self.close.notify.notify_one();
+        self.shared.notify.notify_one();
     }
 
     /// Resolves once [`ConnHandle::close`] has been called.
     pub async fn closing(&self) -> (u16, String) {
         loop {
-            if let Some(r) = self.close.reason.lock().ok().and_then(|r| r.clone()) {
+            if let Some(r) = self.shared.reason.lock().ok().and_then(|r| r.clone()) {
                 return r;
             }
-            self.close.notify.notified().await;
+            self.shared.notify.notified().await;
         }
     }
 }

@@ -131,6 +131,30 @@ fn error_text(code: ErrorCode, message: impl Into<String>) -> Message {
     ))
 }
 
+/// Refuses a connection that was never admitted: an `error` frame, then a
+/// close whose reason is the same code.
+async fn refuse(
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    close: u16,
+    code: ErrorCode,
+    message: impl Into<String>,
+) {
+    let reason = code.as_str().to_owned();
+    let err = error_text(code, message);
+    close_direct(sink, stream, vec![err], close, &reason).await;
+}
+
+/// The refusal of a member already at its connection limit.
+fn too_many_connections(limit: usize) -> String {
+    format!("this member already has {limit} connections open; close one and retry")
+}
+
+/// A hello refused because the broker cannot store anything now (1013:
+/// try again later).
+const DB_UNREACHABLE: &str =
+    "the broker cannot reach its database and cannot accept connections now; try again later";
+
 /// Runs one connection to its end.
 pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
     let _task = ctx.tasks.enter();
@@ -145,11 +169,8 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         }
         Ok(Incoming::Text(t)) => t,
         Ok(Incoming::TooLarge) => {
-            let err = error_text(
-                ErrorCode::TooLarge,
-                format!("frames are limited to {MAX_FRAME_BYTES} bytes"),
-            );
-            return close_direct(sink, stream, vec![err], 1009, ErrorCode::TooLarge.as_str()).await;
+            let message = format!("frames are limited to {MAX_FRAME_BYTES} bytes");
+            return refuse(sink, stream, 1009, ErrorCode::TooLarge, message).await;
         }
         Ok(Incoming::Closed) => return,
         Ok(Incoming::Binary | Incoming::Control) => {
@@ -171,54 +192,23 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         Err(HelloFailure::Rejected(r)) => {
             ctx.metrics.connection_rejected(r.code());
             tracing::info!(reason = r.code(), "hello rejected");
-            let err = error_text(r.error_code(), r.to_string());
-            return close_direct(sink, stream, vec![err], 1008, r.code()).await;
+            return refuse(sink, stream, 1008, r.error_code(), r.to_string()).await;
         }
         Err(HelloFailure::Internal(e)) if e.is_disk_full() => {
             tracing::error!(error = %e, "the disk is full: a hello was refused");
-            let err = error_text(
-                ErrorCode::Unavailable,
-                "the broker's disk is full and it cannot accept connections now; try again later",
-            );
+            let message =
+                "the broker's disk is full and it cannot accept connections now; try again later";
             // 1013: try again later.
-            return close_direct(
-                sink,
-                stream,
-                vec![err],
-                1013,
-                ErrorCode::Unavailable.as_str(),
-            )
-            .await;
+            return refuse(sink, stream, 1013, ErrorCode::Unavailable, message).await;
         }
         Err(HelloFailure::Unavailable(e)) => {
             tracing::error!(error = %e, "the database is unreachable: a hello was refused");
-            let err = error_text(
-                ErrorCode::Unavailable,
-                "the broker cannot reach its database and cannot accept connections now; try again later",
-            );
-            return close_direct(
-                sink,
-                stream,
-                vec![err],
-                1013,
-                ErrorCode::Unavailable.as_str(),
-            )
-            .await;
+            return refuse(sink, stream, 1013, ErrorCode::Unavailable, DB_UNREACHABLE).await;
         }
         Err(HelloFailure::Internal(e)) => {
             tracing::error!(error = %e, "hello could not be verified");
-            let err = error_text(
-                ErrorCode::InternalError,
-                "the broker could not verify the hello; try again",
-            );
-            return close_direct(
-                sink,
-                stream,
-                vec![err],
-                1011,
-                ErrorCode::InternalError.as_str(),
-            )
-            .await;
+            let message = "the broker could not verify the hello; try again";
+            return refuse(sink, stream, 1011, ErrorCode::InternalError, message).await;
         }
     };
 
@@ -232,29 +222,12 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         Ok(false) => {
             let code = ErrorCode::TooManyConnections;
             ctx.metrics.connection_rejected(code.as_str());
-            let err = error_text(
-                code.clone(),
-                format!(
-                    "this member already has {} connections open; close one and retry",
-                    ctx.config.max_connections_per_member
-                ),
-            );
-            return close_direct(sink, stream, vec![err], 1008, code.as_str()).await;
+            let message = too_many_connections(ctx.config.max_connections_per_member);
+            return refuse(sink, stream, 1008, code, message).await;
         }
         Err(e) => {
             tracing::error!(error = %e, "counting the member's connections failed");
-            let err = error_text(
-                ErrorCode::Unavailable,
-                "the broker cannot reach its database and cannot accept connections now; try again later",
-            );
-            return close_direct(
-                sink,
-                stream,
-                vec![err],
-                1013,
-                ErrorCode::Unavailable.as_str(),
-            )
-            .await;
+            return refuse(sink, stream, 1013, ErrorCode::Unavailable, DB_UNREACHABLE).await;
         }
     }
     let attached: Result<i64, (ErrorCode, String)> = {
@@ -262,10 +235,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         if state.member_conns(&member.id).len() >= ctx.config.max_connections_per_member {
             Err((
                 ErrorCode::TooManyConnections,
-                format!(
-                    "this member already has {} connections open; close one and retry",
-                    ctx.config.max_connections_per_member
-                ),
+                too_many_connections(ctx.config.max_connections_per_member),
             ))
         } else {
             state.add_conn(ConnEntry {
@@ -322,9 +292,7 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
         Err((code, message)) => {
             crate::cluster::release_connection(&ctx, conn_id);
             ctx.metrics.connection_rejected(code.as_str());
-            let reason = code.as_str().to_owned();
-            let err = error_text(code, message);
-            return close_direct(sink, stream, vec![err], 1008, &reason).await;
+            return refuse(sink, stream, 1008, code, message).await;
         }
     };
     slot.authenticated();
@@ -382,11 +350,8 @@ async fn reject_no_hello(
     let reason = ErrorCode::NoHello.as_str();
     ctx.metrics.connection_rejected(reason);
     tracing::info!(reason, "connection rejected");
-    let err = error_text(
-        ErrorCode::NoHello,
-        "the first frame on a connection must be a hello",
-    );
-    close_direct(sink, stream, vec![err], 1008, reason).await;
+    let message = "the first frame on a connection must be a hello";
+    refuse(sink, stream, 1008, ErrorCode::NoHello, message).await;
 }
 
 /// Reads frames until the connection ends; says how it ended.

@@ -185,16 +185,7 @@ impl TestBroker {
 
     /// Enrolls a fresh key.
     pub fn member(&self, name: &str) -> Member {
-        let key = MemberSecretKey::generate().unwrap();
-        let info = self
-            .admin()
-            .enroll_member(&self.mesh.id, &key.public_key().to_hex(), name)
-            .unwrap();
-        Member {
-            key,
-            info,
-            mesh_id: self.mesh.id.clone(),
-        }
+        Member::enroll(&self.admin(), &self.mesh, name)
     }
 
     pub fn ws_url(&self) -> String {
@@ -234,6 +225,19 @@ pub struct Member {
 }
 
 impl Member {
+    /// A fresh key enrolled in `mesh` under `name`.
+    pub fn enroll(admin: &Admin, mesh: &MeshInfo, name: &str) -> Self {
+        let key = MemberSecretKey::generate().unwrap();
+        let info = admin
+            .enroll_member(&mesh.id, &key.public_key().to_hex(), name)
+            .unwrap();
+        Self {
+            key,
+            info,
+            mesh_id: mesh.id.clone(),
+        }
+    }
+
     pub fn pubkey(&self) -> String {
         self.info.pubkey.clone()
     }
@@ -536,4 +540,34 @@ fn without_node_label(line: &str) -> Cow<'_, str> {
 /// A `send` frame.
 pub fn send_frame(id: &str, to: &str, envelopes: Vec<Value>) -> Value {
     json!({"type":"send","id":id,"to":to,"priority":"now","envelopes":envelopes})
+}
+
+/// An ack's recipients as sorted (member, session, state) triples.
+pub fn recipients(ack: &Value) -> Vec<(String, Option<String>, String)> {
+    let mut v: Vec<_> = ack["recipients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["member"].as_str().unwrap().to_owned(),
+                r["sessionId"].as_str().map(str::to_owned),
+                r["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A push's `sessions`, sorted.
+pub fn push_sessions(push: &Value) -> Vec<String> {
+    let mut v: Vec<String> = push["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_owned())
+        .collect();
+    v.sort();
+    v
 }
