@@ -144,6 +144,27 @@ impl RunningBroker {
         self.local_addr
     }
 
+    /// The sessions this node lists in mesh `mesh_id` (its own and, in a
+    /// cluster, its replicas of the other nodes'), each as its peer's JSON
+    /// and whether it is live, sorted. The nodes of a cluster reach one
+    /// view a moment after each change (through the database); tests wait
+    /// for it before acting on another node.
+    pub fn listed_sessions(&self, mesh_id: &str) -> Vec<(String, bool)> {
+        let Some(mesh) = self.ctx.hub.find(mesh_id) else {
+            return Vec::new();
+        };
+        let state = mesh.lock();
+        let mut listed: Vec<(String, bool)> = state
+            .sessions()
+            .map(|(_, entry)| {
+                let peer = serde_json::to_string(&entry.peer).unwrap_or_default();
+                (peer, entry.conn.is_some() || entry.is_live_elsewhere())
+            })
+            .collect();
+        listed.sort();
+        listed
+    }
+
     /// Graceful shutdown: stop accepting, close every connection with 1001
     /// `shutdown`, wait (up to 5 s) for them, then commit everything queued
     /// and checkpoint the WAL.

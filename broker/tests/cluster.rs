@@ -40,19 +40,10 @@ impl Cluster {
 
     /// Another node on `first`'s database.
     async fn node(first: &TestBroker, i: usize, grace: Duration) -> TestBroker {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(dir.path());
-        config.database_url = first.database_url.clone();
+        let mut config = test_config(first.dir.path());
         config.node_id = Some(format!("node-{i}"));
         config.presence_grace = grace;
-        let broker = claudemesh_broker::start(config).await.unwrap();
-        TestBroker {
-            addr: broker.local_addr(),
-            broker: Some(broker),
-            dir,
-            mesh: first.mesh.clone(),
-            database_url: first.database_url.clone(),
-        }
+        first.join(config).await
     }
 
     /// Node `i`, counting from 1.
@@ -114,6 +105,33 @@ fn delivered(m: &Member, session: &str) -> (String, Option<String>, String) {
 
 fn sent(v: &Value) -> String {
     v["messageId"].as_str().unwrap().to_owned()
+}
+
+/// The `Backend::Cluster` harness that routing.rs and hello.rs run on
+/// really spreads a test's connections: consecutive ones land on the 3
+/// nodes in turn, as each node itself counts.
+#[tokio::test]
+async fn the_cluster_backend_puts_consecutive_connections_on_different_nodes() {
+    let b = TestBroker::on(Backend::Cluster).await;
+    let members: Vec<Member> = (0..4).map(|i| b.member(&format!("m{i}"))).collect();
+    let mut clients = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        clients.push(b.session(m, &format!("s{i}"), &format!("m{i}")).await.0);
+    }
+    let nodes: Vec<usize> = clients.iter().map(|c| b.node_of(c)).collect();
+    assert_eq!(nodes, vec![0, 1, 2, 0]);
+    let mut per_node = Vec::new();
+    for node in b.nodes() {
+        let (_, text) = http(node.addr, "GET", "/metrics", None).await;
+        assert!(text.contains(&format!("node=\"{}\"", node_id(per_node.len() + 1))));
+        per_node.push(metric(&text, "claudemesh_broker_connections_active").unwrap());
+    }
+    assert_eq!(per_node, vec![2.0, 1.0, 1.0]);
+    // The summed view the suites read counts every node's.
+    assert_eq!(
+        metric(&b.metrics().await, "claudemesh_broker_connections_active"),
+        Some(4.0)
+    );
 }
 
 #[tokio::test]
@@ -576,19 +594,10 @@ async fn a_killed_node_is_taken_over_its_sessions_resume_silently_and_its_messag
     .await;
     let mut n2 = KillableNode::start(&n1, "node-2", fast_failover);
     let n3 = {
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(dir.path());
-        config.database_url = n1.database_url.clone();
+        let mut config = test_config(n1.dir.path());
         config.node_id = Some("node-3".into());
         fast_failover(&mut config);
-        let broker = claudemesh_broker::start(config).await.unwrap();
-        TestBroker {
-            addr: broker.local_addr(),
-            broker: Some(broker),
-            dir,
-            mesh: n1.mesh.clone(),
-            database_url: n1.database_url.clone(),
-        }
+        n1.join(config).await
     };
     let (alice, bob, dave, carol) = (
         n1.member("alice"),
@@ -657,19 +666,10 @@ async fn the_connection_limit_per_member_holds_over_the_cluster() {
             c.max_connections_per_member = 2;
         })
         .await;
-        let dir = tempfile::tempdir().unwrap();
-        let mut config = test_config(dir.path());
-        config.database_url = first.database_url.clone();
+        let mut config = test_config(first.dir.path());
         config.node_id = Some("node-2".into());
         config.max_connections_per_member = 2;
-        let broker = claudemesh_broker::start(config).await.unwrap();
-        let second = TestBroker {
-            addr: broker.local_addr(),
-            broker: Some(broker),
-            dir,
-            mesh: first.mesh.clone(),
-            database_url: first.database_url.clone(),
-        };
+        let second = first.join(config).await;
         Cluster {
             nodes: vec![first, second],
         }

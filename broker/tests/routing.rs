@@ -20,6 +20,7 @@ async fn daemon_with(b: &TestBroker, m: &Member, sessions: &[(&str, &str, &[&str
         let opened = d.recv_type("session_opened").await;
         assert_eq!(opened["sessionId"], *sid);
     }
+    b.settle().await;
     d
 }
 
@@ -34,8 +35,10 @@ async fn every_target_form(store: Backend) {
     )
     .await;
     let (mut c, _) = b.session(&carol, "c1", "carol").await;
+    b.assert_apart(&[&a, &d, &c]);
     c.send(json!({"type":"join_group","group":"backend"})).await;
     assert!(c.sync().await.is_empty());
+    b.settle().await;
     a.sync().await;
     d.sync().await;
 
@@ -143,8 +146,10 @@ async fn unknown_targets_and_missing_envelopes_are_refused(store: Backend) {
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (_bc, _) = b.session(&bob, "b1", "bob").await;
     let (mut cc, _) = b.session(&carol, "c1", "carol").await;
+    b.assert_apart(&[&a, &_bc, &cc]);
     cc.send(json!({"type":"join_group","group":"ops"})).await;
     cc.sync().await;
+    b.settle().await;
     let (_, bob_sess) = b.session(&bob, "b2", "bob2").await;
     let _ = bob_sess;
     let stranger = claudemesh_protocol::MemberSecretKey::generate()
@@ -277,6 +282,7 @@ async fn send_rate_is_limited_per_member_without_disconnecting(store: Backend) {
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (_bc, _) = b.session(&bob, "b1", "bob").await;
+    b.assert_apart(&[&a, &_bc]);
     for i in 0..3 {
         a.send(send_frame(
             &format!("r{i}"),
@@ -301,6 +307,7 @@ async fn presence_events_reach_every_other_connection(store: Backend) {
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (mut bc, ack) = b.session(&bob, "b1", "bob").await;
+    b.assert_apart(&[&a, &bc]);
     assert_eq!(ack["peers"].as_array().unwrap().len(), 1);
     let j = a.recv_type("event").await;
     assert_eq!(
@@ -349,6 +356,7 @@ async fn display_names_are_unique_in_the_mesh(store: Backend) {
     let (_c1, a1) = b.session(&m1, "s1", "dev").await;
     let (_c2, a2) = b.session(&m2, "s2", "dev").await;
     let (_c3, a3) = b.session(&m1, "s3", "dev").await;
+    b.assert_apart(&[&_c1, &_c2, &_c3]);
     let names: Vec<_> = [a1, a2, a3]
         .iter()
         .map(|a| a["displayName"].as_str().unwrap().to_owned())
@@ -383,6 +391,7 @@ async fn a_reconnect_inside_the_grace_period_makes_no_noise(store: Backend) {
         1
     );
     let (_bc2, ack) = b.session(&bob, "b1", "bob").await;
+    b.assert_apart(&[&a, &_bc2]);
     assert_eq!(ack["displayName"], "bob");
     assert!(
         a.sync().await.is_empty(),
@@ -395,6 +404,7 @@ async fn after_the_grace_period_the_session_leaves(store: Backend) {
     let (alice, bob) = (b.member("alice"), b.member("bob"));
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (bc, _) = b.session(&bob, "b1", "bob").await;
+    b.assert_apart(&[&a, &bc]);
     assert_eq!(a.recv_type("event").await["event"], "peer_joined");
     bc.close().await;
     let left = a.recv_type("event").await;
@@ -413,6 +423,7 @@ async fn session_takeover_leaves_no_ghost(store: Backend) {
     let (mut old, _) = b.session(&bob, "b1", "bob").await;
     assert_eq!(a.recv_type("event").await["event"], "peer_joined");
     let (_new, ack) = b.session(&bob, "b1", "bob").await;
+    b.assert_apart(&[&a, &old, &_new]);
     assert_eq!(ack["displayName"], "bob");
     let (_, closed) = old.recv_close().await;
     assert_eq!(
@@ -459,6 +470,7 @@ async fn daemon_sessions_open_close_and_take_over(store: Backend) {
     );
     // A second daemon of the same member takes b1 over silently.
     let mut d2 = daemon_with(&b, &bob, &[("b1", "bob", &["x"])]).await;
+    b.assert_apart(&[&a, &d, &d2]);
     let e = d.recv_type("error").await;
     assert_eq!(e["code"], "session_taken_over");
     assert!(a.sync().await.is_empty());
@@ -482,6 +494,7 @@ async fn receipts_and_message_status(store: Backend) {
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     let (mut bc, _) = b.session(&bob, "b1", "bob").await;
     let (mut ec, _) = b.session(&eve, "e1", "eve").await;
+    b.assert_apart(&[&a, &bc, &ec]);
     a.send(send_frame(
         "s1",
         "bob",
@@ -607,6 +620,7 @@ async fn a_name_without_a_session_reaches_the_member_enrolled_with_it(store: Bac
     assert_eq!(e["members"], json!([bob.pubkey()]));
 
     let (mut bc, _) = b.session(&bob, "b1", "bob-laptop").await;
+    b.assert_apart(&[&a, &bc]);
     let push = bc.recv_type("push").await;
     assert_eq!(push["messageId"], ack["messageId"]);
     assert_eq!(push["sessions"], json!([]));
@@ -641,7 +655,7 @@ async fn a_name_without_a_session_reaches_the_member_enrolled_with_it(store: Bac
     assert_eq!(e["id"], "n3");
 }
 
-both_stores!(
+all_backends!(
     every_target_form,
     unknown_targets_and_missing_envelopes_are_refused,
     broadcast_to_an_empty_mesh_is_acked_with_no_recipients,

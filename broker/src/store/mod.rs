@@ -237,6 +237,19 @@ impl Store {
         }
     }
 
+    /// In a cluster: which members of `mesh_id` are connected to some
+    /// node, and when each was last seen. `None` on SQLite, whose one
+    /// node's hub knows.
+    pub async fn member_activity(
+        &self,
+        mesh_id: &str,
+    ) -> Result<Option<MemberActivity>, StoreError> {
+        match self {
+            Self::Sqlite(_) => Ok(None),
+            Self::Postgres(p) => p.member_activity(mesh_id).await.map(Some),
+        }
+    }
+
     /// Every member of `mesh_id`, revoked ones included, oldest first.
     pub async fn list_members(&self, mesh_id: &str) -> Result<Vec<MemberInfo>, StoreError> {
         match self {

@@ -138,6 +138,14 @@ pub struct Revocation {
     pub member_id: String,
 }
 
+/// Which members are connected to some node of a cluster, and when each
+/// member's last connection closed (ms).
+#[derive(Debug, Clone, Default)]
+pub struct MemberActivity {
+    pub online: std::collections::HashSet<String>,
+    pub last_seen: std::collections::HashMap<String, i64>,
+}
+
 /// The settings key of the `ws://…/ws` or `wss://…/ws` URL that invites
 /// point at, recorded at `serve` for `invite` to use.
 pub const BROKER_URL_SETTING: &str = "broker_url";

@@ -480,13 +480,28 @@ impl Connection {
             .member_by_pubkey(&self.mesh.id, pubkey)
             .await
             .map_err(|e| internal(&e))?;
-        Ok(found.filter(|m| !m.revoked).map(|m| {
-            vec![Recipient {
-                member_id: m.id,
-                pubkey: m.pubkey,
-                sessions: session.into_iter().collect(),
-            }]
-        }))
+        let Some(m) = found.filter(|m| !m.revoked) else {
+            return Ok(None);
+        };
+        // A member online without that session is no target, as on one
+        // node (where the router saw its connections): in a cluster it
+        // may be connected to another node.
+        if session.is_some()
+            && let Some(cluster) = self
+                .ctx
+                .store
+                .member_activity(&self.mesh.id)
+                .await
+                .map_err(|e| internal(&e))?
+            && cluster.online.contains(&m.id)
+        {
+            return Ok(None);
+        }
+        Ok(Some(vec![Recipient {
+            member_id: m.id,
+            pubkey: m.pubkey,
+            sessions: session.into_iter().collect(),
+        }]))
     }
 
     /// The mesh's active members, online or when last seen.
@@ -497,15 +512,29 @@ impl Connection {
             .list_members(&self.mesh.id)
             .await
             .map_err(|e| internal(&e))?;
+        // In a cluster the member may be connected to another node: the
+        // database knows every node's connections and departures.
+        let cluster = self
+            .ctx
+            .store
+            .member_activity(&self.mesh.id)
+            .await
+            .map_err(|e| internal(&e))?;
         let state = self.mesh.lock();
         Ok(all
             .into_iter()
             .filter(|m| !m.revoked)
-            .map(|m| MemberPresence {
-                online: !state.member_conns(&m.id).is_empty(),
-                last_seen: state.last_seen(&m.id),
-                member: m.pubkey,
-                display_name: m.display_name,
+            .map(|m| {
+                let (online, last_seen) = match &cluster {
+                    Some(c) => (c.online.contains(&m.id), c.last_seen.get(&m.id).copied()),
+                    None => (false, None),
+                };
+                MemberPresence {
+                    online: online || !state.member_conns(&m.id).is_empty(),
+                    last_seen: last_seen.max(state.last_seen(&m.id)),
+                    member: m.pubkey,
+                    display_name: m.display_name,
+                }
             })
             .collect())
     }

@@ -13,7 +13,7 @@ use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -77,7 +77,13 @@ pub enum Backend {
     Sqlite,
     /// A fresh database on this test binary's private PostgreSQL.
     Postgres,
+    /// [`CLUSTER_NODES`] nodes on one fresh PostgreSQL database, each new
+    /// connection on the next node in turn (see [`TestBroker::connect`]).
+    Cluster,
 }
+
+/// How many nodes a [`Backend::Cluster`] broker has.
+pub const CLUSTER_NODES: usize = 3;
 
 /// Runs each named test (an `async fn(Backend)`) once per store, as
 /// `<name>::sqlite` and `<name>::postgres`.
@@ -100,8 +106,42 @@ macro_rules! both_stores {
 #[allow(unused_imports)]
 pub(crate) use both_stores;
 
+/// Runs each named test (an `async fn(Backend)`) on one node of each
+/// store and across the nodes of a cluster, as `<name>::sqlite`,
+/// `<name>::postgres` and `<name>::cluster`.
+#[allow(unused_macros)]
+macro_rules! all_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await;
+            }
+
+            #[tokio::test]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await;
+            }
+
+            #[tokio::test]
+            async fn cluster() {
+                super::$name($crate::common::Backend::Cluster).await;
+            }
+        }
+    )*};
+}
+#[allow(unused_imports)]
+pub(crate) use all_backends;
+
 /// A broker in a temporary directory (which holds the owner keys, and the
 /// database unless it runs on PostgreSQL), with one mesh.
+///
+/// On [`Backend::Cluster`] it is node 1 of a cluster whose other nodes
+/// are in `others`: `addr`, `admin` and `ws_url` are node 1's, while
+/// [`TestBroker::connect`] puts each new connection on the next node in
+/// turn, standing in for the load balancer (the real HAProxy is tested
+/// in cluster_ops.rs); so a test's clients land on different nodes with
+/// no change to the test.
 pub struct TestBroker {
     pub dir: tempfile::TempDir,
     pub broker: Option<RunningBroker>,
@@ -109,6 +149,10 @@ pub struct TestBroker {
     pub mesh: MeshInfo,
     /// Set when the broker runs on PostgreSQL.
     pub database_url: Option<String>,
+    /// The other nodes of a cluster (node 2, 3, …); empty otherwise.
+    pub others: Vec<TestBroker>,
+    /// How many connections [`TestBroker::connect`] has made.
+    turn: AtomicUsize,
 }
 
 pub fn test_config(data_dir: &Path) -> BrokerConfig {
@@ -132,11 +176,13 @@ impl TestBroker {
         Self::start_on(backend, |_| {}).await
     }
 
+    /// On [`Backend::Cluster`], `tweak` shapes node 1's configuration and
+    /// every node runs a copy of it under its own node id and directory.
     pub async fn start_on(backend: Backend, tweak: impl FnOnce(&mut BrokerConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database_url = match backend {
             Backend::Sqlite => None,
-            Backend::Postgres => Some(postgres::shared().fresh_database()),
+            Backend::Postgres | Backend::Cluster => Some(postgres::shared().fresh_database()),
         };
         let mesh = Admin::open_store(dir.path(), database_url.as_deref())
             .unwrap()
@@ -144,16 +190,65 @@ impl TestBroker {
             .unwrap();
         let mut config = test_config(dir.path());
         config.database_url = database_url.clone();
+        if backend == Backend::Cluster {
+            config.node_id = Some(node_id(1));
+        }
         tweak(&mut config);
-        let broker = claudemesh_broker::start(config).await.unwrap();
+        let broker = claudemesh_broker::start(config.clone()).await.unwrap();
         let addr = broker.local_addr();
-        Self {
+        let mut first = Self {
             dir,
             broker: Some(broker),
             addr,
             mesh,
             database_url,
+            others: Vec::new(),
+            turn: AtomicUsize::new(0),
+        };
+        if backend == Backend::Cluster {
+            for i in 2..=CLUSTER_NODES {
+                let mut other = config.clone();
+                other.node_id = Some(node_id(i));
+                let node = first.join(other).await;
+                first.others.push(node);
+            }
         }
+        first
+    }
+
+    /// Another node on this broker's PostgreSQL database, started with
+    /// `config` (its database URL set here, its data directory a new one).
+    pub async fn join(&self, mut config: BrokerConfig) -> TestBroker {
+        let dir = tempfile::tempdir().unwrap();
+        config.data_dir = dir.path().to_owned();
+        config.listen = "127.0.0.1:0".parse().unwrap();
+        config.database_url = self.database_url.clone();
+        let broker = claudemesh_broker::start(config).await.unwrap();
+        TestBroker {
+            addr: broker.local_addr(),
+            broker: Some(broker),
+            dir,
+            mesh: self.mesh.clone(),
+            database_url: self.database_url.clone(),
+            others: Vec::new(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// Every node: this one, then the others.
+    pub fn nodes(&self) -> impl Iterator<Item = &TestBroker> {
+        std::iter::once(self).chain(self.others.iter())
+    }
+
+    /// Which node (0 for this one, 1… for the others) `c` is connected to.
+    pub fn node_of(&self, c: &Client) -> usize {
+        let peer = match c.ws.get_ref() {
+            MaybeTlsStream::Plain(s) => s.peer_addr().unwrap(),
+            _ => panic!("the tests speak plain WebSocket"),
+        };
+        self.nodes()
+            .position(|n| n.addr == peer)
+            .unwrap_or_else(|| panic!("{peer} is none of this broker's nodes"))
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -164,22 +259,90 @@ impl TestBroker {
         Admin::open_store(self.dir.path(), self.database_url.as_deref()).unwrap()
     }
 
-    /// Graceful stop, then a new broker on the same data directory.
-    pub async fn restart_with(&mut self, tweak: impl FnOnce(&mut BrokerConfig)) {
-        if let Some(b) = self.broker.take() {
-            b.shutdown().await;
+    /// In a cluster, asserts that `clients` are on pairwise different
+    /// nodes (at most one per node), so that what passes between them
+    /// crosses nodes; nothing to check on one node.
+    pub fn assert_apart(&self, clients: &[&Client]) {
+        if self.others.is_empty() {
+            return;
         }
-        let mut config = test_config(self.dir.path());
-        config.database_url = self.database_url.clone();
-        tweak(&mut config);
-        let broker = claudemesh_broker::start(config).await.unwrap();
-        self.addr = broker.local_addr();
-        self.broker = Some(broker);
+        let mut nodes: Vec<usize> = clients.iter().map(|c| self.node_of(c)).collect();
+        let listed = nodes.clone();
+        nodes.sort();
+        nodes.dedup();
+        assert_eq!(
+            nodes.len(),
+            clients.len(),
+            "clients share a node: {listed:?}"
+        );
     }
 
+    /// In a cluster, waits until every node lists the same sessions with
+    /// the same fields (a node learns of another's presence changes
+    /// through the database, a moment after they happen: docs/broker.md,
+    /// "Presence is one view"), so that what a test does next on another
+    /// node sees what it just did. Nothing to wait for on one node.
+    pub async fn settle(&self) {
+        if self.others.is_empty() {
+            return;
+        }
+        let views = || -> Vec<Vec<(String, bool)>> {
+            self.nodes()
+                .map(|n| {
+                    n.broker
+                        .as_ref()
+                        .map(|b| b.listed_sessions(&self.mesh.id))
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let now = views();
+            if now.windows(2).all(|w| w[0] == w[1]) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the nodes never came to list the same sessions: {now:#?}"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Graceful stop, then a new broker on the same data directory. A
+    /// cluster stops every node, then starts each again under its node id
+    /// (with `tweak` on each).
+    pub async fn restart_with(&mut self, tweak: impl Fn(&mut BrokerConfig)) {
+        self.shutdown().await;
+        let clustered = !self.others.is_empty();
+        let mut others = std::mem::take(&mut self.others);
+        for (i, node) in std::iter::once(&mut *self)
+            .chain(others.iter_mut())
+            .enumerate()
+        {
+            let mut config = test_config(node.dir.path());
+            config.database_url = node.database_url.clone();
+            if clustered {
+                config.node_id = Some(node_id(i + 1));
+            }
+            tweak(&mut config);
+            let broker = claudemesh_broker::start(config).await.unwrap();
+            node.addr = broker.local_addr();
+            node.broker = Some(broker);
+        }
+        self.others = others;
+    }
+
+    /// Graceful stop of every node.
     pub async fn shutdown(&mut self) {
         if let Some(b) = self.broker.take() {
             b.shutdown().await;
+        }
+        for node in &mut self.others {
+            if let Some(b) = node.broker.take() {
+                b.shutdown().await;
+            }
         }
     }
 
@@ -192,8 +355,13 @@ impl TestBroker {
         format!("ws://{}/ws", self.addr)
     }
 
+    /// A new WebSocket connection; in a cluster, on the next node in turn
+    /// (node 1, 2, 3, 1, …), so that consecutive connections of a test
+    /// are on different nodes.
     pub async fn connect(&self) -> Client {
-        Client::connect(&self.ws_url()).await
+        let turn = self.turn.fetch_add(1, Ordering::SeqCst);
+        let node = self.nodes().nth(turn % self.nodes().count()).unwrap();
+        Client::connect(&node.ws_url()).await
     }
 
     /// Connects and says hello as a `role:"session"` connection.
@@ -202,6 +370,7 @@ impl TestBroker {
         let ack = c
             .hello(m, session_id, Some(name), ConnectionRole::Session)
             .await;
+        self.settle().await;
         (c, ack)
     }
 
@@ -209,12 +378,56 @@ impl TestBroker {
     pub async fn daemon(&self, m: &Member) -> Client {
         let mut c = self.connect().await;
         c.hello(m, "daemon", None, ConnectionRole::Daemon).await;
+        self.settle().await;
         c
     }
 
+    /// The broker's metrics; a cluster's as one text where each series
+    /// is the sum of its value on every node (counters and gauges of
+    /// connections add up; the `node` label is dropped).
     pub async fn metrics(&self) -> String {
-        http(self.addr, "GET", "/metrics", None).await.1
+        if self.others.is_empty() {
+            return http(self.addr, "GET", "/metrics", None).await.1;
+        }
+        let mut texts = Vec::new();
+        for node in self.nodes() {
+            texts.push(http(node.addr, "GET", "/metrics", None).await.1);
+        }
+        sum_over_nodes(&texts)
     }
+}
+
+/// The id of a cluster's node `i` (from 1).
+pub fn node_id(i: usize) -> String {
+    format!("node-{i}")
+}
+
+/// Several nodes' exposition texts as one, without comments, each series
+/// (its `node` label dropped) summed over the nodes, in order of first
+/// appearance.
+fn sum_over_nodes(texts: &[String]) -> String {
+    let mut order: Vec<String> = Vec::new();
+    let mut sums: std::collections::HashMap<String, f64> = std::collections::HashMap::new();
+    for line in texts.iter().flat_map(|t| t.lines()) {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let line = without_node_label(line);
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        if !sums.contains_key(series) {
+            order.push(series.to_owned());
+        }
+        *sums.entry(series.to_owned()).or_default() += value;
+    }
+    order
+        .iter()
+        .map(|series| format!("{series} {}\n", sums[series]))
+        .collect()
 }
 
 /// An enrolled member and its key.

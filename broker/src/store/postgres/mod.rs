@@ -21,7 +21,8 @@ pub use batch::PgBatch;
 pub use schema::CURRENT_VERSION;
 
 use crate::store::{
-    InviteRow, JoinRefusal, JoinRequest, MemberInfo, MeshInfo, PendingPush, Revocation, StoreError,
+    InviteRow, JoinRefusal, JoinRequest, MemberActivity, MemberInfo, MeshInfo, PendingPush,
+    Revocation, StoreError,
 };
 use claudemesh_protocol::wire::RecipientState;
 
@@ -179,7 +180,17 @@ impl PgStore {
     /// Forgets a closed connection of this node.
     pub async fn release_connection(&self, conn_id: u64) -> Result<(), StoreError> {
         let id = i64::try_from(conn_id).unwrap_or(i64::MAX);
-        presence::release_connection(&self.client().await?, self.node_id(), id).await
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        presence::release_connection(&tx, self.node_id(), id).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Who of `mesh_id` is connected to some node, and when each member
+    /// was last seen (see [`presence::member_activity`]).
+    pub async fn member_activity(&self, mesh_id: &str) -> Result<MemberActivity, StoreError> {
+        presence::member_activity(&self.client().await?, mesh_id).await
     }
 
     /// One beat of the cluster's liveness: records this node's heartbeat,

@@ -8,7 +8,7 @@ use tokio_postgres::Row;
 use claudemesh_protocol::wire::Peer;
 
 use super::notify::{self, ClusterEvent};
-use crate::store::StoreError;
+use crate::store::{MemberActivity, StoreError};
 
 /// One change to a session this node carries.
 #[derive(Debug, Clone)]
@@ -162,8 +162,13 @@ pub async fn orphan_node(
     node: &str,
     grace_ms: i64,
 ) -> Result<(), StoreError> {
-    c.execute("DELETE FROM connections WHERE node = $1", &[&node])
+    let gone = c
+        .query(
+            "DELETE FROM connections WHERE node = $1 RETURNING mesh_id, member_id",
+            &[&node],
+        )
         .await?;
+    note_last_seen(c, &gone).await?;
     let rows = c
         .query(
             &format!(
@@ -293,16 +298,73 @@ pub async fn admit_connection(
     Ok(true)
 }
 
-/// Forgets a connection that has closed.
+/// Forgets a connection that has closed (in a transaction: see
+/// [`note_last_seen`]).
 pub async fn release_connection(
     c: &impl GenericClient,
     node: &str,
     conn_id: i64,
 ) -> Result<(), StoreError> {
-    c.execute(
-        "DELETE FROM connections WHERE node = $1 AND conn_id = $2",
-        &[&node, &conn_id],
-    )
-    .await?;
+    let gone = c
+        .query(
+            "DELETE FROM connections WHERE node = $1 AND conn_id = $2
+             RETURNING mesh_id, member_id",
+            &[&node, &conn_id],
+        )
+        .await?;
+    note_last_seen(c, &gone).await
+}
+
+/// For each (mesh id, member id) of `gone` (connections just deleted in
+/// this transaction) whose member has no connection left on any node:
+/// records now as when it was last seen. The member's advisory lock (the
+/// one [`admit_connection`] takes) orders two last connections closing at
+/// once on two nodes, so that the second to count sees none left.
+async fn note_last_seen(c: &impl GenericClient, gone: &[Row]) -> Result<(), StoreError> {
+    for r in gone {
+        let (mesh_id, member_id): (String, String) = (r.get(0), r.get(1));
+        c.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
+            &[&mesh_id, &member_id],
+        )
+        .await?;
+        c.execute(
+            &format!(
+                "INSERT INTO last_seen (mesh_id, member_id, at)
+                 SELECT $1, $2, {DB_NOW_MS}
+                 WHERE NOT EXISTS (SELECT 1 FROM connections WHERE mesh_id = $1 AND member_id = $2)
+                 ON CONFLICT (mesh_id, member_id) DO UPDATE SET at = EXCLUDED.at"
+            ),
+            &[&mesh_id, &member_id],
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// Which members of `mesh_id` have a connection on some node, and when
+/// each member's last connection closed (see [`note_last_seen`]).
+pub async fn member_activity(
+    c: &impl GenericClient,
+    mesh_id: &str,
+) -> Result<MemberActivity, StoreError> {
+    let online = c
+        .query(
+            "SELECT DISTINCT member_id FROM connections WHERE mesh_id = $1",
+            &[&mesh_id],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let last_seen = c
+        .query(
+            "SELECT member_id, at FROM last_seen WHERE mesh_id = $1",
+            &[&mesh_id],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    Ok(MemberActivity { online, last_seen })
 }

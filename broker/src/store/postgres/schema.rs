@@ -144,8 +144,19 @@ CREATE TABLE connections (
 CREATE INDEX connections_by_member ON connections(mesh_id, member_id);
 "#;
 
+/// When each member's last connection on any node closed (database time,
+/// ms): `list_peers`' `lastSeen` is the same on every node.
+const V4: &str = r#"
+CREATE TABLE last_seen (
+    mesh_id   TEXT NOT NULL,
+    member_id TEXT NOT NULL,
+    at        BIGINT NOT NULL,
+    PRIMARY KEY (mesh_id, member_id)
+);
+"#;
+
 /// Migration `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[V1, V2, V3];
+const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this broker writes.
 pub const CURRENT_VERSION: i64 = MIGRATIONS.len() as i64;
