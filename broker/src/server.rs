@@ -11,6 +11,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use claudemesh_protocol::wire::Peer;
+
 use crate::config::BrokerConfig;
 use crate::ctx::{Ctx, TaskCounter};
 use crate::hub::Hub;
@@ -145,23 +147,24 @@ impl RunningBroker {
     }
 
     /// The sessions this node lists in mesh `mesh_id` (its own and, in a
-    /// cluster, its replicas of the other nodes'), each as its peer's JSON
-    /// and whether it is live, sorted. The nodes of a cluster reach one
-    /// view a moment after each change (through the database); tests wait
-    /// for it before acting on another node.
-    pub fn listed_sessions(&self, mesh_id: &str) -> Vec<(String, bool)> {
+    /// cluster, its replicas of the other nodes'), each as its peer and
+    /// whether it is live, in (member, session) order. The nodes of a
+    /// cluster reach one view a moment after each change (through the
+    /// database); tests wait for it before acting on another node.
+    pub fn listed_sessions(&self, mesh_id: &str) -> Vec<(Peer, bool)> {
         let Some(mesh) = self.ctx.hub.find(mesh_id) else {
             return Vec::new();
         };
         let state = mesh.lock();
-        let mut listed: Vec<(String, bool)> = state
+        let mut listed: Vec<(Peer, bool)> = state
             .sessions()
             .map(|(_, entry)| {
-                let peer = serde_json::to_string(&entry.peer).unwrap_or_default();
-                (peer, entry.conn.is_some() || entry.is_live_elsewhere())
+                let live = entry.conn.is_some() || entry.is_live_elsewhere();
+                (entry.peer.clone(), live)
             })
             .collect();
-        listed.sort();
+        drop(state);
+        listed.sort_by(|a, b| (&a.0.member, &a.0.session_id).cmp(&(&b.0.member, &b.0.session_id)));
         listed
     }
 

@@ -1,6 +1,11 @@
 //! What a stranger can hold without authenticating: connections, slow
 //! headers and bodies, idle keep-alive. Each test pushes past a cap or a
 //! deadline and checks that a member is still served meanwhile.
+//!
+//! One node by nature: these caps and deadlines belong to each node's
+//! listening socket and share nothing with the other nodes (docs/broker.md,
+//! "Running a cluster": per-address caps behind a balancer), so a cluster
+//! adds nothing here.
 
 mod common;
 

@@ -73,9 +73,8 @@ async fn still_served(b: &TestBroker, bystander: &Member, c: &mut Client) {
     let _ = b;
 }
 
-#[tokio::test]
-async fn sessions_are_capped_per_connection_and_per_member() {
-    let b = TestBroker::start().await;
+async fn sessions_are_capped_per_connection_and_per_member(store: Backend) {
+    let b = TestBroker::on(store).await;
     let bystander = b.member("bystander");
     let (mut other, _) = b.session(&bystander, "b1", "bystander").await;
     let m = b.member("many");
@@ -89,9 +88,12 @@ async fn sessions_are_capped_per_connection_and_per_member() {
         msg.contains(&MAX_SESSIONS_PER_CONNECTION.to_string()),
         "{msg}"
     );
+    b.settle().await;
 
-    // The member's other connections share its allowance.
+    // The member's other connections share its allowance (in a cluster,
+    // also on another node: the sessions listed there count).
     let mut d2 = b.daemon(&m).await;
+    b.assert_apart(&[&d1, &d2]);
     let refused = open_sessions(&mut d2, "t", 1).await;
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["code"], "too_many_sessions");
@@ -121,13 +123,13 @@ async fn sessions_are_capped_per_connection_and_per_member() {
     d1.send(json!({"type":"session_close","sessionId":"s0"}))
         .await;
     d1.sync().await;
+    b.settle().await;
     assert!(open_sessions(&mut d2, "u", 1).await.is_empty());
     still_served(&b, &bystander, &mut other).await;
 }
 
-#[tokio::test]
-async fn free_text_fields_are_capped_with_errors_naming_the_limit() {
-    let b = TestBroker::start().await;
+async fn free_text_fields_are_capped_with_errors_naming_the_limit(store: Backend) {
+    let b = TestBroker::on(store).await;
     let m = b.member("m");
     let mut d = b.daemon(&m).await;
     let cases = [
@@ -218,9 +220,8 @@ async fn free_text_fields_are_capped_with_errors_naming_the_limit() {
     assert_eq!(d.recv_type("error").await["code"], "malformed");
 }
 
-#[tokio::test]
-async fn hellos_with_control_bytes_or_oversized_fields_are_malformed() {
-    let b = TestBroker::start().await;
+async fn hellos_with_control_bytes_or_oversized_fields_are_malformed(store: Backend) {
+    let b = TestBroker::on(store).await;
     let m = b.member("m");
     let refused = [
         ("cwd", json!("c".repeat(MAX_CWD_BYTES + 1))),
@@ -264,9 +265,8 @@ async fn daemon_link_client(
         .0
 }
 
-#[tokio::test]
-async fn peer_lists_stay_within_a_frame_and_every_member_is_listed() {
-    let b = TestBroker::start().await;
+async fn peer_lists_stay_within_a_frame_and_every_member_is_listed(store: Backend) {
+    let b = TestBroker::on(store).await;
     let quiet = b.member("quiet");
     let (_q, _) = b.session(&quiet, "q1", "quiet-one").await;
     // Two members, each with every session it may have, as large as allowed.
@@ -281,10 +281,11 @@ async fn peer_lists_stay_within_a_frame_and_every_member_is_listed() {
         );
         hogs.push((m, d));
     }
+    b.settle().await;
 
     // A daemon of a fourth member connects with the link's 1 MiB limit.
     let late = b.member("late");
-    let mut ws = daemon_link_client(&b.ws_url()).await;
+    let mut ws = daemon_link_client(&b.next_ws_url()).await;
     let hello = late.hello_frame("daemon", None, ConnectionRole::Daemon, fresh_ts());
     ws.send(Message::Text(hello.to_string().into()))
         .await
@@ -333,15 +334,14 @@ async fn peer_lists_stay_within_a_frame_and_every_member_is_listed() {
     assert!(ack.get("truncated").is_none(), "{ack}");
 }
 
-#[tokio::test]
-async fn every_push_fits_the_frame_limit_of_a_daemon_link() {
-    let b = TestBroker::start().await;
+async fn every_push_fits_the_frame_limit_of_a_daemon_link(store: Backend) {
+    let b = TestBroker::on(store).await;
     let alice = b.member("alice");
     let bob = b.member("bob");
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
     // Bob's daemon link carries as many sessions, with ids as long, as
     // allowed, all in one group: a push to the group names them all.
-    let mut ws = daemon_link_client(&b.ws_url()).await;
+    let mut ws = daemon_link_client(&b.next_ws_url()).await;
     let hello = bob.hello_frame("daemon", None, ConnectionRole::Daemon, fresh_ts());
     ws.send(Message::Text(hello.to_string().into()))
         .await
@@ -361,6 +361,7 @@ async fn every_push_fits_the_frame_limit_of_a_daemon_link() {
             opened += 1;
         }
     }
+    b.settle().await;
     let nonce = alice.envelope(&bob, "x")["nonce"].clone();
     let envelope = |chars: usize| json!({"member": bob.pubkey(), "nonce": nonce, "ciphertext": "A".repeat(chars)});
 
@@ -394,6 +395,8 @@ async fn every_push_fits_the_frame_limit_of_a_daemon_link() {
     assert!(push.len() <= MAX_FRAME_BYTES, "{}", push.len());
 }
 
+/// One node's by nature (a connection's outbound queue on the node that
+/// serves it): on SQLite only.
 #[tokio::test]
 async fn a_connection_that_does_not_read_is_closed_and_memory_stays_bounded() {
     let b = TestBroker::start().await;
@@ -434,9 +437,8 @@ async fn a_connection_that_does_not_read_is_closed_and_memory_stays_bounded() {
     still_served(&b, &bystander, &mut other).await;
 }
 
-#[tokio::test]
-async fn seen_receipts_need_a_listed_session_and_are_rate_limited() {
-    let b = TestBroker::start().await;
+async fn seen_receipts_need_a_listed_session_and_are_rate_limited(store: Backend) {
+    let b = TestBroker::on(store).await;
     let alice = b.member("alice");
     let bob = b.member("bob");
     let (mut a, _) = b.session(&alice, "a1", "alice").await;
@@ -444,6 +446,8 @@ async fn seen_receipts_need_a_listed_session_and_are_rate_limited() {
     d.send(json!({"type":"session_open","sessionId":"bob-1","displayName":"bob"}))
         .await;
     d.recv_type("session_opened").await;
+    b.settle().await;
+    b.assert_apart(&[&a, &d]);
     a.send(send_frame(
         "m1",
         &bob.pubkey(),
@@ -498,3 +502,12 @@ async fn seen_receipts_need_a_listed_session_and_are_rate_limited() {
     // Sending is not affected by the receipt rate.
     still_served(&b, &alice, &mut a).await;
 }
+
+all_backends!(
+    sessions_are_capped_per_connection_and_per_member,
+    free_text_fields_are_capped_with_errors_naming_the_limit,
+    hellos_with_control_bytes_or_oversized_fields_are_malformed,
+    peer_lists_stay_within_a_frame_and_every_member_is_listed,
+    every_push_fits_the_frame_limit_of_a_daemon_link,
+    seen_receipts_need_a_listed_session_and_are_rate_limited,
+);

@@ -300,6 +300,40 @@ async fn send_rate_is_limited_per_member_without_disconnecting(store: Backend) {
         (Some("rate_limited"), Some("r3"))
     );
     assert!(a.sync().await.is_empty());
+
+    // Another connection of alice. On one node it draws on her bucket,
+    // empty now. In a cluster it is on another node, whose bucket for her
+    // is its own (docs/broker.md: the send rate is a token bucket per
+    // node, so a member on k nodes may send k times the rate).
+    let (mut a2, _) = b.session(&alice, "a2", "alice-2").await;
+    a2.send(send_frame("r4", "bob", vec![alice.envelope(&bob, "x")]))
+        .await;
+    let answer = loop {
+        let v = a2.recv().await;
+        if v["type"] == "ack" || v["type"] == "error" {
+            break v;
+        }
+    };
+    assert_eq!(answer["id"], "r4");
+    if store == Backend::Cluster {
+        b.assert_apart(&[&a, &a2]);
+        assert_eq!(answer["type"], "ack", "{answer}");
+        // That node's bucket empties the same way.
+        for i in 5..7 {
+            a2.send(send_frame(
+                &format!("r{i}"),
+                "bob",
+                vec![alice.envelope(&bob, "x")],
+            ))
+            .await;
+            assert_eq!(a2.recv_type("ack").await["id"], format!("r{i}").as_str());
+        }
+        a2.send(send_frame("r7", "bob", vec![alice.envelope(&bob, "x")]))
+            .await;
+        assert_eq!(a2.recv_type("error").await["code"], "rate_limited");
+    } else {
+        assert_eq!(answer["code"], "rate_limited", "{answer}");
+    }
 }
 
 async fn presence_events_reach_every_other_connection(store: Backend) {

@@ -28,7 +28,7 @@ use claudemesh_broker::admin::{Admin, MemberInfo, MeshInfo};
 use claudemesh_broker::{BrokerConfig, Clock, RunningBroker};
 use claudemesh_protocol::MemberSecretKey;
 use claudemesh_protocol::envelope;
-use claudemesh_protocol::wire::{ClientFrame, ConnectionRole};
+use claudemesh_protocol::wire::{ClientFrame, ConnectionRole, Peer};
 
 /// The most any single wait may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(15);
@@ -286,7 +286,7 @@ impl TestBroker {
         if self.others.is_empty() {
             return;
         }
-        let views = || -> Vec<Vec<(String, bool)>> {
+        let views = || -> Vec<Vec<(Peer, bool)>> {
             self.nodes()
                 .map(|n| {
                     n.broker
@@ -297,6 +297,9 @@ impl TestBroker {
                 .collect()
         };
         let deadline = tokio::time::Instant::now() + WAIT;
+        // Looking costs the nodes time (they share this test's thread):
+        // look again after a growing pause.
+        let mut pause = Duration::from_millis(2);
         loop {
             let now = views();
             if now.windows(2).all(|w| w[0] == w[1]) {
@@ -304,9 +307,11 @@ impl TestBroker {
             }
             assert!(
                 tokio::time::Instant::now() < deadline,
-                "the nodes never came to list the same sessions: {now:#?}"
+                "the nodes never came to list the same sessions: {}",
+                views_differ(&now)
             );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 
@@ -359,9 +364,15 @@ impl TestBroker {
     /// (node 1, 2, 3, 1, …), so that consecutive connections of a test
     /// are on different nodes.
     pub async fn connect(&self) -> Client {
+        Client::connect(&self.next_ws_url()).await
+    }
+
+    /// The WebSocket URL of the node the next connection goes to (see
+    /// [`TestBroker::connect`]), for a test that connects its own way.
+    pub fn next_ws_url(&self) -> String {
         let turn = self.turn.fetch_add(1, Ordering::SeqCst);
         let node = self.nodes().nth(turn % self.nodes().count()).unwrap();
-        Client::connect(&node.ws_url()).await
+        node.ws_url()
     }
 
     /// Connects and says hello as a `role:"session"` connection.
@@ -395,6 +406,26 @@ impl TestBroker {
         }
         sum_over_nodes(&texts)
     }
+}
+
+/// How nodes' views (see [`TestBroker::settle`]) differ: per node, how
+/// many sessions it lists and those that node 1 does not list as it does.
+fn views_differ(views: &[Vec<(Peer, bool)>]) -> String {
+    let mut out = String::new();
+    for (i, view) in views.iter().enumerate() {
+        let unlike: Vec<(&str, &str, bool)> = view
+            .iter()
+            .filter(|s| !views[0].contains(s))
+            .take(3)
+            .map(|(p, live)| (p.display_name.as_str(), p.session_id.as_str(), *live))
+            .collect();
+        out.push_str(&format!(
+            "\nnode {}: {} sessions; not so on node 1: {unlike:?}",
+            i + 1,
+            view.len()
+        ));
+    }
+    out
 }
 
 /// The id of a cluster's node `i` (from 1).
