@@ -8,8 +8,18 @@ use serde_json::{Value, json};
 
 use claudemesh_protocol::wire::ConnectionRole;
 
-/// Sends `frame` as the first frame and expects a rejection with `reason`.
+/// Sends `frame` as the first frame on a connection to each node (the
+/// one node, or every node of a cluster in turn) and expects a rejection
+/// with `reason` from each.
 async fn expect_rejected(b: &TestBroker, frame: Value, reason: &str) {
+    for _ in b.nodes() {
+        expect_rejected_once(b, frame.clone(), reason).await;
+    }
+}
+
+/// Sends `frame` as the first frame of the next connection and expects a
+/// rejection with `reason`.
+async fn expect_rejected_once(b: &TestBroker, frame: Value, reason: &str) {
     let mut c = b.connect().await;
     c.send(frame).await;
     let (frames, closed) = c.recv_close().await;
@@ -24,6 +34,11 @@ async fn expect_rejected(b: &TestBroker, frame: Value, reason: &str) {
     assert_eq!(frames[0]["type"], "error");
     assert_eq!(frames[0]["code"], reason);
     assert!(frames[0]["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+/// How many times [`expect_rejected`] tries a frame: once per node.
+fn nodes(b: &TestBroker) -> f64 {
+    b.nodes().count() as f64
 }
 
 async fn expect_accepted(b: &TestBroker, frame: Value) -> Client {
@@ -82,7 +97,10 @@ async fn timestamp_window_is_inclusive_at_60000_ms_and_exclusive_beyond(store: B
         );
         expect_rejected(&b, frame, "timestamp_skew").await;
     }
-    assert_eq!(rejected(&b.metrics().await, "timestamp_skew"), 2.0);
+    assert_eq!(
+        rejected(&b.metrics().await, "timestamp_skew"),
+        2.0 * nodes(&b)
+    );
     assert_eq!(clock.get(), t);
 }
 
@@ -107,7 +125,7 @@ async fn malformed_hellos(store: Backend) {
     ill_typed["timestamp"] = json!("yesterday");
     expect_rejected(&b, ill_typed, "malformed").await;
 
-    assert_eq!(rejected(&b.metrics().await, "malformed"), 4.0);
+    assert_eq!(rejected(&b.metrics().await, "malformed"), 4.0 * nodes(&b));
 }
 
 async fn checks_run_in_protocol_order(store: Backend) {
@@ -142,7 +160,10 @@ async fn bad_signatures(store: Backend) {
     let mut f = m.hello_frame("s", None, ConnectionRole::Session, fresh_ts());
     f["timestamp"] = json!(f["timestamp"].as_i64().unwrap() + 1);
     expect_rejected(&b, f, "bad_signature").await;
-    assert_eq!(rejected(&b.metrics().await, "bad_signature"), 2.0);
+    assert_eq!(
+        rejected(&b.metrics().await, "bad_signature"),
+        2.0 * nodes(&b)
+    );
 }
 
 async fn unauthorized_hellos(store: Backend) {
@@ -175,7 +196,10 @@ async fn unauthorized_hellos(store: Backend) {
     b.admin().revoke_member(&b.mesh.slug, &m.pubkey()).unwrap();
     let f = m.hello_frame("s", None, ConnectionRole::Session, fresh_ts());
     expect_rejected(&b, f, "unauthorized").await;
-    assert_eq!(rejected(&b.metrics().await, "unauthorized"), 3.0);
+    assert_eq!(
+        rejected(&b.metrics().await, "unauthorized"),
+        3.0 * nodes(&b)
+    );
 }
 
 async fn replayed_hello_is_refused_also_after_a_restart(store: Backend) {
@@ -184,7 +208,7 @@ async fn replayed_hello_is_refused_also_after_a_restart(store: Backend) {
     let f = m.hello_frame("s", None, ConnectionRole::Session, fresh_ts());
     let first = expect_accepted(&b, f.clone()).await;
     expect_rejected(&b, f.clone(), "replayed").await;
-    assert_eq!(rejected(&b.metrics().await, "replayed"), 1.0);
+    assert_eq!(rejected(&b.metrics().await, "replayed"), nodes(&b));
     first.close().await;
     b.restart_with(|_| {}).await;
     expect_rejected(&b, f, "replayed").await;
@@ -195,11 +219,13 @@ async fn replayed_hello_is_refused_also_after_a_restart(store: Backend) {
 
 async fn any_other_first_frame_is_no_hello(store: Backend) {
     let b = TestBroker::on(store).await;
-    for first in [
+    let firsts = [
         json!({"type":"list_peers","id":"r1"}).to_string(),
         "not json at all".to_owned(),
         json!({"no":"type"}).to_string(),
-    ] {
+    ];
+    // Each on every node.
+    for first in b.nodes().flat_map(|_| firsts.clone()) {
         let mut c = b.connect().await;
         c.send_text(first).await;
         let (frames, closed) = c.recv_close().await;
@@ -213,7 +239,7 @@ async fn any_other_first_frame_is_no_hello(store: Backend) {
         assert_eq!(frames.len(), 1);
         assert_eq!(frames[0]["code"], "no_hello");
     }
-    assert_eq!(rejected(&b.metrics().await, "no_hello"), 3.0);
+    assert_eq!(rejected(&b.metrics().await, "no_hello"), 3.0 * nodes(&b));
 }
 
 async fn silent_connection_gets_hello_timeout(store: Backend) {
@@ -221,16 +247,18 @@ async fn silent_connection_gets_hello_timeout(store: Backend) {
         c.hello_timeout = std::time::Duration::from_millis(300)
     })
     .await;
-    let mut c = b.connect().await;
-    let (_, closed) = c.recv_close().await;
-    assert_eq!(
-        closed,
-        Closed {
-            code: 1008,
-            reason: "hello_timeout".into()
-        }
-    );
-    assert_eq!(rejected(&b.metrics().await, "hello_timeout"), 1.0);
+    for _ in b.nodes() {
+        let mut c = b.connect().await;
+        let (_, closed) = c.recv_close().await;
+        assert_eq!(
+            closed,
+            Closed {
+                code: 1008,
+                reason: "hello_timeout".into()
+            }
+        );
+    }
+    assert_eq!(rejected(&b.metrics().await, "hello_timeout"), nodes(&b));
 }
 
 async fn a_rejected_hello_changes_nothing(store: Backend) {
@@ -253,8 +281,16 @@ async fn connections_per_member_are_limited(store: Backend) {
     let _c2 = b.session(&m, "s2", "b").await;
     // In a cluster, the third hello arrives at a third node.
     b.assert_apart(&[&_c1.0, &_c2.0]);
-    let f = m.hello_frame("s3", None, ConnectionRole::Session, fresh_ts());
-    expect_rejected(&b, f, "too_many_connections").await;
+    // The limit is checked after the five checks, so a refused hello has
+    // passed the replay check and its signature is spent (docs/protocol.md):
+    // each node gets a fresh one, and the first sent again is `replayed`.
+    let first = m.hello_frame("s3", None, ConnectionRole::Session, fresh_ts());
+    expect_rejected_once(&b, first.clone(), "too_many_connections").await;
+    for _ in 1..b.nodes().count() {
+        let f = m.hello_frame("s3", None, ConnectionRole::Session, fresh_ts());
+        expect_rejected_once(&b, f, "too_many_connections").await;
+    }
+    expect_rejected_once(&b, first, "replayed").await;
 }
 
 all_backends!(

@@ -259,18 +259,22 @@ async fn malformed_frames_get_errors_and_the_connection_lives(store: Backend) {
 async fn frames_over_one_mebibyte_close_with_1009(store: Backend) {
     let b = TestBroker::on(store).await;
     let alice = b.member("alice");
-    let (mut a, _) = b.session(&alice, "a1", "alice").await;
-    // Exactly 1 MiB is allowed (it is not JSON, so it gets an error).
-    a.send_text("x".repeat(1024 * 1024)).await;
-    assert_eq!(a.recv().await["code"], "malformed");
-    a.send_text("x".repeat(1024 * 1024 + 1)).await;
-    let (_, closed) = a.recv_close().await;
-    assert_eq!(closed.code, 1009);
-    // Also before the hello.
-    let mut c = b.connect().await;
-    c.send_text("y".repeat(1024 * 1024 + 1)).await;
-    let (_, closed) = c.recv_close().await;
-    assert_eq!(closed.code, 1009);
+    // Through each node: in a cluster the sessions land on nodes 1, 3, 2
+    // and the connections without a hello on nodes 2, 1, 3.
+    for (i, _) in b.nodes().enumerate() {
+        let (mut a, _) = b.session(&alice, &format!("a{i}"), "alice").await;
+        // Exactly 1 MiB is allowed (it is not JSON, so it gets an error).
+        a.send_text("x".repeat(1024 * 1024)).await;
+        assert_eq!(a.recv().await["code"], "malformed");
+        a.send_text("x".repeat(1024 * 1024 + 1)).await;
+        let (_, closed) = a.recv_close().await;
+        assert_eq!(closed.code, 1009);
+        // Also before the hello.
+        let mut c = b.connect().await;
+        c.send_text("y".repeat(1024 * 1024 + 1)).await;
+        let (_, closed) = c.recv_close().await;
+        assert_eq!(closed.code, 1009);
+    }
 }
 
 async fn send_rate_is_limited_per_member_without_disconnecting(store: Backend) {
