@@ -206,12 +206,14 @@ impl TestBroker {
             turn: AtomicUsize::new(0),
         };
         if backend == Backend::Cluster {
-            for i in 2..=CLUSTER_NODES {
+            // Started together: each start waits mostly on the database.
+            let others = (2..=CLUSTER_NODES).map(|i| {
                 let mut other = config.clone();
                 other.node_id = Some(node_id(i));
-                let node = first.join(other).await;
-                first.others.push(node);
-            }
+                first.join(other)
+            });
+            let others = futures_util::future::join_all(others).await;
+            first.others = others;
         }
         first
     }
