@@ -180,26 +180,44 @@ async fn join_refusals() {
     assert!(b.admin().list_members("team").unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn leave_revokes_and_closes_connections() {
-    let b = TestBroker::start().await;
+/// In a cluster the connections are on nodes 2 and 3 and the leave
+/// requests go to nodes 1, 2 and 3: a revocation through any node closes
+/// the member's connections on every node.
+async fn leave_revokes_and_closes_connections(store: Backend) {
+    let b = TestBroker::on(store).await;
     let m = b.member("m");
     let watcher = b.member("w");
     let (mut wc, _) = b.session(&watcher, "w", "watcher").await;
     let (mut c1, _) = b.session(&m, "s1", "one").await;
     let mut c2 = b.daemon(&m).await;
     wc.recv_type("event").await;
+    b.assert_apart(&[&wc, &c1, &c2]);
 
     let bad = LeaveRequest::signed(&watcher.key, &b.mesh.id, &m.info.id, now_ms());
-    let (s, body) = post(b.addr, "/v1/leave", &serde_json::to_value(&bad).unwrap()).await;
+    let (s, body) = post(
+        b.next_addr(),
+        "/v1/leave",
+        &serde_json::to_value(&bad).unwrap(),
+    )
+    .await;
     assert_eq!((s, body["error"].as_str()), (403, Some("unauthorized")));
 
     let stale = LeaveRequest::signed(&m.key, &b.mesh.id, &m.info.id, now_ms() - 120_000);
-    let (s, body) = post(b.addr, "/v1/leave", &serde_json::to_value(&stale).unwrap()).await;
+    let (s, body) = post(
+        b.next_addr(),
+        "/v1/leave",
+        &serde_json::to_value(&stale).unwrap(),
+    )
+    .await;
     assert_eq!((s, body["error"].as_str()), (400, Some("timestamp_skew")));
 
     let req = LeaveRequest::signed(&m.key, &b.mesh.id, &m.info.id, now_ms());
-    let (s, body) = post(b.addr, "/v1/leave", &serde_json::to_value(&req).unwrap()).await;
+    let (s, body) = post(
+        b.next_addr(),
+        "/v1/leave",
+        &serde_json::to_value(&req).unwrap(),
+    )
+    .await;
     assert_eq!(s, 200, "{body}");
     for c in [&mut c1, &mut c2] {
         let (_, closed) = c.recv_close().await;
@@ -309,3 +327,5 @@ async fn admin_api_basics() {
         );
     }
 }
+
+all_backends!(leave_revokes_and_closes_connections);

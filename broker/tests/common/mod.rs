@@ -372,9 +372,18 @@ impl TestBroker {
     /// The WebSocket URL of the node the next connection goes to (see
     /// [`TestBroker::connect`]), for a test that connects its own way.
     pub fn next_ws_url(&self) -> String {
+        self.next_node().ws_url()
+    }
+
+    /// The address of the node the next connection goes to, for an HTTP
+    /// request through any node.
+    pub fn next_addr(&self) -> SocketAddr {
+        self.next_node().addr
+    }
+
+    fn next_node(&self) -> &TestBroker {
         let turn = self.turn.fetch_add(1, Ordering::SeqCst);
-        let node = self.nodes().nth(turn % self.nodes().count()).unwrap();
-        node.ws_url()
+        self.nodes().nth(turn % self.nodes().count()).unwrap()
     }
 
     /// Connects and says hello as a `role:"session"` connection.
