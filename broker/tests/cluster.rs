@@ -179,16 +179,29 @@ async fn a_message_reaches_a_member_on_another_node_with_its_receipts_and_status
     assert!(rest.iter().all(|f| f["type"] != "push"), "{rest:?}");
 
     // Each node counts what it told the others and what it heard, and
-    // times the cross-node push (node 2) and receipt relays (node 1).
-    let (m1, m2) = (c.n(1).metrics().await, c.n(2).metrics().await);
-    let count = |text: &str, series: &str| metric(text, series).unwrap_or(0.0);
-    for (text, node) in [(&m1, 1), (&m2, 2)] {
-        for series in [
-            "claudemesh_broker_cluster_notifications_sent_total",
-            "claudemesh_broker_cluster_notifications_received_total",
-            "claudemesh_broker_cluster_notify_lag_seconds_count",
-        ] {
-            assert!(count(text, series) >= 1.0, "node {node}: {series}\n{text}");
+    // times the cross-node push (node 2) and receipt relays (node 1). A
+    // node hears its own notifications back on its own LISTEN connection,
+    // in no order with the other nodes: so the counts are awaited.
+    for node in [1, 2] {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let text = c.n(node).metrics().await;
+            let missing: Vec<&str> = [
+                "claudemesh_broker_cluster_notifications_sent_total",
+                "claudemesh_broker_cluster_notifications_received_total",
+                "claudemesh_broker_cluster_notify_lag_seconds_count",
+            ]
+            .into_iter()
+            .filter(|series| metric(&text, series).unwrap_or(0.0) < 1.0)
+            .collect();
+            if missing.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "node {node}: {missing:?} never counted\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 }

@@ -262,7 +262,13 @@ impl Haproxy {
             log,
             child,
         };
-        let up = wait_for(|| TcpStream::connect(listen).ok().map(|_| ()));
+        // HAProxy binds its frontend and its stats socket one after the
+        // other: wait for both, or a stats command may find no socket yet.
+        let up = wait_for(|| {
+            TcpStream::connect(listen).ok()?;
+            std::os::unix::net::UnixStream::connect(&proxy.socket).ok()?;
+            Some(())
+        });
         assert!(up.is_some(), "HAProxy never listened: {}", proxy.log());
         proxy
     }
