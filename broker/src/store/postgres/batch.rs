@@ -2,12 +2,12 @@
 //! on a pooled connection. It runs on the writer's own OS thread, which
 //! drives the async client with the runtime's handle.
 //!
-//! A batch costs the same few round trips whatever its size: BEGIN; the
-//! message numbers, every receipt and every hello signature in one
-//! pipelined flight of set-based statements ([`bulk`]); every message and
-//! its copies in one statement; the notifications; COMMIT. Only sends
-//! repeated by client id take one more flight (for the first message's
-//! recipient states), and housekeeping one statement of its own.
+//! A batch costs the same few round trips whatever its size: BEGIN; one
+//! pipelined flight of the message numbers, every receipt (a statement
+//! each) and every hello signature (one statement); every message and its
+//! copies in one statement; the notifications; COMMIT (see [`bulk`]). Only
+//! sends repeated by client id take one more flight (for the first
+//! message's recipient states), and housekeeping one of its own.
 //!
 //! Unlike SQLite, an error inside a PostgreSQL transaction aborts it. So
 //! when a batch of several operations fails for any reason but a lost
@@ -120,8 +120,8 @@ impl PgBatch {
     }
 }
 
-/// Applies operations that hold no housekeeping with set-based
-/// statements, with the outcomes the one-by-one order would give.
+/// Applies operations that hold no housekeeping with the statements of
+/// [`bulk`], with the outcomes the one-by-one order would give.
 ///
 /// Receipts and inserts of one batch are independent: a message's id is
 /// numbered in the batch that stores it, so a receipt can only name a

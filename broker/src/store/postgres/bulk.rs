@@ -1,7 +1,8 @@
-//! Set-based statements for the group-commit writer: each applies one
-//! kind of batch operation for a whole batch in one statement (arrays
-//! bound as parameters and expanded with `UNNEST`), so that a batch costs
-//! the same few round trips whatever its size.
+//! The group-commit writer's statements, so that a batch costs the same
+//! few round trips whatever its size: messages with their copies, and
+//! hello signatures, one statement for the whole batch (arrays bound as
+//! parameters and expanded with `UNNEST`); receipts one statement each,
+//! all sent in one flight (pipelined; see [`mark_delivered`] for why).
 //!
 //! Each takes its operations in batch order with their index in the
 //! batch, and leaves out what would make a row appear twice in one
