@@ -32,3 +32,13 @@ pub fn message_id(seq: i64) -> String {
     });
     format!("{prefix}_{seq:x}")
 }
+
+/// The sequence number a message id of this broker ends with
+/// (`msg_<prefix>_<seq hex>`); the store still compares the whole id.
+pub fn seq_in_message_id(message_id: &str) -> Option<i64> {
+    let (_, hex) = message_id.rsplit_once('_')?;
+    if hex.is_empty() || hex.len() > 15 {
+        return None;
+    }
+    i64::from_str_radix(hex, 16).ok()
+}

@@ -598,6 +598,202 @@ async fn a_failing_send_fails_alone(f: &Fixture) {
     assert_eq!(f.store.queue_depth().await.unwrap(), 4);
 }
 
+/// A verdict per operation of a batch, for comparing with the one-by-one
+/// order: a stored message's id, a repeat's first id with its states, a
+/// receipt's first time, a signature's novelty.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Stored(String),
+    Repeat(String, Vec<RecipientState>),
+    Receipt(bool),
+    NewHello(bool),
+    Done,
+}
+
+fn verdict(outcome: BatchOutcome, m: Option<&NewMessage>) -> Verdict {
+    match outcome {
+        BatchOutcome::Inserted(Ok(InsertOutcome::Stored)) => {
+            Verdict::Stored(m.map(|m| m.message_id.clone()).unwrap_or_default())
+        }
+        BatchOutcome::Inserted(Ok(InsertOutcome::Duplicate {
+            message_id,
+            recipients,
+        })) => Verdict::Repeat(message_id, recipients),
+        BatchOutcome::Receipt(route) => Verdict::Receipt(route.is_some()),
+        BatchOutcome::Remembered(r) => Verdict::NewHello(r.unwrap()),
+        BatchOutcome::Done => Verdict::Done,
+        other => panic!("unexpected outcome {other:?}"),
+    }
+}
+
+/// Many operations of every kind in one batch, repeats among them: each
+/// is answered as if the batch had been applied one operation after the
+/// other (the PostgreSQL writer applies a batch with set-based statements).
+async fn a_batch_answers_as_one_by_one(f: &Fixture) {
+    let m = populated(f).await;
+    let (_, earlier) = f.insert(message(&m.id, "earlier", NOW + DAY_MS)).await;
+    let p = earlier.message_id.clone();
+    let writer = f.writer.clone();
+    let mesh_id = m.id.clone();
+    let earlier_id = p.clone();
+    let (verdicts, seqs) = tokio::task::spawn_blocking(move || {
+        let p = earlier_id;
+        let mut c1 = message(&mesh_id, "c1", NOW + DAY_MS);
+        let mut c1_again = message(&mesh_id, "c1", NOW + DAY_MS);
+        let mut earlier_again = message(&mesh_id, "earlier", NOW + DAY_MS);
+        let mut c2 = message(&mesh_id, "c2", NOW + DAY_MS);
+        let mut earlier_late = message(&mesh_id, "earlier", NOW + DAY_MS);
+        let delivered = |member| BatchOp::Delivered {
+            message_id: &p,
+            member_id: member,
+            at: NOW + 1,
+        };
+        let seen = |member, session| BatchOp::Seen {
+            message_id: &p,
+            member_id: member,
+            session_id: session,
+            at: NOW + 2,
+        };
+        let hello = BatchOp::RememberHello {
+            signature: "sig-batch",
+            expires_at: NOW + DAY_MS,
+        };
+        let mut ops = [
+            BatchOp::Insert(&mut c1),
+            BatchOp::Insert(&mut c1_again),
+            BatchOp::Insert(&mut earlier_again),
+            delivered("mem_bob"),
+            delivered("mem_bob"),
+            seen("mem_carol", "sc"),
+            delivered("mem_carol"),
+            seen("mem_carol", "sc"),
+            seen("mem_alice", "sa"),
+            BatchOp::Delivered {
+                message_id: "msg_unknown_1",
+                member_id: "mem_bob",
+                at: NOW,
+            },
+            hello,
+            BatchOp::RememberHello {
+                signature: "sig-batch",
+                expires_at: NOW + DAY_MS,
+            },
+            BatchOp::Insert(&mut c2),
+            BatchOp::Insert(&mut earlier_late),
+        ];
+        let outcomes = writer.lock().unwrap().apply(&mut ops).unwrap().outcomes;
+        let inserted = [
+            Some(&c1),
+            Some(&c1_again),
+            Some(&earlier_again),
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            None,
+            Some(&c2),
+            Some(&earlier_late),
+        ];
+        let verdicts: Vec<Verdict> = outcomes
+            .into_iter()
+            .zip(inserted)
+            .map(|(o, m)| verdict(o, m))
+            .collect();
+        (verdicts, [c1.seq, c1_again.seq, c2.seq])
+    })
+    .await
+    .unwrap();
+    let Verdict::Stored(c1) = &verdicts[0] else {
+        panic!("the first c1 was not stored: {:?}", verdicts[0]);
+    };
+    let queued = vec![
+        state("pk_bob", Some("s1"), DeliveryState::Queued),
+        state("pk_bob", Some("s2"), DeliveryState::Queued),
+        state("pk_carol", None, DeliveryState::Queued),
+    ];
+    assert_eq!(verdicts[1], Verdict::Repeat(c1.clone(), queued.clone()));
+    // Read as before the receipts that come after it in the batch.
+    assert_eq!(verdicts[2], Verdict::Repeat(p.clone(), queued));
+    assert_eq!(
+        verdicts[3..12],
+        [
+            Verdict::Receipt(true),
+            Verdict::Receipt(false),
+            Verdict::Receipt(true),
+            Verdict::Receipt(false),
+            Verdict::Receipt(false),
+            Verdict::Receipt(false),
+            Verdict::Receipt(false),
+            Verdict::NewHello(true),
+            Verdict::NewHello(false),
+        ]
+    );
+    assert!(matches!(verdicts[12], Verdict::Stored(_)));
+    // ... and as after those that come before it.
+    let receipted = vec![
+        state("pk_bob", Some("s1"), DeliveryState::Delivered),
+        state("pk_bob", Some("s2"), DeliveryState::Delivered),
+        state("pk_carol", Some("sc"), DeliveryState::Seen),
+    ];
+    assert_eq!(verdicts[13], Verdict::Repeat(p.clone(), receipted.clone()));
+    assert!(seqs.is_sorted(), "numbered in batch order: {seqs:?}");
+    assert_eq!(f.store.queue_depth().await.unwrap(), 4, "c1 and c2 queued");
+    // The seen receipt delivered carol's copy of the earlier message.
+    assert_eq!(
+        f.store
+            .message_status(&p, &m.id, "mem_alice")
+            .await
+            .unwrap()
+            .unwrap(),
+        receipted
+    );
+    assert!(!f.remember("sig-batch", NOW + DAY_MS).await);
+}
+
+/// Housekeeping inside a batch purges what expired before it, and not
+/// what the batch stores after it.
+async fn housekeeping_in_a_batch(f: &Fixture) {
+    let m = populated(f).await;
+    let writer = f.writer.clone();
+    let mesh_id = m.id.clone();
+    let outcomes = tokio::task::spawn_blocking(move || {
+        let mut doomed = message(&mesh_id, "doomed", NOW + 10);
+        let mut late = message(&mesh_id, "late", NOW + 10);
+        let mut ops = [
+            BatchOp::Insert(&mut doomed),
+            BatchOp::Housekeeping { now_ms: NOW + 10 },
+            BatchOp::Insert(&mut late),
+        ];
+        let outcomes = writer.lock().unwrap().apply(&mut ops).unwrap().outcomes;
+        outcomes
+            .into_iter()
+            .map(|o| verdict(o, None))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        outcomes,
+        [
+            Verdict::Stored(String::new()),
+            Verdict::Done,
+            Verdict::Stored(String::new())
+        ]
+    );
+    for (client_id, kept) in [("doomed", false), ("late", true)] {
+        let found = f
+            .store
+            .sent_before(&m.id, "mem_alice", client_id)
+            .await
+            .unwrap();
+        assert_eq!(found.is_some(), kept, "{client_id}");
+    }
+}
+
 async fn receipts_and_message_status(f: &Fixture) {
     let m = populated(f).await;
     let (_, msg) = f.insert(message(&m.id, "c1", NOW + DAY_MS)).await;
@@ -748,6 +944,8 @@ both_stores!(
     revocations,
     messages_duplicates_and_pending_copies,
     a_failing_send_fails_alone,
+    a_batch_answers_as_one_by_one,
+    housekeeping_in_a_batch,
     receipts_and_message_status,
     expiry_purge,
     replay_signatures,

@@ -171,12 +171,18 @@ impl PgServer {
         // lose is fine, and it saves the tests thousands of fsyncs. It
         // does not change what the broker sees: commits are still
         // atomic and visible as soon as they return.
-        let options = format!(
+        let mut options = format!(
             "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off \
              -c full_page_writes=off -c max_connections=300",
             self.port,
             self.sock().display()
         );
+        // For profiling (docs/benchmarks.md): e.g. slow-statement logging
+        // to a directory that outlives the server.
+        if let Ok(extra) = std::env::var("CLAUDEMESH_TEST_PG_OPTIONS") {
+            options.push(' ');
+            options.push_str(&extra);
+        }
         self.pg(
             "pg_ctl",
             &[

@@ -8,6 +8,7 @@
 //! run in [`PgBatch`].
 
 mod batch;
+mod bulk;
 pub mod connect;
 pub(crate) mod messages;
 pub mod notify;
@@ -225,7 +226,23 @@ impl PgStore {
         seqs: &[i64],
         now_ms: i64,
     ) -> Result<Vec<(String, String, PendingPush)>, StoreError> {
-        messages::copies_of(&self.client().await?, seqs, now_ms).await
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // By primary key, whatever the statistics: without them (a new
+        // cluster's first minute) the planner took a scan of every pending
+        // copy (by bitmap, or the whole table) for each notification.
+        let (_, copies) = tokio::try_join!(
+            async {
+                tx.batch_execute(
+                    "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off",
+                )
+                .await
+                .map_err(StoreError::from)
+            },
+            messages::copies_of(&tx, seqs, now_ms),
+        )?;
+        tx.commit().await?;
+        Ok(copies)
     }
 
     pub async fn schema_version(&self) -> Result<i64, StoreError> {

@@ -51,16 +51,6 @@ pub fn max_seq(conn: &Connection) -> Result<i64, StoreError> {
     )
 }
 
-/// The sequence number a message id of this broker ends with
-/// (`msg_<prefix>_<seq hex>`).
-fn seq_in_id(message_id: &str) -> Option<i64> {
-    let (_, hex) = message_id.rsplit_once('_')?;
-    if hex.is_empty() || hex.len() > 15 {
-        return None;
-    }
-    i64::from_str_radix(hex, 16).ok()
-}
-
 /// A stored message found by its id.
 struct Found {
     seq: i64,
@@ -82,7 +72,7 @@ fn find(conn: &Connection, message_id: &str) -> Result<Option<Found>, StoreError
             sender_member_id: r.get(2)?,
         })
     };
-    if let Some(seq) = seq_in_id(message_id)
+    if let Some(seq) = crate::ids::seq_in_message_id(message_id)
         && let Some(found) = by_seq
             .query_row(params![seq, message_id], read)
             .optional()?
