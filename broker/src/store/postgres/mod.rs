@@ -183,23 +183,27 @@ impl PgStore {
     }
 
     /// One beat of the cluster's liveness: records this node's heartbeat,
-    /// claims the nodes whose heartbeat is older than `stale_ms` (their
-    /// sessions enter a grace of `grace_ms`), and removes, announcing
-    /// it, every orphaned session whose grace has ended. Returns the
-    /// nodes this one claimed.
+    /// if `may_claim`, claims the nodes whose heartbeat is older than
+    /// `stale_ms` (their sessions enter a grace of `grace_ms`), and
+    /// removes, announcing it, every orphaned session whose grace has
+    /// ended. Returns the nodes this one claimed.
     pub async fn cluster_beat(
         &self,
         stale_ms: i64,
         grace_ms: i64,
+        may_claim: bool,
     ) -> Result<Vec<String>, StoreError> {
         let mut c = self.client().await?;
         presence::heartbeat(&c, self.node_id()).await?;
-        let tx = c.transaction().await?;
-        let claimed = presence::claim_stale(&tx, self.node_id(), stale_ms).await?;
-        for dead in &claimed {
-            presence::orphan_node(&tx, dead, grace_ms).await?;
+        let mut claimed = Vec::new();
+        if may_claim {
+            let tx = c.transaction().await?;
+            claimed = presence::claim_stale(&tx, self.node_id(), stale_ms).await?;
+            for dead in &claimed {
+                presence::orphan_node(&tx, dead, grace_ms).await?;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         let tx = c.transaction().await?;
         presence::sweep_orphans(&tx).await?;
         tx.commit().await?;
