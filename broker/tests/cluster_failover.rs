@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use failover::check;
-use failover::world::World;
+use failover::world::{World, signal, stop_postgres};
 
 /// One scenario at a time: each runs 3 nodes, PostgreSQL, HAProxy, two
 /// daemons and three shims, which is all two cores can carry.
@@ -34,8 +34,11 @@ fn a_node_killed_mid_traffic_and_restarted_loses_and_duplicates_nothing() {
     let placement = w.placement();
     let moved: Vec<String> = placement[&victim].iter().cloned().collect();
     eprintln!("placement {placement:?}; killing {victim} (carrying {moved:?})");
-    w.cluster.node(&victim).kill9();
+    let pid = w.cluster.node(&victim).pid().expect("the victim runs");
+    w.round_during("down", move || signal(pid, "KILL"));
     let killed_at = Instant::now();
+    // Reaps it.
+    w.cluster.node(&victim).kill9();
     let survivors: Vec<String> = w
         .cluster
         .nodes
@@ -83,7 +86,8 @@ fn postgresql_restarted_mid_traffic_loses_nothing_acknowledged() {
     let mut w = World::start("pg");
     w.rounds_until("before", 3, "", |_| true);
 
-    w.cluster.pg.stop();
+    let root = w.cluster.pg.root().to_owned();
+    w.round_during("outage", move || stop_postgres(&root));
     // Longer than a node takes to call another dead (5 s without a
     // heartbeat): every node's heartbeat is stale when the database
     // returns.

@@ -372,6 +372,19 @@ impl World {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    /// A round with `disruption` (a node killed, the database stopped)
+    /// happening on another thread meanwhile, while sends are in flight.
+    pub fn round_during(&mut self, phase: &'static str, disruption: impl FnOnce() + Send) {
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                // Into the round: the first sends are on their way.
+                std::thread::sleep(Duration::from_millis(20));
+                disruption();
+            });
+            self.round(phase);
+        });
+    }
+
     /// Rounds until `done` holds, at least `min` of them; panics with
     /// `what` after a cap.
     pub fn rounds_until(
@@ -436,6 +449,32 @@ impl World {
         }
         out
     }
+}
+
+/// Sends `signal` (`KILL`, `INT`…) to process `pid`.
+pub fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -{signal} {pid}: {status}");
+}
+
+/// Stops the PostgreSQL server whose directory is `root` (the harness's
+/// layout: `data/postmaster.pid`) as `pg_ctl stop -m fast` does, with
+/// SIGINT to the postmaster, and waits until it is gone. By signal
+/// because this runs on another thread while the test drives traffic.
+pub fn stop_postgres(root: &std::path::Path) {
+    let pid_file = root.join("data").join("postmaster.pid");
+    let text = std::fs::read_to_string(&pid_file).expect("postmaster.pid");
+    let pid: u32 = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("the postmaster's pid");
+    signal(pid, "INT");
+    let gone = wait_for(|| (!pid_file.exists()).then_some(()));
+    assert!(gone.is_some(), "PostgreSQL did not stop");
 }
 
 /// The end of a log: where a failure shows.
