@@ -109,3 +109,41 @@ fn postgresql_restarted_mid_traffic_loses_nothing_acknowledged() {
         check::summary(&w)
     );
 }
+
+#[test]
+fn a_node_stalled_past_the_stale_window_takes_its_sessions_back() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut w = World::start("stall");
+    w.rounds_until("before", 3, "", |_| true);
+
+    // SIGSTOP: alive, its connections open, but silent in the database
+    // for longer than the stale window, so that a survivor claims it.
+    let victim = w.victim();
+    let pid = w.cluster.node(&victim).pid().expect("the victim runs");
+    w.round_during("stalled", move || signal(pid, "STOP"));
+    let claimed_by_survivor = |w: &World| {
+        w.cluster
+            .nodes
+            .iter()
+            .any(|n| n.id != victim && n.log().contains("a node went silent"))
+    };
+    w.rounds_until(
+        "stalled",
+        3,
+        "a survivor claiming the stalled node",
+        claimed_by_survivor,
+    );
+    signal(pid, "CONT");
+    let resumed = Instant::now();
+    check::wait_whole(&w);
+    w.rounds_until("recovered", 4, "", |_| true);
+    w.rounds_until("settled", 3, "", |_| true);
+    check::drain(&mut w);
+    check::assert_settled_acks(&w, "settled");
+    let repeats = check::assert_delivered_exactly_once(&w, None);
+    check::assert_presence(&mut w, resumed);
+    eprintln!(
+        "{}; {repeats} repeated pushes dropped by direct clients",
+        check::summary(&w)
+    );
+}

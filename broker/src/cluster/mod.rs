@@ -151,9 +151,12 @@ async fn heartbeat(ctx: Arc<Ctx>) {
         ticker.tick().await;
         let may_claim = beating_since.is_some_and(|t| t.elapsed() >= stale_after);
         match pg.cluster_beat(stale, grace_ms(&ctx), may_claim).await {
-            Ok(claimed) => {
+            Ok(beat) => {
                 beating_since.get_or_insert_with(tokio::time::Instant::now);
-                for node in claimed {
+                if beat.was_claimed {
+                    take_sessions_back(&ctx);
+                }
+                for node in beat.claimed {
                     tracing::warn!(node = %node, "a node went silent; its sessions are in their grace period");
                 }
             }
@@ -163,6 +166,26 @@ async fn heartbeat(ctx: Arc<Ctx>) {
             }
         }
     }
+}
+
+/// This node, alive, was taken for dead (stalled, or out of the
+/// database's reach, for longer than the stale window): another node put
+/// its sessions into their grace and announced them not live. Each
+/// session a connection here still carries is announced live again, in
+/// order with the hub's other changes, which takes its row back before
+/// the grace ends (else it would leave while connected). The
+/// connections' rows for the per-member limit are not restored: they are
+/// written at admission only, and the limit under-counts these until
+/// they close.
+fn take_sessions_back(ctx: &Ctx) {
+    let mut n = 0;
+    for mesh in ctx.hub.meshes() {
+        n += mesh.lock().publish_live_again();
+    }
+    tracing::warn!(
+        sessions = n,
+        "this node was taken for dead while alive; its sessions are taken back"
+    );
 }
 
 async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {

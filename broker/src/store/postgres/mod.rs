@@ -186,15 +186,17 @@ impl PgStore {
     /// if `may_claim`, claims the nodes whose heartbeat is older than
     /// `stale_ms` (their sessions enter a grace of `grace_ms`), and
     /// removes, announcing it, every orphaned session whose grace has
-    /// ended. Returns the nodes this one claimed.
+    /// ended.
     pub async fn cluster_beat(
         &self,
         stale_ms: i64,
         grace_ms: i64,
         may_claim: bool,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<Beat, StoreError> {
         let mut c = self.client().await?;
-        presence::heartbeat(&c, self.node_id()).await?;
+        let tx = c.transaction().await?;
+        let was_claimed = presence::heartbeat(&tx, self.node_id()).await?;
+        tx.commit().await?;
         let mut claimed = Vec::new();
         if may_claim {
             let tx = c.transaction().await?;
@@ -207,7 +209,10 @@ impl PgStore {
         let tx = c.transaction().await?;
         presence::sweep_orphans(&tx).await?;
         tx.commit().await?;
-        Ok(claimed)
+        Ok(Beat {
+            was_claimed,
+            claimed,
+        })
     }
 
     /// The undelivered, unexpired copies of messages `seqs`, with their
@@ -688,4 +693,13 @@ pub fn redact(url: &str) -> String {
         Ok(config) => connect::describe(&config),
         Err(_) => "an unparseable URL".to_owned(),
     }
+}
+
+/// What one [`PgStore::cluster_beat`] found.
+#[derive(Debug, Default)]
+pub struct Beat {
+    /// Another node had taken this one for dead since its last beat.
+    pub was_claimed: bool,
+    /// The nodes this one claimed.
+    pub claimed: Vec<String>,
 }
