@@ -17,6 +17,7 @@ mod failover;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use common::cluster::wait_for;
 use failover::check;
 use failover::world::{World, signal, stop_postgres};
 
@@ -121,18 +122,22 @@ fn a_node_stalled_past_the_stale_window_takes_its_sessions_back() {
     let victim = w.victim();
     let pid = w.cluster.node(&victim).pid().expect("the victim runs");
     w.round_during("stalled", move || signal(pid, "STOP"));
-    let claimed_by_survivor = |w: &World| {
+    let claimed = wait_for(|| {
         w.cluster
             .nodes
             .iter()
             .any(|n| n.id != victim && n.log().contains("a node went silent"))
-    };
-    w.rounds_until(
-        "stalled",
-        3,
-        "a survivor claiming the stalled node",
-        claimed_by_survivor,
+            .then_some(())
+    });
+    assert!(
+        claimed.is_some(),
+        "no survivor claimed {victim}:\n{}",
+        w.logs()
     );
+    // Sent while its sessions are in their grace (acked `queued`), from
+    // the direct clients only, whose sends never wait: it must go on well
+    // before the grace ends (its sessions would then rightly leave).
+    w.direct_round("claimed");
     signal(pid, "CONT");
     let resumed = Instant::now();
     check::wait_whole(&w);
