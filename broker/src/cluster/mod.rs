@@ -135,20 +135,57 @@ async fn heartbeat(ctx: Arc<Ctx>) {
     let Store::Postgres(pg) = &*ctx.store else {
         return;
     };
-    let stale = i64::try_from(ctx.config.node_stale_after.as_millis()).unwrap_or(i64::MAX);
+    let stale_after = ctx.config.node_stale_after;
+    let stale = i64::try_from(stale_after.as_millis()).unwrap_or(i64::MAX);
     let mut ticker = tokio::time::interval(ctx.config.heartbeat_every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Since when this node's beats have reached the database without a
+    // failure. It claims others only after a whole stale window of them:
+    // when the database comes back from an outage, every heartbeat in it
+    // is stale, and the first node back would otherwise take over nodes
+    // that are alive, holding their connections, and merely had no
+    // database to beat in either (their sessions would leave after the
+    // grace while connected).
+    let mut beating_since: Option<tokio::time::Instant> = None;
     loop {
         ticker.tick().await;
-        match pg.cluster_beat(stale, grace_ms(&ctx)).await {
-            Ok(claimed) => {
-                for node in claimed {
+        let may_claim = beating_since.is_some_and(|t| t.elapsed() >= stale_after);
+        match pg.cluster_beat(stale, grace_ms(&ctx), may_claim).await {
+            Ok(beat) => {
+                beating_since.get_or_insert_with(tokio::time::Instant::now);
+                if beat.was_claimed {
+                    take_sessions_back(&ctx);
+                }
+                for node in beat.claimed {
                     tracing::warn!(node = %node, "a node went silent; its sessions are in their grace period");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "the cluster heartbeat failed"),
+            Err(e) => {
+                beating_since = None;
+                tracing::warn!(error = %e, "the cluster heartbeat failed");
+            }
         }
     }
+}
+
+/// This node, alive, was taken for dead (stalled, or out of the
+/// database's reach, for longer than the stale window): another node put
+/// its sessions into their grace and announced them not live. Each
+/// session a connection here still carries is announced live again, in
+/// order with the hub's other changes, which takes its row back before
+/// the grace ends (else it would leave while connected). The
+/// connections' rows for the per-member limit are not restored: they are
+/// written at admission only, and the limit under-counts these until
+/// they close.
+fn take_sessions_back(ctx: &Ctx) {
+    let mut n = 0;
+    for mesh in ctx.hub.meshes() {
+        n += mesh.lock().publish_live_again();
+    }
+    tracing::warn!(
+        sessions = n,
+        "this node was taken for dead while alive; its sessions are taken back"
+    );
 }
 
 async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {

@@ -51,6 +51,7 @@ fn as_write(c: PresenceChange) -> PresenceWrite {
         session_id: c.key.1,
         peer: c.peer,
         live: c.live,
+        retake: c.retake,
     }
 }
 

@@ -66,6 +66,9 @@ pub struct PresenceChange {
     pub peer: Option<Peer>,
     /// Carried by a connection now (false: in its grace period).
     pub live: bool,
+    /// Taking back a row this node held before another node took it for
+    /// dead: only a row still naming this node (or none) is written.
+    pub retake: bool,
 }
 
 /// What a connection says about a session it opens. `None` keeps the
@@ -197,6 +200,10 @@ impl MeshState {
     /// Tells the cluster the state of session `key` if this node carries
     /// it (or carried it, and it has just left).
     fn publish(&self, key: &SessionKey) {
+        self.publish_as(key, false);
+    }
+
+    fn publish_as(&self, key: &SessionKey, retake: bool) {
         let Some((mesh_id, tx)) = &self.outbox else {
             return;
         };
@@ -210,7 +217,24 @@ impl MeshState {
             key: key.clone(),
             peer,
             live,
+            retake,
         });
+    }
+
+    /// Tells the cluster again of every session a connection here
+    /// carries, as live (after another node took this one for dead);
+    /// how many.
+    pub fn publish_live_again(&self) -> usize {
+        let live: Vec<&SessionKey> = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.node.is_none() && e.conn.is_some())
+            .map(|(k, _)| k)
+            .collect();
+        for key in &live {
+            self.publish_as(key, true);
+        }
+        live.len()
     }
 
     /// Another node's session, as that node announced it: listed here too

@@ -195,27 +195,36 @@ impl PgStore {
     }
 
     /// One beat of the cluster's liveness: records this node's heartbeat,
-    /// claims the nodes whose heartbeat is older than `stale_ms` (their
-    /// sessions enter a grace of `grace_ms`), and removes, announcing
-    /// it, every orphaned session whose grace has ended. Returns the
-    /// nodes this one claimed.
+    /// if `may_claim`, claims the nodes whose heartbeat is older than
+    /// `stale_ms` (their sessions enter a grace of `grace_ms`), and
+    /// removes, announcing it, every orphaned session whose grace has
+    /// ended.
     pub async fn cluster_beat(
         &self,
         stale_ms: i64,
         grace_ms: i64,
-    ) -> Result<Vec<String>, StoreError> {
+        may_claim: bool,
+    ) -> Result<Beat, StoreError> {
         let mut c = self.client().await?;
-        presence::heartbeat(&c, self.node_id()).await?;
         let tx = c.transaction().await?;
-        let claimed = presence::claim_stale(&tx, self.node_id(), stale_ms).await?;
-        for dead in &claimed {
-            presence::orphan_node(&tx, dead, grace_ms).await?;
-        }
+        let was_claimed = presence::heartbeat(&tx, self.node_id()).await?;
         tx.commit().await?;
+        let mut claimed = Vec::new();
+        if may_claim {
+            let tx = c.transaction().await?;
+            claimed = presence::claim_stale(&tx, self.node_id(), stale_ms).await?;
+            for dead in &claimed {
+                presence::orphan_node(&tx, dead, grace_ms).await?;
+            }
+            tx.commit().await?;
+        }
         let tx = c.transaction().await?;
         presence::sweep_orphans(&tx).await?;
         tx.commit().await?;
-        Ok(claimed)
+        Ok(Beat {
+            was_claimed,
+            claimed,
+        })
     }
 
     /// The undelivered, unexpired copies of messages `seqs`, with their
@@ -712,4 +721,13 @@ pub fn redact(url: &str) -> String {
         Ok(config) => connect::describe(&config),
         Err(_) => "an unparseable URL".to_owned(),
     }
+}
+
+/// What one [`PgStore::cluster_beat`] found.
+#[derive(Debug, Default)]
+pub struct Beat {
+    /// Another node had taken this one for dead since its last beat.
+    pub was_claimed: bool,
+    /// The nodes this one claimed.
+    pub claimed: Vec<String>,
 }

@@ -19,6 +19,10 @@ pub struct PresenceWrite {
     /// `None`: the session left.
     pub peer: Option<Peer>,
     pub live: bool,
+    /// This node takes back its row after another node took it for dead:
+    /// written only where the row still names this node (or is gone), so
+    /// a session that moved to another node meanwhile stays there.
+    pub retake: bool,
 }
 
 /// One row of the presence table.
@@ -69,6 +73,15 @@ pub async fn write(
                  OR (presence.node = EXCLUDED.node AND presence.grace_until IS NULL)",
         )
         .await?;
+    let retake = c
+        .prepare_cached(
+            "INSERT INTO presence (mesh_id, member_id, session_id, node, peer, live)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (mesh_id, member_id, session_id)
+             DO UPDATE SET peer = EXCLUDED.peer, live = EXCLUDED.live, grace_until = NULL
+             WHERE presence.node = EXCLUDED.node",
+        )
+        .await?;
     let delete = c
         .prepare_cached(
             "DELETE FROM presence
@@ -86,7 +99,7 @@ pub async fn write(
                     serde_json::to_string(peer).map_err(|e| StoreError::Corrupt(e.to_string()))?;
                 let changed = c
                     .execute(
-                        &upsert,
+                        if ch.retake { &retake } else { &upsert },
                         &[
                             &ch.mesh_id,
                             &ch.member_id,
@@ -227,8 +240,17 @@ pub async fn sweep_orphans(c: &impl GenericClient) -> Result<usize, StoreError> 
 }
 
 /// Records `node`'s heartbeat (a node that was claimed and comes back is
-/// unclaimed).
-pub async fn heartbeat(c: &impl GenericClient, node: &str) -> Result<(), StoreError> {
+/// unclaimed). True when another node had claimed it: it was taken for
+/// dead, its sessions put into their grace. Run in a transaction: the
+/// row stays locked until it commits, so no claim can slip in between.
+pub async fn heartbeat(c: &impl GenericClient, node: &str) -> Result<bool, StoreError> {
+    let was_claimed = c
+        .query_opt(
+            "SELECT claimed_by IS NOT NULL FROM nodes WHERE id = $1 FOR UPDATE",
+            &[&node],
+        )
+        .await?
+        .is_some_and(|r| r.get::<_, bool>(0));
     c.execute(
         &format!(
             "INSERT INTO nodes (id, heartbeat_at, claimed_by) VALUES ($1, {DB_NOW_MS}, NULL)
@@ -238,7 +260,7 @@ pub async fn heartbeat(c: &impl GenericClient, node: &str) -> Result<(), StoreEr
         &[&node],
     )
     .await?;
-    Ok(())
+    Ok(was_claimed)
 }
 
 /// Claims, for `node`, every other node whose heartbeat is older than
