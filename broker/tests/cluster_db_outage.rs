@@ -34,16 +34,7 @@ fn config(dir: &std::path::Path, url: &str, id: &str) -> BrokerConfig {
 
 async fn node(url: &str, mesh: &MeshInfo, id: &str) -> TestBroker {
     let dir = tempfile::tempdir().unwrap();
-    let broker = claudemesh_broker::start(config(dir.path(), url, id))
-        .await
-        .unwrap();
-    TestBroker {
-        addr: broker.local_addr(),
-        broker: Some(broker),
-        dir,
-        mesh: mesh.clone(),
-        database_url: Some(url.to_owned()),
-    }
+    TestBroker::node(config(dir.path(), url, id), mesh).await
 }
 
 /// Waits until `c` lists the display names `want` (other nodes' sessions

@@ -221,17 +221,24 @@ impl TestBroker {
     /// Another node on this broker's PostgreSQL database, started with
     /// `config` (its database URL set here, its data directory a new one).
     pub async fn join(&self, mut config: BrokerConfig) -> TestBroker {
+        config.database_url = self.database_url.clone();
+        Self::node(config, &self.mesh).await
+    }
+
+    /// One node serving `mesh` from the database `config` names, with a
+    /// new data directory and a loopback port of its own.
+    pub async fn node(mut config: BrokerConfig, mesh: &MeshInfo) -> TestBroker {
         let dir = tempfile::tempdir().unwrap();
         config.data_dir = dir.path().to_owned();
         config.listen = "127.0.0.1:0".parse().unwrap();
-        config.database_url = self.database_url.clone();
+        let database_url = config.database_url.clone();
         let broker = claudemesh_broker::start(config).await.unwrap();
         TestBroker {
             addr: broker.local_addr(),
             broker: Some(broker),
             dir,
-            mesh: self.mesh.clone(),
-            database_url: self.database_url.clone(),
+            mesh: mesh.clone(),
+            database_url,
             others: Vec::new(),
             turn: AtomicUsize::new(0),
         }
