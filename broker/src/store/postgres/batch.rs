@@ -415,19 +415,23 @@ fn refused(op: &BatchOp<'_>, e: StoreError) -> BatchOutcome {
 
 impl PgBatch {
     /// What this batch tells the other nodes: the numbers of the new
-    /// messages, and each first receipt (`pubkeys`: its recipient's key).
+    /// messages with their recipients, and each first receipt (`pubkeys`: its recipient's key).
     fn events(
         &self,
         ops: &[BatchOp<'_>],
         outcomes: &[BatchOutcome],
         pubkeys: &[Option<String>],
     ) -> Vec<ClusterEvent> {
-        let mut seqs = Vec::new();
+        let mut stored = Vec::new();
         let mut events = Vec::new();
         for ((op, outcome), pubkey) in ops.iter().zip(outcomes).zip(pubkeys) {
             let (message_id, session, at, route, member) = match (op, outcome, pubkey) {
                 (BatchOp::Insert(m), BatchOutcome::Inserted(Ok(InsertOutcome::Stored)), _) => {
-                    seqs.push(m.seq);
+                    stored.push(notify::Announced {
+                        seq: m.seq,
+                        mesh_id: &m.mesh_id,
+                        member_ids: m.recipients.iter().map(|r| r.member_id.as_str()).collect(),
+                    });
                     continue;
                 }
                 (
@@ -459,7 +463,7 @@ impl PgBatch {
                 at: *at,
             }));
         }
-        let mut all = notify::messages(&self.node, &seqs);
+        let mut all = notify::messages(&self.node, &stored);
         all.extend(events);
         all
     }

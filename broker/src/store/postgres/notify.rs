@@ -8,6 +8,8 @@
 //! refuses a payload of 8000 bytes or more, so lists are split over
 //! several notifications of at most [`MAX_PAYLOAD_BYTES`].
 
+use std::collections::BTreeMap;
+
 use deadpool_postgres::GenericClient;
 use serde::{Deserialize, Serialize};
 
@@ -26,8 +28,18 @@ pub const MAX_PAYLOAD_BYTES: usize = 7000;
 #[serde(tag = "t")]
 pub enum ClusterEvent {
     /// Messages were stored by `node`; their copies are in `recipients`.
+    /// `to` names, by mesh and member, the numbers of the messages that
+    /// have a copy for that member, so that a node reads only the copies
+    /// of members connected to it; a number in `seqs` that `to` does not
+    /// name may have copies for anyone (too many recipients to list, or
+    /// a sender that does not list them).
     #[serde(rename = "msg")]
-    Messages { node: String, seqs: Vec<i64> },
+    Messages {
+        node: String,
+        seqs: Vec<i64>,
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        to: Recipients,
+    },
     /// A copy was delivered or seen: relay the receipt to the sender.
     #[serde(rename = "rcpt")]
     Receipt {
@@ -116,16 +128,69 @@ pub fn presence(event: ClusterEvent) -> ClusterEvent {
     }
 }
 
-/// One `Messages` notification per chunk of `seqs` that fits a payload.
-pub fn messages(node: &str, seqs: &[i64]) -> Vec<ClusterEvent> {
-    // A number takes at most 20 bytes and a comma.
-    let per = (MAX_PAYLOAD_BYTES.saturating_sub(node.len() + 64) / 21).max(1);
-    seqs.chunks(per)
-        .map(|c| ClusterEvent::Messages {
+/// Mesh id -> member id -> the numbers of the messages with a copy for it.
+pub type Recipients = BTreeMap<String, BTreeMap<String, Vec<i64>>>;
+
+/// A stored message as its notification names it.
+pub struct Announced<'a> {
+    pub seq: i64,
+    pub mesh_id: &'a str,
+    pub member_ids: Vec<&'a str>,
+}
+
+/// A number takes at most 20 bytes and a comma.
+const SEQ_BYTES: usize = 21;
+
+/// A message whose recipients would take more of a payload than this is
+/// announced without them (every node reads all its copies).
+const MAX_LISTED_BYTES: usize = MAX_PAYLOAD_BYTES / 4;
+
+/// `Messages` notifications announcing `msgs`, each under the payload
+/// limit, with the recipients of each message that fits.
+pub fn messages(node: &str, msgs: &[Announced<'_>]) -> Vec<ClusterEvent> {
+    // The fixed part, with room for the JSON around it.
+    let base = node.len() + 64;
+    let mut out = Vec::new();
+    let mut seqs = Vec::new();
+    let mut to = Recipients::new();
+    let mut bytes = base;
+    for m in msgs {
+        // Quotes, colon, brackets and commas: at most 6 bytes around a
+        // key, and ids are plain ASCII (no escapes).
+        let listed: usize = m
+            .member_ids
+            .iter()
+            .map(|id| id.len() + 6 + SEQ_BYTES)
+            .sum::<usize>()
+            + m.mesh_id.len()
+            + 6;
+        let list = listed <= MAX_LISTED_BYTES;
+        let cost = SEQ_BYTES + if list { listed } else { 0 };
+        if !seqs.is_empty() && bytes + cost > MAX_PAYLOAD_BYTES {
+            out.push(ClusterEvent::Messages {
+                node: node.to_owned(),
+                seqs: std::mem::take(&mut seqs),
+                to: std::mem::take(&mut to),
+            });
+            bytes = base;
+        }
+        bytes += cost;
+        seqs.push(m.seq);
+        if list {
+            let mesh = to.entry(m.mesh_id.to_owned()).or_default();
+            for id in &m.member_ids {
+                mesh.entry((*id).to_owned()).or_default().push(m.seq);
+            }
+        }
+    }
+    if !seqs.is_empty() {
+        out.push(ClusterEvent::Messages {
             node: node.to_owned(),
-            seqs: c.to_vec(),
-        })
-        .collect()
+            seqs,
+            to,
+        });
+    }
+    out
 }
 
 /// A receipt, split over several notifications when the sessions it
@@ -191,21 +256,71 @@ pub async fn send(c: &impl GenericClient, events: &[ClusterEvent]) -> Result<(),
 mod tests {
     use super::*;
 
+    fn announced<'a>(seq: i64, mesh: &'a str, members: &[&'a str]) -> Announced<'a> {
+        Announced {
+            seq,
+            mesh_id: mesh,
+            member_ids: members.to_vec(),
+        }
+    }
+
+    fn parse_messages(e: &ClusterEvent) -> (Vec<i64>, Recipients) {
+        assert!(e.to_payload().len() <= MAX_PAYLOAD_BYTES);
+        match ClusterEvent::parse(&e.to_payload()).unwrap() {
+            ClusterEvent::Messages { seqs, to, .. } => (seqs, to),
+            other => panic!("not a messages event: {other:?}"),
+        }
+    }
+
     #[test]
-    fn message_numbers_are_split_under_the_payload_limit() {
+    fn message_numbers_and_recipients_are_split_under_the_payload_limit() {
+        let member = format!("mem_{}", "a".repeat(32));
+        let mesh = format!("mesh_{}", "b".repeat(32));
         let seqs: Vec<i64> = (i64::MAX - 5000..i64::MAX).collect();
-        let events = messages("node-1", &seqs);
+        let msgs: Vec<Announced> = seqs
+            .iter()
+            .map(|&s| announced(s, &mesh, &[&member]))
+            .collect();
+        let events = messages("node-1", &msgs);
         assert!(events.len() > 1);
         let mut back = Vec::new();
+        let mut listed = Vec::new();
         for e in &events {
-            assert!(e.to_payload().len() <= MAX_PAYLOAD_BYTES);
-            let ClusterEvent::Messages { seqs, .. } = ClusterEvent::parse(&e.to_payload()).unwrap()
-            else {
-                panic!("not a messages event");
-            };
+            let (seqs, to) = parse_messages(e);
             back.extend(seqs);
+            listed.extend(to[&mesh][&member].clone());
         }
         assert_eq!(back, seqs);
+        assert_eq!(listed, seqs);
+    }
+
+    #[test]
+    fn a_message_with_too_many_recipients_to_list_is_announced_without_them() {
+        let members: Vec<String> = (0..200).map(|i| format!("mem_{i:0>32}")).collect();
+        let all: Vec<&str> = members.iter().map(String::as_str).collect();
+        let msgs = vec![
+            announced(1, "mesh_a", &all[..1]),
+            announced(2, "mesh_a", &all),
+            announced(3, "mesh_b", &all[1..3]),
+        ];
+        let events = messages("node-1", &msgs);
+        assert_eq!(events.len(), 1);
+        let (seqs, to) = parse_messages(&events[0]);
+        assert_eq!(seqs, vec![1, 2, 3]);
+        assert_eq!(to["mesh_a"].len(), 1);
+        assert_eq!(to["mesh_a"][all[0]], vec![1]);
+        assert_eq!(to["mesh_b"][all[1]], vec![3]);
+        assert_eq!(to["mesh_b"][all[2]], vec![3]);
+    }
+
+    #[test]
+    fn an_announcement_without_recipients_still_parses() {
+        // As a node that does not list recipients sends it: every copy is
+        // read.
+        let (seqs, to) =
+            parse_messages(&ClusterEvent::parse(r#"{"t":"msg","node":"n","seqs":[4,5]}"#).unwrap());
+        assert_eq!(seqs, vec![4, 5]);
+        assert!(to.is_empty());
     }
 
     #[test]
