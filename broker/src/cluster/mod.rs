@@ -42,7 +42,7 @@ use crate::hub::PresenceChange;
 use crate::metrics::Metrics;
 use crate::store::postgres::PgStore;
 use crate::store::postgres::connect::Listening;
-use crate::store::postgres::notify::{ClusterEvent, Recipients};
+use crate::store::postgres::notify::{ClusterEvent, ReceiptNote, Recipients};
 use crate::store::{ReceiptRoute, Store, StoreError};
 
 /// The first wait before listening again after a failure.
@@ -233,40 +233,12 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
                 }
             }
         }
-        ClusterEvent::Receipt { node, .. } if node == me => {}
-        ClusterEvent::Receipt {
-            mesh,
-            sender,
-            message_id,
-            member,
-            session,
-            sessions,
-            seen,
-            at,
-            ..
-        } => {
-            let Some(live) = ctx.hub.find(&mesh) else {
-                return;
-            };
-            let receipt = Receipt {
-                message_id: &message_id,
-                member: &member,
-                session_id: session.as_deref(),
-                state: if seen {
-                    DeliveryState::Seen
-                } else {
-                    DeliveryState::Delivered
-                },
-                at,
-            };
-            let route = ReceiptRoute {
-                mesh_id: mesh.clone(),
-                sender_member_id: sender,
-                sessions,
-            };
-            delivery::relay_receipt_in(&live, &receipt, &route);
-            // From the receipt's arrival on its node to its relay here.
-            ctx.metrics.notify_lag(since(ctx, at));
+        ClusterEvent::Receipt { node, .. } | ClusterEvent::Receipts { node, .. } if node == me => {}
+        ClusterEvent::Receipt { receipt, .. } => relay(ctx, &receipt),
+        ClusterEvent::Receipts { list, .. } => {
+            for receipt in &list {
+                relay(ctx, receipt);
+            }
         }
         ClusterEvent::Presence { node, .. } if node == me => {}
         ClusterEvent::Presence {
@@ -287,6 +259,32 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
             *last_revocation = (*last_revocation).max(seq);
         }
     }
+}
+
+/// Relays a receipt another node recorded to the sender's connections here.
+fn relay(ctx: &Ctx, note: &ReceiptNote) {
+    let Some(live) = ctx.hub.find(&note.mesh) else {
+        return;
+    };
+    let receipt = Receipt {
+        message_id: &note.message_id,
+        member: &note.member,
+        session_id: note.session.as_deref(),
+        state: if note.seen {
+            DeliveryState::Seen
+        } else {
+            DeliveryState::Delivered
+        },
+        at: note.at,
+    };
+    let route = ReceiptRoute {
+        mesh_id: note.mesh.clone(),
+        sender_member_id: note.sender.clone(),
+        sessions: note.sessions.clone(),
+    };
+    delivery::relay_receipt_in(&live, &receipt, &route);
+    // From the receipt's arrival on its node to its relay here.
+    ctx.metrics.notify_lag(since(ctx, note.at));
 }
 
 /// What to read of announced messages: the numbers `to` does not name

@@ -423,7 +423,7 @@ impl PgBatch {
         pubkeys: &[Option<String>],
     ) -> Vec<ClusterEvent> {
         let mut stored = Vec::new();
-        let mut events = Vec::new();
+        let mut notes = Vec::new();
         for ((op, outcome), pubkey) in ops.iter().zip(outcomes).zip(pubkeys) {
             let (message_id, session, at, route, member) = match (op, outcome, pubkey) {
                 (BatchOp::Insert(m), BatchOutcome::Inserted(Ok(InsertOutcome::Stored)), _) => {
@@ -451,8 +451,7 @@ impl PgBatch {
                 ) => (message_id, Some(*session_id), at, route, member),
                 _ => continue,
             };
-            events.extend(notify::receipts(ClusterEvent::Receipt {
-                node: self.node.clone(),
+            notes.push(notify::ReceiptNote {
                 mesh: route.mesh_id.clone(),
                 sender: route.sender_member_id.clone(),
                 message_id: (*message_id).to_owned(),
@@ -461,10 +460,10 @@ impl PgBatch {
                 sessions: route.sessions.clone(),
                 seen: session.is_some(),
                 at: *at,
-            }));
+            });
         }
         let mut all = notify::messages(&self.node, &stored);
-        all.extend(events);
+        all.extend(notify::receipts(&self.node, notes));
         all
     }
 }

@@ -40,21 +40,19 @@ pub enum ClusterEvent {
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
         to: Recipients,
     },
-    /// A copy was delivered or seen: relay the receipt to the sender.
+    /// A copy was delivered or seen: relay the receipt to the sender (as
+    /// nodes that send one notification per receipt announce it).
     #[serde(rename = "rcpt")]
     Receipt {
         node: String,
-        mesh: String,
-        sender: String,
-        message_id: String,
-        /// The recipient's public key.
-        member: String,
-        /// `seen`: the session that saw it.
-        session: Option<String>,
-        /// The sessions the copy named (empty: the whole member).
-        sessions: Vec<String>,
-        seen: bool,
-        at: i64,
+        #[serde(flatten)]
+        receipt: ReceiptNote,
+    },
+    /// Receipts recorded by one batch of `node`, as many as fit.
+    #[serde(rename = "rcpts")]
+    Receipts {
+        node: String,
+        list: Vec<ReceiptNote>,
     },
     /// A session carried by `node` changed (`gone`: it left). `peer` is
     /// left out when it does not fit a payload: the receiver reads the
@@ -78,6 +76,22 @@ pub enum ClusterEvent {
     },
 }
 
+/// A copy delivered or seen, for the sender's connections on other nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptNote {
+    pub mesh: String,
+    pub sender: String,
+    pub message_id: String,
+    /// The recipient's public key.
+    pub member: String,
+    /// `seen`: the session that saw it.
+    pub session: Option<String>,
+    /// The sessions the copy named (empty: the whole member).
+    pub sessions: Vec<String>,
+    pub seen: bool,
+    pub at: i64,
+}
+
 impl ClusterEvent {
     pub fn to_payload(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
@@ -89,6 +103,7 @@ impl ClusterEvent {
         match self {
             Self::Messages { node, .. }
             | Self::Receipt { node, .. }
+            | Self::Receipts { node, .. }
             | Self::Presence { node, .. } => Some(node),
             Self::Revoked { .. } => None,
         }
@@ -193,44 +208,68 @@ pub fn messages(node: &str, msgs: &[Announced<'_>]) -> Vec<ClusterEvent> {
     out
 }
 
-/// A receipt, split over several notifications when the sessions it
-/// names do not fit one (each carries some of them: the receipt frames
-/// are one per session anyway).
-pub fn receipts(template: ClusterEvent) -> Vec<ClusterEvent> {
-    let ClusterEvent::Receipt { sessions, .. } = &template else {
-        return vec![template];
-    };
-    if template.to_payload().len() <= MAX_PAYLOAD_BYTES {
-        return vec![template];
+/// `Receipts` notifications carrying `notes`, as few as fit the payload
+/// limit. A receipt naming more sessions than fit one is split over
+/// several (each carries some of them: the receipt frames are one per
+/// session anyway).
+pub fn receipts(node: &str, notes: Vec<ReceiptNote>) -> Vec<ClusterEvent> {
+    // The fixed part, with room for the JSON around it.
+    let base = node.len() + 64;
+    let mut out = Vec::new();
+    let mut list = Vec::new();
+    let mut bytes = base;
+    for part in notes.into_iter().flat_map(|n| split(n, base)) {
+        // A comma between entries.
+        let cost = note_len(&part) + 1;
+        if !list.is_empty() && bytes + cost > MAX_PAYLOAD_BYTES {
+            out.push(ClusterEvent::Receipts {
+                node: node.to_owned(),
+                list: std::mem::take(&mut list),
+            });
+            bytes = base;
+        }
+        bytes += cost;
+        list.push(part);
     }
+    if !list.is_empty() {
+        out.push(ClusterEvent::Receipts {
+            node: node.to_owned(),
+            list,
+        });
+    }
+    out
+}
+
+fn note_len(note: &ReceiptNote) -> usize {
+    serde_json::to_string(note).map_or(MAX_PAYLOAD_BYTES, |s| s.len())
+}
+
+/// `note`, split by its sessions into parts that each fit a payload
+/// beside `base` bytes.
+fn split(note: ReceiptNote, base: usize) -> Vec<ReceiptNote> {
+    if base + note_len(&note) < MAX_PAYLOAD_BYTES {
+        return vec![note];
+    }
+    let mut empty = note.clone();
+    empty.sessions.clear();
+    let base = base + note_len(&empty);
+    let with = |chunk: Vec<String>| ReceiptNote {
+        sessions: chunk,
+        ..empty.clone()
+    };
     let mut out = Vec::new();
     let mut chunk: Vec<String> = Vec::new();
     let mut bytes = 0;
-    let base = {
-        let mut t = template.clone();
-        if let ClusterEvent::Receipt { sessions, .. } = &mut t {
-            sessions.clear();
-        }
-        t
-    };
-    let base_len = base.to_payload().len();
-    let with = |chunk: Vec<String>| {
-        let mut t = base.clone();
-        if let ClusterEvent::Receipt { sessions, .. } = &mut t {
-            *sessions = chunk;
-        }
-        t
-    };
-    for s in sessions {
+    for s in note.sessions {
         // Quotes, comma and JSON escapes (control characters are not
         // allowed in session ids, so at most the quotes and comma).
         let cost = s.len() + 3;
-        if !chunk.is_empty() && base_len + bytes + cost > MAX_PAYLOAD_BYTES {
+        if !chunk.is_empty() && base + bytes + cost > MAX_PAYLOAD_BYTES {
             out.push(with(std::mem::take(&mut chunk)));
             bytes = 0;
         }
         bytes += cost;
-        chunk.push(s.clone());
+        chunk.push(s);
     }
     if !chunk.is_empty() {
         out.push(with(chunk));
@@ -323,29 +362,64 @@ mod tests {
         assert!(to.is_empty());
     }
 
+    fn note(message_id: &str, sessions: Vec<String>) -> ReceiptNote {
+        ReceiptNote {
+            mesh: "m".into(),
+            sender: "s".into(),
+            message_id: message_id.into(),
+            member: "ab".repeat(32),
+            session: None,
+            sessions,
+            seen: false,
+            at: 1,
+        }
+    }
+
+    fn parse_receipts(e: &ClusterEvent) -> Vec<ReceiptNote> {
+        assert!(e.to_payload().len() <= MAX_PAYLOAD_BYTES);
+        match ClusterEvent::parse(&e.to_payload()).unwrap() {
+            ClusterEvent::Receipts { list, .. } => list,
+            other => panic!("not a receipts event: {other:?}"),
+        }
+    }
+
     #[test]
     fn a_receipt_naming_many_sessions_is_split_under_the_payload_limit() {
         let sessions: Vec<String> = (0..256).map(|i| format!("{i:0>100}")).collect();
-        let template = ClusterEvent::Receipt {
-            node: "n".into(),
-            mesh: "m".into(),
-            sender: "s".into(),
-            message_id: "msg".into(),
-            member: "ab".repeat(32),
-            session: None,
-            sessions: sessions.clone(),
-            seen: false,
-            at: 1,
-        };
-        let parts = receipts(template);
+        let parts = receipts("n", vec![note("msg", sessions.clone())]);
         assert!(parts.len() > 1);
         let mut back = Vec::new();
         for p in &parts {
-            assert!(p.to_payload().len() <= MAX_PAYLOAD_BYTES);
-            if let ClusterEvent::Receipt { sessions, .. } = p {
-                back.extend(sessions.clone());
+            for n in parse_receipts(p) {
+                assert_eq!(n.message_id, "msg");
+                back.extend(n.sessions);
             }
         }
         assert_eq!(back, sessions);
+    }
+
+    #[test]
+    fn a_batch_of_receipts_is_packed_into_few_notifications_under_the_limit() {
+        let notes: Vec<ReceiptNote> = (0..500)
+            .map(|i| note(&format!("msg_{i}"), vec![format!("session-{i}")]))
+            .collect();
+        let events = receipts("node-1", notes.clone());
+        // About 200 bytes each: dozens per notification.
+        assert!(events.len() > 1 && events.len() < 50, "{}", events.len());
+        let back: Vec<ReceiptNote> = events.iter().flat_map(parse_receipts).collect();
+        assert_eq!(back, notes);
+    }
+
+    #[test]
+    fn a_receipt_from_a_node_sending_one_each_still_parses() {
+        let payload = r#"{"t":"rcpt","node":"n","mesh":"m","sender":"s","message_id":"msg",
+            "member":"k","session":"a","sessions":["a"],"seen":true,"at":7}"#;
+        let Some(ClusterEvent::Receipt { node, receipt }) = ClusterEvent::parse(payload) else {
+            panic!("not a receipt");
+        };
+        assert_eq!(node, "n");
+        assert_eq!(receipt.session.as_deref(), Some("a"));
+        assert!(receipt.seen);
+        assert_eq!(receipt.at, 7);
     }
 }
