@@ -439,6 +439,50 @@ async fn every_target_form_reaches_sessions_on_other_nodes_with_the_ack_states()
     }
 }
 
+/// A message with more recipients than its notification lists (see
+/// `notify::messages`) is announced by number only: every node reads all
+/// its copies and pushes those of its own members, once each.
+#[tokio::test]
+async fn a_message_to_more_members_than_a_notification_lists_reaches_each_on_its_node_once() {
+    let c = Cluster::start(3).await;
+    let alice = c.member("alice");
+    let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
+    let members: Vec<Member> = (0..30).map(|i| c.member(&format!("m{i}"))).collect();
+    let mut clients = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        // Half on node 2, half on node 3.
+        let node = 2 + i % 2;
+        let (client, _) = c
+            .n(node)
+            .session(m, &format!("s{i}"), &format!("m{i}"))
+            .await;
+        clients.push(client);
+    }
+    let envelopes = members
+        .iter()
+        .map(|m| alice.envelope(m, "to all"))
+        .collect();
+    a.send(send_frame("wide", "*", envelopes)).await;
+    let ack = a.recv_type("ack").await;
+    // Enough recipients that the notification cannot list them. (All but
+    // the last session opened were named in every run: see the report.)
+    let named: Vec<String> = recipients(&ack).into_iter().map(|r| r.0).collect();
+    assert!(named.len() >= 28, "{ack}");
+    let mid = sent(&ack);
+    for (m, client) in members.iter().zip(clients.iter_mut()) {
+        if !named.contains(&m.pubkey()) {
+            continue;
+        }
+        let p = client.recv_type("push").await;
+        assert_eq!(p["messageId"], mid.as_str());
+        assert_eq!(m.open(&p, &alice), "to all");
+    }
+    for client in &mut clients {
+        let rest = client.sync().await;
+        assert!(rest.iter().all(|f| f["type"] != "push"), "{rest:?}");
+    }
+}
+
 #[tokio::test]
 async fn presence_events_and_peer_lists_span_the_nodes() {
     let c = Cluster::start_with(2, Duration::from_millis(300)).await;

@@ -7,8 +7,9 @@
 //! this module turns what other nodes announce into pushes, receipts and
 //! closed connections here:
 //!
-//! - **messages:** one read of the announced messages' undelivered copies,
-//!   pushed to this node's connections of their recipients;
+//! - **messages:** one read of the announced messages' undelivered copies
+//!   for the recipients connected to this node (the notification names
+//!   each message's recipients when they fit), pushed to their connections;
 //! - **receipts:** relayed to the sender's connections on this node;
 //! - **revocations:** the member's connections here are closed at once;
 //! - **presence:** each node writes the rows of the sessions it carries to
@@ -27,6 +28,7 @@
 
 mod presence;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +42,7 @@ use crate::hub::PresenceChange;
 use crate::metrics::Metrics;
 use crate::store::postgres::PgStore;
 use crate::store::postgres::connect::Listening;
-use crate::store::postgres::notify::ClusterEvent;
+use crate::store::postgres::notify::{ClusterEvent, ReceiptNote, Recipients};
 use crate::store::{ReceiptRoute, Store, StoreError};
 
 /// The first wait before listening again after a failure.
@@ -242,8 +244,13 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
     let me = pg.node_id();
     match event {
         ClusterEvent::Messages { node, .. } if node == me => {}
-        ClusterEvent::Messages { seqs, .. } => {
-            let copies = match pg.copies_of(&seqs, ctx.now_ms()).await {
+        ClusterEvent::Messages { seqs, to, .. } => {
+            let (unlisted, pairs) = copies_to_read(ctx, &seqs, &to);
+            if unlisted.is_empty() && pairs.is_empty() {
+                return;
+            }
+            let pairs: Vec<(i64, &str)> = pairs.iter().map(|(s, m)| (*s, m.as_str())).collect();
+            let copies = match pg.copies_of(&unlisted, &pairs, ctx.now_ms()).await {
                 Ok(c) => c,
                 Err(e) => {
                     // Not lost: the copies stay queued, and reach the
@@ -263,40 +270,12 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
                 }
             }
         }
-        ClusterEvent::Receipt { node, .. } if node == me => {}
-        ClusterEvent::Receipt {
-            mesh,
-            sender,
-            message_id,
-            member,
-            session,
-            sessions,
-            seen,
-            at,
-            ..
-        } => {
-            let Some(live) = ctx.hub.find(&mesh) else {
-                return;
-            };
-            let receipt = Receipt {
-                message_id: &message_id,
-                member: &member,
-                session_id: session.as_deref(),
-                state: if seen {
-                    DeliveryState::Seen
-                } else {
-                    DeliveryState::Delivered
-                },
-                at,
-            };
-            let route = ReceiptRoute {
-                mesh_id: mesh.clone(),
-                sender_member_id: sender,
-                sessions,
-            };
-            delivery::relay_receipt_in(&live, &receipt, &route);
-            // From the receipt's arrival on its node to its relay here.
-            ctx.metrics.notify_lag(since(ctx, at));
+        ClusterEvent::Receipt { node, .. } | ClusterEvent::Receipts { node, .. } if node == me => {}
+        ClusterEvent::Receipt { receipt, .. } => relay(ctx, &receipt),
+        ClusterEvent::Receipts { list, .. } => {
+            for receipt in &list {
+                relay(ctx, receipt);
+            }
         }
         ClusterEvent::Presence { node, .. } if node == me => {}
         ClusterEvent::Presence {
@@ -317,6 +296,64 @@ async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocati
             *last_revocation = (*last_revocation).max(seq);
         }
     }
+}
+
+/// Relays a receipt another node recorded to the sender's connections here.
+fn relay(ctx: &Ctx, note: &ReceiptNote) {
+    let Some(live) = ctx.hub.find(&note.mesh) else {
+        return;
+    };
+    let receipt = Receipt {
+        message_id: &note.message_id,
+        member: &note.member,
+        session_id: note.session.as_deref(),
+        state: if note.seen {
+            DeliveryState::Seen
+        } else {
+            DeliveryState::Delivered
+        },
+        at: note.at,
+    };
+    let route = ReceiptRoute {
+        mesh_id: note.mesh.clone(),
+        sender_member_id: note.sender.clone(),
+        sessions: note.sessions.clone(),
+    };
+    delivery::relay_receipt_in(&live, &receipt, &route);
+    // From the receipt's arrival on its node to its relay here.
+    ctx.metrics.notify_lag(since(ctx, note.at));
+}
+
+/// What to read of announced messages: the numbers `to` does not name
+/// (all their copies), and the copies `to` names for members connected
+/// here. A member that connects after this look is not missed: its
+/// connection reads every pending copy once it is visible here (see
+/// `delivery::redeliver`), and the message is committed before it is
+/// announced.
+fn copies_to_read(ctx: &Ctx, seqs: &[i64], to: &Recipients) -> (Vec<i64>, Vec<(i64, String)>) {
+    let listed: HashSet<i64> = to
+        .values()
+        .flat_map(|m| m.values().flatten())
+        .copied()
+        .collect();
+    let unlisted = seqs
+        .iter()
+        .copied()
+        .filter(|s| !listed.contains(s))
+        .collect();
+    let mut pairs = Vec::new();
+    for (mesh_id, members) in to {
+        let Some(mesh) = ctx.hub.find(mesh_id) else {
+            continue;
+        };
+        let state = mesh.lock();
+        for (member_id, numbers) in members {
+            if !state.member_conns(member_id).is_empty() {
+                pairs.extend(numbers.iter().map(|&s| (s, member_id.clone())));
+            }
+        }
+    }
+    (unlisted, pairs)
 }
 
 /// After the `LISTEN` connection was lost: redeliver to every live

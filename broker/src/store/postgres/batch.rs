@@ -415,19 +415,23 @@ fn refused(op: &BatchOp<'_>, e: StoreError) -> BatchOutcome {
 
 impl PgBatch {
     /// What this batch tells the other nodes: the numbers of the new
-    /// messages, and each first receipt (`pubkeys`: its recipient's key).
+    /// messages with their recipients, and each first receipt (`pubkeys`: its recipient's key).
     fn events(
         &self,
         ops: &[BatchOp<'_>],
         outcomes: &[BatchOutcome],
         pubkeys: &[Option<String>],
     ) -> Vec<ClusterEvent> {
-        let mut seqs = Vec::new();
-        let mut events = Vec::new();
+        let mut stored = Vec::new();
+        let mut notes = Vec::new();
         for ((op, outcome), pubkey) in ops.iter().zip(outcomes).zip(pubkeys) {
             let (message_id, session, at, route, member) = match (op, outcome, pubkey) {
                 (BatchOp::Insert(m), BatchOutcome::Inserted(Ok(InsertOutcome::Stored)), _) => {
-                    seqs.push(m.seq);
+                    stored.push(notify::Announced {
+                        seq: m.seq,
+                        mesh_id: &m.mesh_id,
+                        member_ids: m.recipients.iter().map(|r| r.member_id.as_str()).collect(),
+                    });
                     continue;
                 }
                 (
@@ -447,8 +451,7 @@ impl PgBatch {
                 ) => (message_id, Some(*session_id), at, route, member),
                 _ => continue,
             };
-            events.extend(notify::receipts(ClusterEvent::Receipt {
-                node: self.node.clone(),
+            notes.push(notify::ReceiptNote {
                 mesh: route.mesh_id.clone(),
                 sender: route.sender_member_id.clone(),
                 message_id: (*message_id).to_owned(),
@@ -457,10 +460,10 @@ impl PgBatch {
                 sessions: route.sessions.clone(),
                 seen: session.is_some(),
                 at: *at,
-            }));
+            });
         }
-        let mut all = notify::messages(&self.node, &seqs);
-        all.extend(events);
+        let mut all = notify::messages(&self.node, &stored);
+        all.extend(notify::receipts(&self.node, notes));
         all
     }
 }

@@ -127,6 +127,35 @@ pub async fn copies_of(
         .collect())
 }
 
+/// The undelivered copies of the (message number, member id) pairs
+/// `seqs` and `member_ids`, as [`copies_of`].
+pub async fn copies_for(
+    c: &impl GenericClient,
+    seqs: &[i64],
+    member_ids: &[&str],
+    now_ms: i64,
+) -> Result<Vec<(String, String, PendingPush)>, StoreError> {
+    // Each pair is the primary key of its copy.
+    let st = c
+        .prepare_cached(
+            "SELECT m.id, r.sessions, r.nonce, r.ciphertext, m.sender_pubkey,
+                    m.sender_session, m.sender_name, m.target, m.priority, m.sent_at,
+                    m.mesh_id, r.member_id, r.delivered_at IS NULL
+             FROM UNNEST($1::BIGINT[], $2::TEXT[]) AS k(seq, member_id)
+             JOIN recipients r ON r.msg_seq = k.seq AND r.member_id = k.member_id
+             JOIN messages m ON m.seq = k.seq
+             WHERE m.expires_at > $3
+             ORDER BY r.msg_seq, r.ord",
+        )
+        .await?;
+    let rows = c.query(&st, &[&seqs, &member_ids, &now_ms]).await?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.get::<_, bool>(12))
+        .map(|r| (r.get(10), r.get(11), pending(r)))
+        .collect())
+}
+
 fn pending(r: &tokio_postgres::Row) -> PendingPush {
     let priority: &str = r.get(8);
     PendingPush {

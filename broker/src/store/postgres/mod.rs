@@ -227,12 +227,14 @@ impl PgStore {
         })
     }
 
-    /// The undelivered, unexpired copies of messages `seqs`, with their
-    /// mesh and member: what a node pushes when another node announces
-    /// them.
+    /// The undelivered, unexpired copies, with their mesh and member, of
+    /// the messages numbered `seqs` (all their copies) and of the (number,
+    /// member id) pairs `pairs` (once when both name one): what a node
+    /// pushes when another node announces them.
     pub async fn copies_of(
         &self,
         seqs: &[i64],
+        pairs: &[(i64, &str)],
         now_ms: i64,
     ) -> Result<Vec<(String, String, PendingPush)>, StoreError> {
         let mut c = self.client().await?;
@@ -240,7 +242,7 @@ impl PgStore {
         // By primary key, whatever the statistics: without them (a new
         // cluster's first minute) the planner took a scan of every pending
         // copy (by bitmap, or the whole table) for each notification.
-        let (_, copies) = tokio::try_join!(
+        let (_, mut copies, listed) = tokio::try_join!(
             async {
                 tx.batch_execute(
                     "SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off",
@@ -248,9 +250,26 @@ impl PgStore {
                 .await
                 .map_err(StoreError::from)
             },
-            messages::copies_of(&tx, seqs, now_ms),
+            async {
+                if seqs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                messages::copies_of(&tx, seqs, now_ms).await
+            },
+            async {
+                let (pair_seqs, members): (Vec<i64>, Vec<&str>) = pairs
+                    .iter()
+                    .filter(|(seq, _)| !seqs.contains(seq))
+                    .copied()
+                    .unzip();
+                if pair_seqs.is_empty() {
+                    return Ok(Vec::new());
+                }
+                messages::copies_for(&tx, &pair_seqs, &members, now_ms).await
+            },
         )?;
         tx.commit().await?;
+        copies.extend(listed);
         Ok(copies)
     }
 
