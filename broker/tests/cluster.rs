@@ -56,49 +56,6 @@ impl Cluster {
     }
 }
 
-/// The peers a client's `list_peers` shows, as (display name, groups).
-async fn peers(c: &mut Client) -> Vec<(String, Vec<String>)> {
-    c.send(json!({"type":"list_peers","id":"peers"})).await;
-    let list = loop {
-        let v = c.recv().await;
-        if v["type"] == "peers_list" && v["id"] == "peers" {
-            break v;
-        }
-    };
-    let mut out: Vec<(String, Vec<String>)> = list["peers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| {
-            let groups = p["groups"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|g| g.as_str().unwrap().to_owned())
-                .collect();
-            (p["displayName"].as_str().unwrap().to_owned(), groups)
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Waits until `c`'s peer list is `expected` (other nodes' sessions
-/// arrive through the database, a moment after they change).
-async fn await_peers(c: &mut Client, expected: &[(&str, &[&str])]) {
-    let expected: Vec<(String, Vec<String>)> = expected
-        .iter()
-        .map(|(n, g)| ((*n).to_owned(), g.iter().map(|s| (*s).to_owned()).collect()))
-        .collect();
-    for _ in 0..500 {
-        if peers(c).await == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("peers never became {expected:?}: {:?}", peers(c).await);
-}
-
 fn delivered(m: &Member, session: &str) -> (String, Option<String>, String) {
     (m.pubkey(), Some(session.to_owned()), "delivered".to_owned())
 }

@@ -37,34 +37,6 @@ async fn node(url: &str, mesh: &MeshInfo, id: &str) -> TestBroker {
     TestBroker::node(config(dir.path(), url, id), mesh).await
 }
 
-/// Waits until `c` lists the display names `want` (other nodes' sessions
-/// arrive through the database).
-async fn await_names(c: &mut Client, want: &[&str]) {
-    let mut last = Vec::new();
-    for _ in 0..300 {
-        c.send(serde_json::json!({"type":"list_peers","id":"names"}))
-            .await;
-        let list = loop {
-            let v = c.recv().await;
-            if v["type"] == "peers_list" && v["id"] == "names" {
-                break v;
-            }
-        };
-        last = list["peers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["displayName"].as_str().unwrap_or("").to_owned())
-            .collect::<Vec<_>>();
-        last.sort();
-        if last == want {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("peers never became {want:?}: {last:?}");
-}
-
 async fn await_health(t: &TestBroker, status: &str) {
     for _ in 0..300 {
         let (_, body) = http(t.addr, "GET", "/healthz", None).await;
@@ -92,8 +64,8 @@ async fn nodes_alive_through_a_database_outage_take_none_of_each_other_over() {
     let n2 = node(&url, &mesh, "node-2").await;
     let (mut a, _) = n1.session(&alice, "a1", "alice").await;
     let (mut b, _) = n2.session(&bob, "b1", "bob").await;
-    await_names(&mut a, &["bob"]).await;
-    await_names(&mut b, &["alice"]).await;
+    await_peers(&mut a, &[("bob", &[])]).await;
+    await_peers(&mut b, &[("alice", &[])]).await;
     a.sync().await;
     b.sync().await;
 
@@ -114,8 +86,8 @@ async fn nodes_alive_through_a_database_outage_take_none_of_each_other_over() {
         let noise: Vec<_> = frames.iter().filter(|f| f["type"] == "event").collect();
         assert!(noise.is_empty(), "{name} saw {noise:?}");
     }
-    await_names(&mut a, &["bob"]).await;
-    await_names(&mut b, &["alice"]).await;
+    await_peers(&mut a, &[("bob", &[])]).await;
+    await_peers(&mut b, &[("alice", &[])]).await;
     a.send(send_frame(
         "after",
         "bob",

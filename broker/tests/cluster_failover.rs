@@ -70,15 +70,7 @@ fn a_node_killed_mid_traffic_and_restarted_loses_and_duplicates_nothing() {
     w.cluster.node(&victim).restart();
     check::wait_whole(&w);
     w.rounds_until("restarted", 4, "", |_| true);
-    w.rounds_until("settled", 3, "", |_| true);
-    check::drain(&mut w);
-    check::assert_settled_acks(&w, "settled");
-    let repeats = check::assert_delivered_exactly_once(&w, None);
-    check::assert_presence(&mut w, killed_at);
-    eprintln!(
-        "{}; {repeats} repeated pushes dropped by direct clients",
-        check::summary(&w)
-    );
+    check::settle_and_verify(&mut w, None, killed_at);
 }
 
 #[test]
@@ -100,15 +92,7 @@ fn postgresql_restarted_mid_traffic_loses_nothing_acknowledged() {
     let resumed = Instant::now();
     check::wait_whole(&w);
     w.rounds_until("recovered", 4, "", |_| true);
-    w.rounds_until("settled", 3, "", |_| true);
-    check::drain(&mut w);
-    check::assert_settled_acks(&w, "settled");
-    let repeats = check::assert_delivered_exactly_once(&w, Some("outage"));
-    check::assert_presence(&mut w, resumed);
-    eprintln!(
-        "{}; {repeats} repeated pushes dropped by direct clients",
-        check::summary(&w)
-    );
+    check::settle_and_verify(&mut w, Some("outage"), resumed);
 }
 
 #[test]
@@ -142,13 +126,5 @@ fn a_node_stalled_past_the_stale_window_takes_its_sessions_back() {
     let resumed = Instant::now();
     check::wait_whole(&w);
     w.rounds_until("recovered", 4, "", |_| true);
-    w.rounds_until("settled", 3, "", |_| true);
-    check::drain(&mut w);
-    check::assert_settled_acks(&w, "settled");
-    let repeats = check::assert_delivered_exactly_once(&w, None);
-    check::assert_presence(&mut w, resumed);
-    eprintln!(
-        "{}; {repeats} repeated pushes dropped by direct clients",
-        check::summary(&w)
-    );
+    check::settle_and_verify(&mut w, None, resumed);
 }

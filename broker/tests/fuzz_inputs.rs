@@ -16,6 +16,7 @@ use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
 use claudemesh_protocol::leave::LeaveRequest;
+use claudemesh_protocol::wire::ClientFrame;
 use common::*;
 
 struct Shared {
@@ -199,21 +200,13 @@ proptest! {
 fn frames() -> impl Strategy<Value = Vec<(&'static str, BTreeMap<&'static str, Value>)>> {
     prop::collection::vec(
         (
-            prop::sample::select(vec![
-                "session_open",
-                "session_close",
-                "list_peers",
-                "set_status",
-                "set_summary",
-                "join_group",
-                "leave_group",
-                "send",
-                "client_ack",
-                "receipt",
-                "message_status",
-                "hello",
-                "nope",
-            ]),
+            prop::sample::select(
+                ClientFrame::TYPES
+                    .iter()
+                    .copied()
+                    .chain(["nope"])
+                    .collect::<Vec<_>>(),
+            ),
             prop::collection::btree_map(
                 prop::sample::select(vec![
                     "sessionId",

@@ -15,6 +15,22 @@ use crate::common::cluster::wait_for;
 /// Waits until every direct send is answered and every acknowledged
 /// message has reached each recipient at least once (exactly once is
 /// checked after), then reads what is still in flight.
+/// The end of every scenario: a last round once the cluster is whole,
+/// every message read, then each promise checked (`refusable`: the phase
+/// whose direct sends may be refused; `quiet_from`: when presence had to
+/// stop changing), and the counts printed.
+pub fn settle_and_verify(w: &mut World, refusable: Option<&str>, quiet_from: Instant) {
+    w.rounds_until("settled", 3, "", |_| true);
+    drain(w);
+    assert_settled_acks(w, "settled");
+    let repeats = assert_delivered_exactly_once(w, refusable);
+    assert_presence(w, quiet_from);
+    eprintln!(
+        "{}; {repeats} repeated pushes dropped by direct clients",
+        summary(w)
+    );
+}
+
 pub fn drain(w: &mut World) {
     let cap = Instant::now() + Duration::from_secs(60);
     loop {

@@ -293,6 +293,26 @@ impl World {
     }
 
     /// Who must receive a send from `sender` to `to`.
+    /// An acknowledged send, with the sessions it must reach.
+    fn record(
+        &mut self,
+        phase: &'static str,
+        sender: String,
+        to: String,
+        text: String,
+        direct_id: Option<String>,
+    ) {
+        let recipients = self.recipients(&sender, &to);
+        self.sent.push(Sent {
+            phase,
+            sender,
+            to,
+            text,
+            direct_id,
+            recipients,
+        });
+    }
+
     fn recipients(&self, sender: &str, to: &str) -> BTreeSet<String> {
         let all = self.names().into_iter().filter(|n| n != sender);
         match to {
@@ -346,15 +366,7 @@ impl World {
                 !is_error,
                 "{sender}'s send_message to {to} failed: {answer}"
             );
-            let recipients = self.recipients(&sender, &to);
-            self.sent.push(Sent {
-                phase,
-                sender,
-                to,
-                text,
-                direct_id: None,
-                recipients,
-            });
+            self.record(phase, sender, to, text, None);
         }
     }
 
@@ -377,15 +389,7 @@ impl World {
             let text = format!("{} {phase} #{r} {sender} -> {label}", self.scenario);
             let id = format!("{sender}-{r}");
             self.directs[j].send(&id, &to, &text);
-            let recipients = self.recipients(&sender, &to);
-            self.sent.push(Sent {
-                phase,
-                sender,
-                to,
-                text,
-                direct_id: Some(id),
-                recipients,
-            });
+            self.record(phase, sender, to, text, Some(id));
         }
     }
 

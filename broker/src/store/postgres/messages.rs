@@ -120,11 +120,7 @@ pub async fn copies_of(
         )
         .await?;
     let rows = c.query(&st, &[&seqs, &now_ms]).await?;
-    Ok(rows
-        .iter()
-        .filter(|r| r.get::<_, bool>(12))
-        .map(|r| (r.get(10), r.get(11), pending(r)))
-        .collect())
+    Ok(undelivered(&rows))
 }
 
 /// The undelivered copies of the (message number, member id) pairs
@@ -149,11 +145,16 @@ pub async fn copies_for(
         )
         .await?;
     let rows = c.query(&st, &[&seqs, &member_ids, &now_ms]).await?;
-    Ok(rows
-        .iter()
+    Ok(undelivered(&rows))
+}
+
+/// The rows of [`copies_of`] and [`copies_for`] whose copy is not yet
+/// delivered, as (mesh id, member id, copy).
+fn undelivered(rows: &[tokio_postgres::Row]) -> Vec<(String, String, PendingPush)> {
+    rows.iter()
         .filter(|r| r.get::<_, bool>(12))
         .map(|r| (r.get(10), r.get(11), pending(r)))
-        .collect())
+        .collect()
 }
 
 fn pending(r: &tokio_postgres::Row) -> PendingPush {
