@@ -8,8 +8,10 @@
 //! the lock for microseconds.
 
 pub mod conn;
+pub mod names;
 pub mod presence;
 pub mod ratelimit;
+mod replica;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

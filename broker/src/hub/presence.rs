@@ -10,11 +10,11 @@ use claudemesh_protocol::wire::{
 };
 
 use claudemesh_protocol::limits::{
-    MAX_DISPLAY_NAME_CHARS, MAX_GROUP_CHARS, MAX_PEERS_LIST_BYTES, MAX_SESSIONS_PER_CONNECTION,
-    MAX_SESSIONS_PER_MEMBER,
+    MAX_PEERS_LIST_BYTES, MAX_SESSIONS_PER_CONNECTION, MAX_SESSIONS_PER_MEMBER,
 };
 
 use super::conn::{ConnHandle, ConnId};
+pub use super::names::{PeerList, bounded_peers, normalize_group, normalize_groups, sanitize_name};
 use super::ratelimit::TokenBucket;
 
 /// A session is named by its member and its `sessionId`.
@@ -39,7 +39,7 @@ pub struct SessionEntry {
     /// for an earlier detach does nothing.
     pub epoch: u64,
     /// The display name asked for, before de-duplication.
-    requested_name: String,
+    pub(super) requested_name: String,
     /// `Some(node)` for a session carried by another node of a cluster
     /// (a replica of that node's presence row).
     pub node: Option<String>,
@@ -130,46 +130,22 @@ pub enum Departure {
 
 #[derive(Default)]
 pub struct MeshState {
-    conns: HashMap<ConnId, ConnEntry>,
-    by_member: HashMap<String, Vec<ConnId>>,
-    member_by_pubkey: HashMap<String, String>,
-    sessions: HashMap<SessionKey, SessionEntry>,
-    names: HashMap<String, SessionKey>,
-    buckets: HashMap<String, TokenBucket>,
-    receipt_buckets: HashMap<String, TokenBucket>,
-    epoch: u64,
+    pub(super) conns: HashMap<ConnId, ConnEntry>,
+    pub(super) by_member: HashMap<String, Vec<ConnId>>,
+    pub(super) member_by_pubkey: HashMap<String, String>,
+    pub(super) sessions: HashMap<SessionKey, SessionEntry>,
+    pub(super) names: HashMap<String, SessionKey>,
+    pub(super) buckets: HashMap<String, TokenBucket>,
+    pub(super) receipt_buckets: HashMap<String, TokenBucket>,
+    pub(super) epoch: u64,
     /// member id → when its last connection closed (ms), since start.
-    last_seen: HashMap<String, i64>,
+    pub(super) last_seen: HashMap<String, i64>,
     /// In a cluster: where changes to this node's sessions go, with the
     /// mesh id.
-    outbox: Option<(String, tokio::sync::mpsc::UnboundedSender<PresenceChange>)>,
+    pub(super) outbox: Option<(String, tokio::sync::mpsc::UnboundedSender<PresenceChange>)>,
 }
 
-/// A display name that cannot be mistaken for another target form
-/// (`*`, `@group`, `pubkey`, `pubkey/session`).
-pub fn sanitize_name(requested: Option<&str>, session_id: &str) -> String {
-    let mut name: String = requested
-        .unwrap_or("")
-        .trim()
-        .trim_start_matches('@')
-        .replace('/', "-")
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_DISPLAY_NAME_CHARS)
-        .collect();
-    if name.is_empty() || name == "*" {
-        name = session_id
-            .replace('/', "-")
-            .trim_start_matches('@')
-            .to_owned();
-    }
-    if name.is_empty() || name == "*" || claudemesh_protocol::encoding::is_lower_hex(&name, 64) {
-        name = format!("peer-{}", name.chars().take(8).collect::<String>());
-    }
-    name
-}
-
-fn event(kind: PeerEvent, peer: &Peer) -> Message {
+pub(super) fn event(kind: PeerEvent, peer: &Peer) -> Message {
     let frame = ServerFrame::Event {
         event: kind,
         peer: peer.clone(),
@@ -177,7 +153,7 @@ fn event(kind: PeerEvent, peer: &Peer) -> Message {
     Message::Text(Utf8Bytes::from(frame.to_json()))
 }
 
-fn same_but_time(a: &Peer, b: &Peer) -> bool {
+pub(super) fn same_but_time(a: &Peer, b: &Peer) -> bool {
     a.display_name == b.display_name
         && a.status == b.status
         && a.summary == b.summary
@@ -187,178 +163,9 @@ fn same_but_time(a: &Peer, b: &Peer) -> bool {
 }
 
 impl MeshState {
-    /// In a cluster: announce every change to this node's sessions on
-    /// `tx` (the cluster writes them to the shared presence table).
-    pub fn set_outbox(
-        &mut self,
-        mesh_id: String,
-        tx: tokio::sync::mpsc::UnboundedSender<PresenceChange>,
-    ) {
-        self.outbox = Some((mesh_id, tx));
-    }
-
-    /// Tells the cluster the state of session `key` if this node carries
-    /// it (or carried it, and it has just left).
-    fn publish(&self, key: &SessionKey) {
-        self.publish_as(key, false);
-    }
-
-    fn publish_as(&self, key: &SessionKey, retake: bool) {
-        let Some((mesh_id, tx)) = &self.outbox else {
-            return;
-        };
-        let (peer, live) = match self.sessions.get(key) {
-            Some(e) if e.node.is_some() => return,
-            Some(e) => (Some(e.peer.clone()), e.conn.is_some()),
-            None => (None, false),
-        };
-        let _ = tx.send(PresenceChange {
-            mesh_id: mesh_id.clone(),
-            key: key.clone(),
-            peer,
-            live,
-            retake,
-        });
-    }
-
-    /// Tells the cluster again of every session a connection here
-    /// carries, as live (after another node took this one for dead);
-    /// how many.
-    pub fn publish_live_again(&self) -> usize {
-        let live: Vec<&SessionKey> = self
-            .sessions
-            .iter()
-            .filter(|(_, e)| e.node.is_none() && e.conn.is_some())
-            .map(|(k, _)| k)
-            .collect();
-        for key in &live {
-            self.publish_as(key, true);
-        }
-        live.len()
-    }
-
-    /// Another node's session, as that node announced it: listed here too
-    /// (`peer_joined` when new, `peer_updated` when changed, nothing when
-    /// it only moved). A session this node carried has moved to that node:
-    /// the local connection loses it as on a takeover, silently for
-    /// everyone else.
-    pub fn apply_remote(&mut self, key: SessionKey, peer: Peer, node: &str, live: bool) {
-        // Another node's detach of a session a connection here carries is
-        // old news (the session moved here since): only an attach there
-        // takes it away.
-        if !live && self.sessions.get(&key).is_some_and(|e| e.conn.is_some()) {
-            return;
-        }
-        let epoch = self.next_epoch();
-        self.member_by_pubkey
-            .insert(peer.member.clone(), key.0.clone());
-        let before = self.sessions.get(&key).map(|e| (e.peer.clone(), e.conn));
-        if let Some((_, Some(old))) = &before {
-            self.lose_session(*old, &key.1);
-        }
-        if let Some((b, _)) = &before {
-            self.release_name(&b.display_name, &key);
-        }
-        self.settle_name(&peer.display_name, &key);
-        let kind = match &before {
-            None => Some(PeerEvent::PeerJoined),
-            Some((b, _)) if !same_but_time(b, &peer) => Some(PeerEvent::PeerUpdated),
-            Some(_) => None,
-        };
-        let msg = kind.map(|k| event(k, &peer));
-        self.sessions.insert(
-            key,
-            SessionEntry {
-                requested_name: peer.display_name.clone(),
-                peer,
-                conn: None,
-                epoch,
-                node: Some(node.to_owned()),
-                remote_live: live,
-            },
-        );
-        if let Some(msg) = msg {
-            self.broadcast(&msg, None);
-        }
-    }
-
-    /// Display names are unique over the cluster, though two nodes may
-    /// give one name at the same moment: then the session with the lower
-    /// key keeps it, by the same rule on every node, and the other is
-    /// renamed by its own node (announced with `peer_updated`).
-    fn settle_name(&mut self, name: &str, key: &SessionKey) {
-        let owner = self.names.get(name).cloned();
-        match owner {
-            Some(owner) if owner != *key => {
-                if *key < owner {
-                    self.names.insert(name.to_owned(), key.clone());
-                    self.rename_local(&owner);
-                }
-                // Else the owner keeps it; the arriving session's node
-                // renames it when it hears of the owner.
-            }
-            _ => {
-                self.names.insert(name.to_owned(), key.clone());
-            }
-        }
-    }
-
-    /// Gives a session this node carries a new unique name (it lost its
-    /// own to another node's session).
-    fn rename_local(&mut self, key: &SessionKey) {
-        let Some(requested) = self
-            .sessions
-            .get(key)
-            .filter(|e| e.node.is_none())
-            .map(|e| e.requested_name.clone())
-        else {
-            return;
-        };
-        let name = self.assign_name(&requested, key);
-        let Some(entry) = self.sessions.get_mut(key) else {
-            return;
-        };
-        entry.peer.display_name = name;
-        let msg = event(PeerEvent::PeerUpdated, &entry.peer);
-        self.broadcast(&msg, None);
-        self.publish(key);
-    }
-
-    /// Another node's session left (`peer_left`), unless it has since
-    /// moved to a node other than `node`.
-    pub fn remove_remote(&mut self, key: &SessionKey, node: &str) {
-        let theirs = self
-            .sessions
-            .get(key)
-            .is_some_and(|e| e.node.as_deref() == Some(node));
-        if theirs && let Some(entry) = self.drop_session(key) {
-            self.broadcast(&event(PeerEvent::PeerLeft, &entry.peer), None);
-        }
-    }
-
-    /// The sessions listed here that other nodes carry, with their node.
-    pub fn remote_sessions(&self) -> Vec<(SessionKey, String)> {
-        self.sessions
-            .iter()
-            .filter_map(|(k, e)| e.node.clone().map(|n| (k.clone(), n)))
-            .collect()
-    }
-
-    /// Sessions of `member_id` live on other nodes.
-    pub fn sessions_live_elsewhere(&self, member_id: &str) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .sessions
-            .iter()
-            .filter(|(k, e)| k.0 == member_id && e.is_live_elsewhere())
-            .map(|(k, _)| k.1.clone())
-            .collect();
-        v.sort();
-        v
-    }
-
     /// Connection `conn_id` no longer carries `session_id` (another
     /// connection, here or on another node, took it over).
-    fn lose_session(&mut self, conn_id: ConnId, session_id: &str) {
+    pub(super) fn lose_session(&mut self, conn_id: ConnId, session_id: &str) {
         let Some(oc) = self.conns.get_mut(&conn_id) else {
             return;
         };
@@ -479,13 +286,13 @@ impl MeshState {
         self.conns.insert(entry.handle.id, entry);
     }
 
-    fn next_epoch(&mut self) -> u64 {
+    pub(super) fn next_epoch(&mut self) -> u64 {
         self.epoch += 1;
         self.epoch
     }
 
     /// A unique display name for `key`: `requested`, else `requested-2`, …
-    fn assign_name(&mut self, requested: &str, key: &SessionKey) -> String {
+    pub(super) fn assign_name(&mut self, requested: &str, key: &SessionKey) -> String {
         let free = |names: &HashMap<String, SessionKey>, n: &str| {
             names.get(n).is_none_or(|owner| owner == key)
         };
@@ -499,13 +306,13 @@ impl MeshState {
         name
     }
 
-    fn release_name(&mut self, name: &str, key: &SessionKey) {
+    pub(super) fn release_name(&mut self, name: &str, key: &SessionKey) {
         if self.names.get(name) == Some(key) {
             self.names.remove(name);
         }
     }
 
-    fn drop_session(&mut self, key: &SessionKey) -> Option<SessionEntry> {
+    pub(super) fn drop_session(&mut self, key: &SessionKey) -> Option<SessionEntry> {
         let entry = self.sessions.remove(key)?;
         self.release_name(&entry.peer.display_name, key);
         Some(entry)
@@ -768,102 +575,6 @@ impl MeshState {
     }
 }
 
-/// A list of peers, cut to a size.
-pub struct PeerList {
-    pub peers: Vec<Peer>,
-    /// Some peers were left out to stay within the size.
-    pub truncated: bool,
-}
-
-/// The peers whose JSON fits in `max_bytes`. When they do not all fit, the
-/// members take turns (each member's first session, then each one's
-/// second, …), so that a member with many or large sessions cannot push
-/// the others out of the list.
-pub fn bounded_peers(listed: Vec<&Peer>, max_bytes: usize) -> PeerList {
-    let sized: Vec<(&Peer, usize)> = listed
-        .into_iter()
-        .map(|p| {
-            (
-                p,
-                serde_json::to_string(p).map_or(usize::MAX, |j| j.len() + 1),
-            )
-        })
-        .collect();
-    let total = sized
-        .iter()
-        .fold(0usize, |acc, (_, n)| acc.saturating_add(*n));
-    if total <= max_bytes {
-        return PeerList {
-            peers: sized.into_iter().map(|(p, _)| p.clone()).collect(),
-            truncated: false,
-        };
-    }
-    let mut by_member: std::collections::BTreeMap<&str, Vec<(&Peer, usize)>> =
-        std::collections::BTreeMap::new();
-    for (p, n) in sized {
-        by_member.entry(p.member.as_str()).or_default().push((p, n));
-    }
-    for sessions in by_member.values_mut() {
-        sessions.sort_by(|a, b| a.0.display_name.cmp(&b.0.display_name));
-    }
-    let mut peers = Vec::new();
-    let mut used = 0usize;
-    let rounds = by_member.values().map(Vec::len).max().unwrap_or(0);
-    for round in 0..rounds {
-        for sessions in by_member.values() {
-            if let Some((p, n)) = sessions.get(round)
-                && used + n <= max_bytes
-            {
-                used += n;
-                peers.push((*p).clone());
-            }
-        }
-    }
-    PeerList {
-        peers,
-        truncated: true,
-    }
-}
-
-/// Groups are named without the `@` of the target form; duplicates and
-/// empty names are dropped.
-pub fn normalize_groups(groups: Vec<String>) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for g in groups {
-        let g = normalize_group(&g);
-        if !g.is_empty() && !out.contains(&g) {
-            out.push(g);
-        }
-    }
-    out
-}
-
-/// `@backend` and `backend` name the same group.
-pub fn normalize_group(g: &str) -> String {
-    g.trim()
-        .trim_start_matches('@')
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_GROUP_CHARS)
-        .collect()
-}
-
 #[cfg(test)]
 #[path = "presence_tests.rs"]
 mod transitions;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_never_look_like_other_targets() {
-        assert_eq!(sanitize_name(Some("alice"), "s1"), "alice");
-        assert_eq!(sanitize_name(Some("@ops"), "s1"), "ops");
-        assert_eq!(sanitize_name(Some("a/b"), "s1"), "a-b");
-        assert_eq!(sanitize_name(Some("*"), "s1"), "s1");
-        assert_eq!(sanitize_name(None, "s1"), "s1");
-        let hex = "a".repeat(64);
-        assert!(sanitize_name(Some(&hex), "s1").starts_with("peer-"));
-    }
-}

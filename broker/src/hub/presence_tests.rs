@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::hub::conn::Queued;
+use claudemesh_protocol::limits::MAX_GROUP_CHARS;
 use claudemesh_protocol::wire::ErrorCode;
 
 const NOW: i64 = 1_700_000_000_000;

@@ -2,12 +2,15 @@
 //!
 //! - [`connection`]: the life of a connection (hello, attach, read loop,
 //!   close, departure);
-//! - [`handlers`]: what each client frame does once the hello is accepted;
+//! - [`handlers`]: what each client frame does once the hello is accepted
+//!   (`send` and the receipts in their own modules);
 //! - [`outbound`]: the task that writes queued frames to the socket.
 
 pub mod connection;
 pub mod handlers;
 pub mod outbound;
+mod receipts;
+mod send;
 
 use std::sync::Arc;
 
