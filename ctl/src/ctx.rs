@@ -103,3 +103,14 @@ pub fn username() -> String {
         .find_map(|k| std::env::var(k).ok().filter(|v| !v.is_empty()))
         .unwrap_or_else(|| "user".into())
 }
+
+/// The name ctl uses in `mesh` (slug or id; `None`: the default mesh).
+pub fn name_in(config: &Config, mesh: Option<&str>) -> String {
+    let entry = match mesh {
+        Some(m) => config.meshes.iter().find(|e| e.slug == m || e.mesh_id == m),
+        None => config.default_mesh(),
+    };
+    entry
+        .and_then(|e| e.display_name.clone())
+        .unwrap_or_else(|| format!("{}@{}", username(), hostname()))
+}

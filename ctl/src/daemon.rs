@@ -7,6 +7,7 @@ use std::time::Duration;
 use claudemesh_daemon::client::{ClientError, DaemonClient};
 use claudemesh_daemon::paths::Paths;
 use claudemesh_protocol::ipc::{AttachArgs, DaemonStatus, IpcErrorCode, Request, Response};
+use serde_json::{Value, json};
 
 use crate::error::{CtlError, Result};
 use crate::output;
@@ -121,7 +122,7 @@ pub async fn attach_self(
 ) -> Result<claudemesh_protocol::ipc::AttachedInfo> {
     let name = match display_name {
         Some(n) => n.to_owned(),
-        None => crate::terminal::name_in(&crate::ctx::load_config(&crate::ctx::paths()?)?, mesh),
+        None => crate::ctx::name_in(&crate::ctx::load_config(&crate::ctx::paths()?)?, mesh),
     };
     let cwd = std::env::current_dir()
         .map(|d| d.to_string_lossy().into_owned())
@@ -185,4 +186,27 @@ pub fn start(json_out: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// What `join`, `leave` and `default` say of the daemon's reload, in JSON.
+pub fn reload_json(r: &Reload) -> Value {
+    match r {
+        Reload::Done => json!("reloaded"),
+        Reload::NotRunning => json!("not_running"),
+        Reload::Failed(e) => json!({"error": e}),
+    }
+}
+
+pub fn report_reload(r: &Reload, slug: &str) {
+    match r {
+        Reload::Done => output::line("  daemon:   told to reload its config"),
+        Reload::NotRunning => output::line(format!(
+            "  daemon:   not running; it will pick up `{slug}` when it starts \
+             (claudemesh-ctl daemon start)"
+        )),
+        Reload::Failed(e) => output::warn(format!(
+            "could not tell the daemon to reload ({e}); it picks up config changes by itself \
+             shortly, or restart it"
+        )),
+    }
 }

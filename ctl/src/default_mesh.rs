@@ -10,8 +10,7 @@ use claudemesh_daemon::config::Config;
 use serde_json::json;
 
 use crate::ctx;
-use crate::daemon;
-use crate::enroll::{reload_json, report_reload};
+use crate::daemon::{self, reload_json, report_reload};
 use crate::error::Result;
 use crate::output::{self, BOLD, GREEN, paint};
 

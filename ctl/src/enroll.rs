@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 
 use crate::broker_http::{self, HttpError, broker_override, http_origin};
 use crate::ctx;
-use crate::daemon::{self, Reload};
+use crate::daemon::{self, Reload, reload_json, report_reload};
 use crate::error::{CtlError, Exit, Result};
 use crate::output::{self, BOLD, GREEN, paint};
 
@@ -355,28 +355,6 @@ pub fn mesh_json(m: &MeshConfig) -> Value {
         "local": m.local,
         "joinedAt": m.joined_at,
     })
-}
-
-pub fn reload_json(r: &Reload) -> Value {
-    match r {
-        Reload::Done => json!("reloaded"),
-        Reload::NotRunning => json!("not_running"),
-        Reload::Failed(e) => json!({"error": e}),
-    }
-}
-
-pub fn report_reload(r: &Reload, slug: &str) {
-    match r {
-        Reload::Done => output::line("  daemon:   told to reload its config"),
-        Reload::NotRunning => output::line(format!(
-            "  daemon:   not running; it will pick up `{slug}` when it starts \
-             (claudemesh-ctl daemon start)"
-        )),
-        Reload::Failed(e) => output::warn(format!(
-            "could not tell the daemon to reload ({e}); it picks up config changes by itself \
-             shortly, or restart it"
-        )),
-    }
 }
 
 pub struct LeaveArgs {

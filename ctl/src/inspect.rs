@@ -163,7 +163,7 @@ pub fn status(json_out: bool) -> Result<()> {
         v["running"] = json!(true);
         v["defaultMesh"] = json!(default);
         v["log"] = json!(claudemesh_daemon::client::daemon_log_path(&paths));
-        v["name"] = json!(crate::terminal::name_in(&config, None));
+        v["name"] = json!(crate::ctx::name_in(&config, None));
         v["ctlVersion"] = json!(env!("CARGO_PKG_VERSION"));
         output::json(&json!({"daemon": v}));
         return Ok(());
@@ -183,7 +183,7 @@ pub fn status(json_out: bool) -> Result<()> {
     if let Some(d) = &default {
         output::line(format!(
             "  default:  mesh {d} (new sessions and ctl commands; you are {} there)",
-            crate::terminal::name_in(&config, None)
+            crate::ctx::name_in(&config, None)
         ));
     }
     output::line(format!(

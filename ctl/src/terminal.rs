@@ -29,17 +29,6 @@ pub fn default_mesh(config: &Config) -> Option<&MeshConfig> {
     config.default_mesh()
 }
 
-/// The name ctl uses in `mesh` (slug or id; `None`: the default mesh).
-pub fn name_in(config: &Config, mesh: Option<&str>) -> String {
-    let entry = match mesh {
-        Some(m) => config.meshes.iter().find(|e| e.slug == m || e.mesh_id == m),
-        None => default_mesh(config),
-    };
-    entry
-        .and_then(|e| e.display_name.clone())
-        .unwrap_or_else(|| format!("{}@{}", ctx::username(), ctx::hostname()))
-}
-
 pub struct InboxOpts<'a> {
     pub mesh: Option<&'a str>,
     pub follow: bool,
@@ -49,7 +38,7 @@ pub struct InboxOpts<'a> {
 /// `claudemesh-ctl inbox [--mesh M] [--follow] [--json]`.
 pub fn inbox(o: InboxOpts<'_>) -> Result<()> {
     let paths = ctx::paths()?;
-    let name = name_in(&ctx::load_config(&paths)?, o.mesh);
+    let name = ctx::name_in(&ctx::load_config(&paths)?, o.mesh);
     daemon::block_on(async {
         let mut client = daemon::require(&paths).await?;
         let events = client.take_events();
