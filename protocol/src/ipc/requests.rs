@@ -1,0 +1,138 @@
+//! Client → daemon requests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{PeerStatus, Priority};
+
+/// Client → daemon: `{"id":1,"op":"send","args":{…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestFrame {
+    pub id: u64,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", content = "args", rename_all = "snake_case")]
+pub enum Request {
+    /// Version handshake; must come first.
+    Hello {
+        protocol: u32,
+        client: String,
+    },
+    /// Makes this connection a session (new or resumed).
+    Attach(AttachArgs),
+    /// Ends the session for good (a shim that merely exits does not detach:
+    /// its session waits for a restarted shim or for its Claude Code to exit).
+    Detach,
+    Send(SendArgs),
+    ListPeers,
+    /// The session's messages not yet shown to its model, every priority.
+    FetchInbox {
+        #[serde(default)]
+        mark_seen: bool,
+    },
+    /// How many messages wait for this session, without showing them.
+    Pending,
+    MarkSeen {
+        #[serde(rename = "messageIds")]
+        message_ids: Vec<String>,
+    },
+    SetSummary {
+        summary: String,
+    },
+    SetStatus {
+        status: PeerStatus,
+    },
+    JoinGroup {
+        group: String,
+    },
+    LeaveGroup {
+        group: String,
+    },
+    MessageStatus {
+        #[serde(rename = "messageId")]
+        message_id: String,
+    },
+    DaemonStatus,
+    /// ctl: re-read the config after a join or leave.
+    ReloadConfig,
+    /// ctl: messages not yet acknowledged by their broker.
+    ListOutbox,
+    /// ctl hook: the pending messages of the session whose Claude Code
+    /// process is an ancestor of the caller, marked seen.
+    HookContext,
+    /// The active members of the session's mesh, online or last seen
+    /// (asked of the broker; `unavailable` while the link is down).
+    ListMembers,
+    /// The shim pushed these as channel notifications. Not proof that the
+    /// model saw them: they are held back from the other paths for a short
+    /// window, then unread again unless confirmed (`docs/shim.md`).
+    MarkPushed {
+        #[serde(rename = "messageIds")]
+        message_ids: Vec<String>,
+    },
+    /// ctl hook: these ids were found as channel messages in the session's
+    /// transcript (the model was shown them); mark them seen for the
+    /// session whose Claude Code process is an ancestor of the caller.
+    HookConfirm {
+        #[serde(rename = "messageIds")]
+        message_ids: Vec<String>,
+    },
+}
+
+impl Request {
+    pub const OPS: &'static [&'static str] = &[
+        "hello",
+        "attach",
+        "detach",
+        "send",
+        "list_peers",
+        "fetch_inbox",
+        "pending",
+        "mark_seen",
+        "set_summary",
+        "set_status",
+        "join_group",
+        "leave_group",
+        "message_status",
+        "daemon_status",
+        "reload_config",
+        "list_outbox",
+        "hook_context",
+        "list_members",
+        "mark_pushed",
+        "hook_confirm",
+    ];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AttachArgs {
+    /// Mesh slug or id; `None` is the default mesh (the local mesh when
+    /// nothing else is joined).
+    #[serde(default)]
+    pub mesh: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+    pub cwd: String,
+    /// The Claude Code process this session belongs to (the shim's parent).
+    /// The daemon checks it is an ancestor of the connecting process.
+    pub claude_pid: u32,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// A short-lived client (a script's `claudemesh-ctl send`): the session
+    /// never takes the messages that arrived while the mesh had no session,
+    /// since it would end before showing them to anyone.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transient: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendArgs {
+    /// A display name, `@group`, `*`, `<pubkey>` or `<pubkey>/<sessionId>`.
+    pub to: String,
+    pub text: String,
+    #[serde(default)]
+    pub priority: Priority,
+}
