@@ -211,17 +211,6 @@ pub enum MessageError {
     BadTarget,
 }
 
-impl MessageError {
-    /// The IPC error code: `too_large` or `malformed`.
-    pub fn code(&self) -> crate::ipc::IpcErrorCode {
-        use crate::ipc::IpcErrorCode;
-        match self {
-            Self::TooLarge { .. } => IpcErrorCode::TooLarge,
-            Self::Empty | Self::BadTarget => IpcErrorCode::Malformed,
-        }
-    }
-}
-
 /// Checks a message's text: not empty, at most [`MAX_TEXT_BYTES`].
 pub fn check_message_text(text: &str) -> Result<(), MessageError> {
     if text.len() > MAX_TEXT_BYTES {

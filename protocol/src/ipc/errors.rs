@@ -73,3 +73,16 @@ impl From<&crate::wire::ErrorCode> for IpcErrorCode {
         Self::parse(code.as_str())
     }
 }
+
+/// The limits say why a message is refused; the IPC names it with a code.
+/// Defined here, beside the codes, so that `limits` knows nothing of the
+/// IPC.
+impl crate::limits::MessageError {
+    /// The IPC error code: `too_large` or `malformed`.
+    pub fn code(&self) -> IpcErrorCode {
+        match self {
+            Self::TooLarge { .. } => IpcErrorCode::TooLarge,
+            Self::Empty | Self::BadTarget => IpcErrorCode::Malformed,
+        }
+    }
+}
