@@ -24,7 +24,7 @@ error_codes! {
     /// Why the daemon refused a request (`docs/ipc.md`). A code this build
     /// does not know (a newer daemon's) lands in [`IpcErrorCode::Other`].
     IpcErrorCode {
-        /// The client's [`IPC_VERSION`] is not the daemon's.
+        /// The client's [`IPC_VERSION`](super::IPC_VERSION) is not the daemon's.
         VersionMismatch = "version_mismatch",
         /// The first request was not `hello`.
         NoHello = "no_hello",
