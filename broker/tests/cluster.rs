@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::nodes::Nodes;
 use common::*;
 use std::time::Duration;
 
@@ -12,49 +13,6 @@ use serde_json::{Value, json};
 use claudemesh_broker::admin::InviteRole;
 use claudemesh_protocol::MemberSecretKey;
 use claudemesh_protocol::wire::ConnectionRole;
-
-/// `n` nodes on one fresh database (node 1 made the mesh and enrolls the
-/// members), each with its own node id.
-struct Cluster {
-    nodes: Vec<TestBroker>,
-}
-
-impl Cluster {
-    async fn start(n: usize) -> Self {
-        Self::start_with(n, Duration::from_secs(60)).await
-    }
-
-    /// With a presence grace of `grace` on every node.
-    async fn start_with(n: usize, grace: Duration) -> Self {
-        let first = TestBroker::start_on(Backend::Postgres, |c| {
-            c.node_id = Some("node-1".into());
-            c.presence_grace = grace;
-        })
-        .await;
-        let mut nodes = vec![first];
-        for i in 2..=n {
-            nodes.push(Self::node(&nodes[0], i, grace).await);
-        }
-        Self { nodes }
-    }
-
-    /// Another node on `first`'s database.
-    async fn node(first: &TestBroker, i: usize, grace: Duration) -> TestBroker {
-        let mut config = test_config(first.dir.path());
-        config.node_id = Some(format!("node-{i}"));
-        config.presence_grace = grace;
-        first.join(config).await
-    }
-
-    /// Node `i`, counting from 1.
-    fn n(&self, i: usize) -> &TestBroker {
-        &self.nodes[i - 1]
-    }
-
-    fn member(&self, name: &str) -> Member {
-        self.nodes[0].member(name)
-    }
-}
 
 fn delivered(m: &Member, session: &str) -> (String, Option<String>, String) {
     (m.pubkey(), Some(session.to_owned()), "delivered".to_owned())
@@ -93,7 +51,7 @@ async fn the_cluster_backend_puts_consecutive_connections_on_different_nodes() {
 
 #[tokio::test]
 async fn a_message_reaches_a_member_on_another_node_with_its_receipts_and_status() {
-    let c = Cluster::start(3).await;
+    let c = Nodes::start(3).await;
     let (alice, bob) = (c.member("alice"), c.member("bob"));
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
     let (mut b, _) = c.n(2).session(&bob, "b1", "bob").await;
@@ -165,7 +123,7 @@ async fn a_message_reaches_a_member_on_another_node_with_its_receipts_and_status
 
 #[tokio::test]
 async fn queued_messages_reach_a_member_that_connects_to_another_node_once() {
-    let c = Cluster::start(3).await;
+    let c = Nodes::start(3).await;
     let (alice, bob) = (c.member("alice"), c.member("bob"));
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
     let mut ids = Vec::new();
@@ -204,7 +162,7 @@ async fn queued_messages_reach_a_member_that_connects_to_another_node_once() {
 
 #[tokio::test]
 async fn revoking_a_member_closes_its_connections_on_every_node() {
-    let c = Cluster::start(3).await;
+    let c = Nodes::start(3).await;
     let bob = c.member("bob");
     let mut conns = Vec::new();
     for i in 1..=3 {
@@ -229,7 +187,7 @@ async fn revoking_a_member_closes_its_connections_on_every_node() {
 
 #[tokio::test]
 async fn a_hello_accepted_by_one_node_is_replayed_on_another() {
-    let c = Cluster::start(2).await;
+    let c = Nodes::start(2).await;
     let bob = c.member("bob");
     let hello = bob.hello_frame("b1", Some("bob"), ConnectionRole::Session, fresh_ts());
     let mut first = c.n(1).connect().await;
@@ -251,7 +209,7 @@ async fn a_hello_accepted_by_one_node_is_replayed_on_another() {
 
 #[tokio::test]
 async fn fifty_parallel_joins_on_a_one_use_invite_over_three_nodes_enroll_one() {
-    let c = Cluster::start(3).await;
+    let c = Nodes::start(3).await;
     let (_, link) = c
         .n(1)
         .admin()
@@ -286,7 +244,7 @@ async fn fifty_parallel_joins_on_a_one_use_invite_over_three_nodes_enroll_one() 
 
 #[tokio::test]
 async fn every_target_form_reaches_sessions_on_other_nodes_with_the_ack_states() {
-    let c = Cluster::start(3).await;
+    let c = Nodes::start(3).await;
     let (alice, bob, carol) = (c.member("alice"), c.member("bob"), c.member("carol"));
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
     let mut d = c.n(2).daemon(&bob).await;
@@ -401,7 +359,7 @@ async fn every_target_form_reaches_sessions_on_other_nodes_with_the_ack_states()
 /// its copies and pushes those of its own members, once each.
 #[tokio::test]
 async fn a_message_to_more_members_than_a_notification_lists_reaches_each_on_its_node_once() {
-    let c = Cluster::start(3).await;
+    let c = Nodes::start(3).await;
     let alice = c.member("alice");
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
     let members: Vec<Member> = (0..30).map(|i| c.member(&format!("m{i}"))).collect();
@@ -450,7 +408,7 @@ async fn a_message_to_more_members_than_a_notification_lists_reaches_each_on_its
 
 #[tokio::test]
 async fn presence_events_and_peer_lists_span_the_nodes() {
-    let c = Cluster::start_with(2, Duration::from_millis(300)).await;
+    let c = Nodes::start_with(2, Duration::from_millis(300)).await;
     let (alice, bob, carol) = (c.member("alice"), c.member("bob"), c.member("carol"));
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
     // Node 2 has heard of alice (a daemon without sessions watches).
@@ -492,7 +450,7 @@ async fn presence_events_and_peer_lists_span_the_nodes() {
 
 #[tokio::test]
 async fn a_session_that_moves_to_another_node_within_its_grace_makes_no_noise() {
-    let c = Cluster::start(3).await;
+    let c = Nodes::start(3).await;
     let (alice, bob, carol) = (c.member("alice"), c.member("bob"), c.member("carol"));
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
     let (mut k, _) = c.n(3).session(&carol, "c1", "carol").await;
@@ -692,7 +650,7 @@ async fn the_connection_limit_per_member_holds_over_the_cluster() {
         config.node_id = Some("node-2".into());
         config.max_connections_per_member = 2;
         let second = first.join(config).await;
-        Cluster {
+        Nodes {
             nodes: vec![first, second],
         }
     };
@@ -727,7 +685,7 @@ async fn the_connection_limit_per_member_holds_over_the_cluster() {
 
 #[tokio::test]
 async fn nodes_listen_again_after_their_listen_connection_is_cut_and_miss_nothing() {
-    let c = Cluster::start(2).await;
+    let c = Nodes::start(2).await;
     let (alice, bob) = (c.member("alice"), c.member("bob"));
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
     let mut b = c.n(2).daemon(&bob).await;
@@ -807,7 +765,7 @@ async fn a_node_restarting_under_its_id_duplicates_nothing() {
 
 #[tokio::test]
 async fn display_names_stay_unique_when_two_nodes_give_one_at_once() {
-    let c = Cluster::start(2).await;
+    let c = Nodes::start(2).await;
     let (alice, bob, carol) = (c.member("alice"), c.member("bob"), c.member("carol"));
     let (mut a1, _) = c.n(1).session(&alice, "a1", "alice").await;
     let (mut a2, _) = c.n(2).session(&alice, "a2", "alice-two").await;
@@ -834,7 +792,7 @@ async fn display_names_stay_unique_when_two_nodes_give_one_at_once() {
 
 #[tokio::test]
 async fn a_node_shut_down_gracefully_hands_its_sessions_over_silently() {
-    let mut c = Cluster::start(2).await;
+    let mut c = Nodes::start(2).await;
     let (alice, bob) = (c.member("alice"), c.member("bob"));
     let (mut a, _) = c.n(1).session(&alice, "a1", "alice").await;
     let (mut b, _) = c.n(2).session(&bob, "b1", "bob").await;

@@ -27,6 +27,7 @@
 //! SQLite stays one node: none of this runs there.
 
 mod presence;
+pub mod targets;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ use claudemesh_protocol::wire::DeliveryState;
 
 use crate::ctx::Ctx;
 use crate::delivery::{self, Receipt, Redelivery};
-use crate::hub::PresenceChange;
+use crate::hub::PresenceNews;
 use crate::metrics::Metrics;
 use crate::store::postgres::PgStore;
 use crate::store::postgres::connect::Listening;
@@ -56,7 +57,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// this node's presence (`changes`, from the hub); none on SQLite.
 pub async fn start(
     ctx: &Arc<Ctx>,
-    changes: Option<UnboundedReceiver<PresenceChange>>,
+    changes: Option<UnboundedReceiver<PresenceNews>>,
 ) -> Result<Vec<tokio::task::JoinHandle<()>>, StoreError> {
     let (Store::Postgres(pg), Some(changes)) = (&*ctx.store, changes) else {
         return Ok(Vec::new());

@@ -10,7 +10,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use claudemesh_protocol::wire::Peer;
 
 use crate::ctx::Ctx;
-use crate::hub::{PresenceChange, SessionKey};
+use crate::hub::{PresenceChange, PresenceNews, SessionKey};
 use crate::store::postgres::PgStore;
 use crate::store::postgres::presence::PresenceWrite;
 use crate::store::{Store, StoreError};
@@ -20,27 +20,38 @@ const MAX_BATCH: usize = 256;
 
 /// Writes the hub's changes to this node's sessions, in order, batching
 /// what has queued up. A failed write is retried (the database may be
-/// briefly away): the presence view must not lose a leave.
-pub async fn write(ctx: Arc<Ctx>, mut changes: UnboundedReceiver<PresenceChange>) {
+/// briefly away): the presence view must not lose a leave. A
+/// [`PresenceNews::Committed`] is answered once the changes before it are
+/// committed.
+pub async fn write(ctx: Arc<Ctx>, mut news: UnboundedReceiver<PresenceNews>) {
     let Store::Postgres(pg) = &*ctx.store else {
         return;
     };
     let mut batch = Vec::new();
-    while let Some(first) = changes.recv().await {
-        batch.push(as_write(first));
-        while batch.len() < MAX_BATCH {
-            match changes.try_recv() {
-                Ok(c) => batch.push(as_write(c)),
-                Err(_) => break,
+    let mut waiting = Vec::new();
+    while let Some(first) = news.recv().await {
+        let mut next = Some(first);
+        while let Some(n) = next.take() {
+            match n {
+                PresenceNews::Change(c) => batch.push(as_write(c)),
+                PresenceNews::Committed(done) => waiting.push(done),
+            }
+            if batch.len() < MAX_BATCH {
+                next = news.try_recv().ok();
             }
         }
         let mut wait = Duration::from_millis(50);
-        while let Err(e) = pg.write_presence(&batch).await {
+        while !batch.is_empty()
+            && let Err(e) = pg.write_presence(&batch).await
+        {
             tracing::warn!(error = %e, "writing the cluster's presence failed; retrying");
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(2));
         }
         batch.clear();
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
     }
 }
 

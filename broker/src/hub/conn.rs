@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use claudemesh_protocol::limits::MAX_OUTBOUND_QUEUE_BYTES;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 /// Process-wide connection number.
 pub type ConnId = u64;
@@ -33,6 +33,11 @@ struct HandleShared {
 pub struct Queued {
     pub msg: Message,
     pub bytes: OwnedSemaphorePermit,
+    /// Written only once this resolves (or is dropped): a frame that
+    /// acknowledges a session waits for its presence to be committed in
+    /// a cluster (see [`crate::hub::Hub::presence_committed`]). The
+    /// frames behind it wait too, so the order holds.
+    pub gate: Option<oneshot::Receiver<()>>,
 }
 
 /// Pushes a connection has been given lately, so that a message reaching
@@ -97,11 +102,25 @@ impl ConnHandle {
     /// Queues any frame without waiting. Over the frame or byte budget the
     /// connection is judged too slow and asked to close.
     pub fn send(&self, msg: Message) -> bool {
+        self.send_after(None, msg)
+    }
+
+    /// Queues a text frame to be written once `gate` resolves (at once
+    /// when `None`); the frames queued after it wait behind it.
+    pub fn send_text_after(
+        &self,
+        gate: Option<oneshot::Receiver<()>>,
+        text: impl Into<Utf8Bytes>,
+    ) -> bool {
+        self.send_after(gate, Message::Text(text.into()))
+    }
+
+    fn send_after(&self, gate: Option<oneshot::Receiver<()>>, msg: Message) -> bool {
         let Ok(bytes) = self.budget.clone().try_acquire_many_owned(cost(&msg)) else {
             self.close(CLOSE_TRY_AGAIN_LATER, "slow_consumer");
             return false;
         };
-        match self.tx.try_send(Queued { msg, bytes }) {
+        match self.tx.try_send(Queued { msg, bytes, gate }) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.close(CLOSE_TRY_AGAIN_LATER, "slow_consumer");
@@ -117,7 +136,12 @@ impl ConnHandle {
         let Ok(bytes) = self.budget.clone().acquire_many_owned(cost(&msg)).await else {
             return false;
         };
-        self.tx.send(Queued { msg, bytes }).await.is_ok()
+        let queued = Queued {
+            msg,
+            bytes,
+            gate: None,
+        };
+        self.tx.send(queued).await.is_ok()
     }
 
     /// Like [`ConnHandle::send_wait`], giving up after `limit`.

@@ -19,7 +19,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use conn::{ConnHandle, ConnId, close_frame};
 pub use presence::{
-    ConnEntry, Departure, MeshState, PresenceChange, SessionError, SessionKey, SessionSpec,
+    ConnEntry, Departure, MeshState, PresenceChange, PresenceNews, SessionError, SessionKey,
+    SessionSpec,
 };
 
 /// One mesh's live state.
@@ -44,7 +45,7 @@ pub struct Hub {
     shutting_down: AtomicBool,
     /// In a cluster: where every mesh announces changes to this node's
     /// sessions.
-    outbox: Option<tokio::sync::mpsc::UnboundedSender<PresenceChange>>,
+    outbox: Option<tokio::sync::mpsc::UnboundedSender<PresenceNews>>,
 }
 
 impl Hub {
@@ -54,7 +55,7 @@ impl Hub {
 
     /// A hub whose meshes announce changes to their sessions on `tx` (a
     /// node of a cluster).
-    pub fn clustered(tx: tokio::sync::mpsc::UnboundedSender<PresenceChange>) -> Self {
+    pub fn clustered(tx: tokio::sync::mpsc::UnboundedSender<PresenceNews>) -> Self {
         Self {
             outbox: Some(tx),
             ..Self::default()
@@ -80,6 +81,18 @@ impl Hub {
                 })
             })
             .clone()
+    }
+
+    /// In a cluster: resolves once every presence change announced so far
+    /// (by any mesh of this node) is committed to the shared table, so
+    /// that every node can find those sessions there; `None` on one node.
+    /// A frame that acknowledges a session waits on it (issue 24, part 1:
+    /// a session is addressable everywhere once acknowledged).
+    pub fn presence_committed(&self) -> Option<tokio::sync::oneshot::Receiver<()>> {
+        let tx = self.outbox.as_ref()?;
+        let (done, committed) = tokio::sync::oneshot::channel();
+        tx.send(PresenceNews::Committed(done)).ok()?;
+        Some(committed)
     }
 
     /// The mesh with `id` if it has ever had a connection.

@@ -71,6 +71,15 @@ pub struct PresenceChange {
     pub retake: bool,
 }
 
+/// What the meshes of a cluster node tell its presence writer, in order.
+#[derive(Debug)]
+pub enum PresenceNews {
+    Change(PresenceChange),
+    /// Answered once every change sent before it is committed to the
+    /// shared table (see [`crate::hub::Hub::presence_committed`]).
+    Committed(tokio::sync::oneshot::Sender<()>),
+}
+
 /// What a connection says about a session it opens. `None` keeps the
 /// session's current value (a hello carries no summary, groups or status).
 #[derive(Debug, Clone, Default)]
@@ -142,7 +151,7 @@ pub struct MeshState {
     pub(super) last_seen: HashMap<String, i64>,
     /// In a cluster: where changes to this node's sessions go, with the
     /// mesh id.
-    pub(super) outbox: Option<(String, tokio::sync::mpsc::UnboundedSender<PresenceChange>)>,
+    pub(super) outbox: Option<(String, tokio::sync::mpsc::UnboundedSender<PresenceNews>)>,
 }
 
 pub(super) fn event(kind: PeerEvent, peer: &Peer) -> Message {

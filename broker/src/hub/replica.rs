@@ -3,7 +3,9 @@
 
 use claudemesh_protocol::wire::{Peer, PeerEvent};
 
-use super::presence::{MeshState, PresenceChange, SessionEntry, SessionKey, event, same_but_time};
+use super::presence::{
+    MeshState, PresenceChange, PresenceNews, SessionEntry, SessionKey, event, same_but_time,
+};
 
 impl MeshState {
     /// In a cluster: announce every change to this node's sessions on
@@ -11,7 +13,7 @@ impl MeshState {
     pub fn set_outbox(
         &mut self,
         mesh_id: String,
-        tx: tokio::sync::mpsc::UnboundedSender<PresenceChange>,
+        tx: tokio::sync::mpsc::UnboundedSender<PresenceNews>,
     ) {
         self.outbox = Some((mesh_id, tx));
     }
@@ -31,13 +33,13 @@ impl MeshState {
             Some(e) => (Some(e.peer.clone()), e.conn.is_some()),
             None => (None, false),
         };
-        let _ = tx.send(PresenceChange {
+        let _ = tx.send(PresenceNews::Change(PresenceChange {
             mesh_id: mesh_id.clone(),
             key: key.clone(),
             peer,
             live,
             retake,
-        });
+        }));
     }
 
     /// Tells the cluster again of every session a connection here

@@ -275,7 +275,13 @@ pub async fn run(socket: WebSocket, ctx: Arc<Ctx>, slot: Arc<Slot>) {
                         peers: list.peers,
                         truncated: list.truncated,
                     });
-                    handle.send_text(ack.to_json());
+                    // In a cluster a session's ack waits for its presence
+                    // row: once acknowledged, it is a target on every node.
+                    let gate = match hello.role {
+                        ConnectionRole::Session => ctx.hub.presence_committed(),
+                        ConnectionRole::Daemon => None,
+                    };
+                    handle.send_text_after(gate, ack.to_json());
                     // Read under the lock that made this connection visible to
                     // pushes: see `delivery::redeliver`.
                     Ok(ctx.writer.dispatched())

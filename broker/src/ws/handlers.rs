@@ -296,11 +296,15 @@ impl Connection {
             // Read under the lock that made the session visible to pushes.
             let dispatched = self.ctx.writer.dispatched();
             // Queued under the lock, so that it precedes any event about
-            // this session on this connection.
-            self.reply(ServerFrame::SessionOpened {
+            // this session on this connection; in a cluster, written once
+            // the session's presence row is committed (a target on every
+            // node from then on).
+            let opened = ServerFrame::SessionOpened {
                 session_id: sid.clone(),
                 display_name: name.clone(),
-            });
+            };
+            self.handle
+                .send_text_after(self.ctx.hub.presence_committed(), opened.to_json());
             (name, dispatched)
         };
         let (name, dispatched) = name;

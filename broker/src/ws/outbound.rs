@@ -20,6 +20,11 @@ use crate::hub::conn::{CLOSE_TRY_AGAIN_LATER, Queued};
 /// Frames written per flush at most.
 const MAX_BURST: usize = 256;
 
+/// The longest a gated frame waits (see [`Queued::gate`]): a cluster
+/// whose database is away for longer still acknowledges the session,
+/// as it did before there were gates.
+const GATE_LIMIT: Duration = Duration::from_secs(5);
+
 /// Runs until the queue closes, a close frame has been written, or the
 /// peer stops reading.
 pub async fn run(
@@ -33,7 +38,10 @@ pub async fn run(
     'outer: while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut n = 0;
-        while let Some(Queued { msg, bytes }) = next.take() {
+        while let Some(Queued { msg, bytes, gate }) = next.take() {
+            if let Some(gate) = gate {
+                let _ = tokio::time::timeout(GATE_LIMIT, gate).await;
+            }
             let is_close = matches!(msg, Message::Close(_));
             match tokio::time::timeout(stall, sink.feed(msg)).await {
                 Ok(Ok(())) => {}

@@ -50,6 +50,17 @@ impl Connection {
                 .unwrap_or_else(|| sid.clone());
             (name, router::resolve(&state, &target, &sender_key))
         };
+        // In a cluster, what this node has not heard of yet is in the
+        // presence table.
+        let resolved = crate::cluster::targets::complete(
+            &self.ctx.store,
+            &self.mesh.id,
+            &target,
+            &sender_key,
+            resolved,
+        )
+        .await
+        .map_err(|e| internal(&e))?;
         let recipients = match resolved {
             Ok(r) => Ok(r),
             Err(Unresolved::Unknown) => Err(()),

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod nodes;
 pub mod postgres;
 
 use std::borrow::Cow;

@@ -31,6 +31,15 @@ impl PgStore {
         presence::others(&self.client().await?, self.node_id()).await
     }
 
+    /// The sessions other nodes carry in `mesh_id`, as the table has them
+    /// now (a node may not have heard of the newest yet).
+    pub async fn presence_elsewhere_in(
+        &self,
+        mesh_id: &str,
+    ) -> Result<Vec<presence::PresenceRow>, StoreError> {
+        presence::others_in_mesh(&self.client().await?, self.node_id(), mesh_id).await
+    }
+
     /// One session's presence row.
     pub async fn presence_row(
         &self,

@@ -144,6 +144,21 @@ pub async fn others(c: &impl GenericClient, node: &str) -> Result<Vec<PresenceRo
     Ok(rows.iter().filter_map(row).collect())
 }
 
+/// The sessions other nodes carry in one mesh.
+pub async fn others_in_mesh(
+    c: &impl GenericClient,
+    node: &str,
+    mesh_id: &str,
+) -> Result<Vec<PresenceRow>, StoreError> {
+    let rows = c
+        .query(
+            &format!("SELECT {COLUMNS} FROM presence WHERE mesh_id = $1 AND node <> $2"),
+            &[&mesh_id, &node],
+        )
+        .await?;
+    Ok(rows.iter().filter_map(row).collect())
+}
+
 /// One session's row.
 pub async fn one(
     c: &impl GenericClient,
