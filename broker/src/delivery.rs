@@ -231,7 +231,7 @@ fn plan_pushes(
             let mut listed = false;
             for id in conns {
                 if let Some(c) = state.conn(*id) {
-                    if c.handle.first_push(&m.message_id, "") {
+                    if c.handle.first_push(&m.message_id, &[]) {
                         pushes.push((c.handle.clone(), frame.clone()));
                     }
                     for s in &c.sessions {
@@ -290,7 +290,7 @@ fn plan_pushes(
         }
         for (id, sessions) in by_conn {
             if let Some(c) = state.conn(id)
-                && c.handle.first_push(&m.message_id, "")
+                && c.handle.first_push(&m.message_id, &sessions)
             {
                 let frame = PushParts::of_new(m, copy).frame(sessions);
                 pushes.push((c.handle.clone(), frame));
@@ -363,7 +363,7 @@ pub fn push_copy(mesh: &Mesh, member_id: &str, p: &PendingPush) -> u64 {
     if p.sessions.is_empty() {
         for id in state.member_conns(member_id) {
             if let Some(c) = state.conn(*id)
-                && c.handle.first_push(&p.message_id, "")
+                && c.handle.first_push(&p.message_id, &[])
                 && c.handle.send(parts.frame(Vec::new()))
             {
                 pushed += 1;
@@ -382,7 +382,7 @@ pub fn push_copy(mesh: &Mesh, member_id: &str, p: &PendingPush) -> u64 {
     }
     for (id, sessions) in by_conn {
         if let Some(c) = state.conn(id)
-            && c.handle.first_push(&p.message_id, "")
+            && c.handle.first_push(&p.message_id, &sessions)
             && c.handle.send(parts.frame(sessions))
         {
             pushed += 1;
@@ -440,7 +440,7 @@ pub async fn redeliver(to: Redelivery, store: Arc<Store>, metrics: Arc<Metrics>,
         {
             continue;
         }
-        if !handle.first_push(&p.message_id, session.as_deref().unwrap_or_default()) {
+        if !handle.first_push(&p.message_id, &p.sessions) {
             continue;
         }
         if !handle

@@ -119,6 +119,11 @@ pub struct Metrics {
     /// From a message's (or receipt's) arrival on another node to its
     /// push (or relay) here; observe with [`Metrics::notify_lag`].
     pub cluster_notify_lag: Histogram,
+    /// Reads of the copies other nodes announced that failed (each is
+    /// tried again, with backoff, until it succeeds).
+    pub cluster_reads_failed: Counter,
+    /// Failed reads that a later try completed.
+    pub cluster_reads_retried: Counter,
 }
 
 /// Live values read at scrape time.
@@ -162,6 +167,8 @@ impl Metrics {
         let cluster_notifications_sent = Counter::default();
         let cluster_notifications_received = Counter::default();
         let cluster_notify_lag = Histogram::new(NOTIFY_LAG_BUCKETS);
+        let cluster_reads_failed = Counter::default();
+        let cluster_reads_retried = Counter::default();
 
         // The crate ends each help text with a full stop.
         let r = &mut registry;
@@ -260,6 +267,16 @@ impl Metrics {
             Unit::Seconds,
             cluster_notify_lag.clone(),
         );
+        r.register(
+            "cluster_reads_failed",
+            "Reads of announced messages that failed (each is tried again)",
+            cluster_reads_failed.clone(),
+        );
+        r.register(
+            "cluster_reads_retried",
+            "Failed reads of announced messages that a later try completed",
+            cluster_reads_retried.clone(),
+        );
         for op in [DbOp::Commit, DbOp::Health] {
             let _ = db_round_trip.get_or_create(&Op { op: op.as_str() });
         }
@@ -296,6 +313,8 @@ impl Metrics {
             cluster_notifications_sent,
             cluster_notifications_received,
             cluster_notify_lag,
+            cluster_reads_failed,
+            cluster_reads_retried,
         }
     }
 
@@ -455,6 +474,8 @@ mod tests {
                 "counter",
             ),
             ("claudemesh_broker_cluster_notify_lag_seconds", "histogram"),
+            ("claudemesh_broker_cluster_reads_failed_total", "counter"),
+            ("claudemesh_broker_cluster_reads_retried_total", "counter"),
         ] {
             let line = format!("# TYPE {name} {kind}\n");
             assert!(text.contains(&line), "missing {line:?} in\n{text}");

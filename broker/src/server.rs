@@ -146,6 +146,15 @@ impl RunningBroker {
         self.local_addr
     }
 
+    /// The faults a test injects into this node's PostgreSQL store
+    /// (`None` on SQLite).
+    pub fn pg_faults(&self) -> Option<&crate::store::postgres::faults::Faults> {
+        match &*self.ctx.store {
+            crate::store::Store::Postgres(pg) => Some(pg.faults()),
+            crate::store::Store::Sqlite(_) => None,
+        }
+    }
+
     /// The sessions this node lists in mesh `mesh_id` (its own and, in a
     /// cluster, its replicas of the other nodes'), each as its peer and
     /// whether it is live, in (member, session) order. The nodes of a

@@ -26,10 +26,10 @@
 //!
 //! SQLite stays one node: none of this runs there.
 
+mod copies;
 mod presence;
 pub mod targets;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ use crate::hub::PresenceNews;
 use crate::metrics::Metrics;
 use crate::store::postgres::PgStore;
 use crate::store::postgres::connect::Listening;
-use crate::store::postgres::notify::{ClusterEvent, ReceiptNote, Recipients};
+use crate::store::postgres::notify::{ClusterEvent, ReceiptNote};
 use crate::store::{ReceiptRoute, Store, StoreError};
 
 /// The first wait before listening again after a failure.
@@ -69,8 +69,10 @@ pub async fn start(
     let first = pg.listen().await?;
     let last_revocation = pg.last_revocation_seq().await?;
     presence::load(ctx, pg).await?;
+    let (retries, retrying) = copies::Retries::start(ctx);
     Ok(vec![
-        tokio::spawn(run(ctx.clone(), first, last_revocation)),
+        tokio::spawn(run(ctx.clone(), first, last_revocation, retries)),
+        retrying,
         tokio::spawn(presence::write(ctx.clone(), changes)),
         tokio::spawn(heartbeat(ctx.clone())),
     ])
@@ -191,7 +193,7 @@ fn take_sessions_back(ctx: &Ctx) {
     );
 }
 
-async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {
+async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64, retries: copies::Retries) {
     let Store::Postgres(pg) = &*ctx.store else {
         return;
     };
@@ -203,7 +205,7 @@ async fn run(ctx: Arc<Ctx>, first: Listening, mut last_revocation: i64) {
                 match ClusterEvent::parse(&payload) {
                     Some(event) => {
                         count(&ctx.metrics, pg, &event);
-                        handle(&ctx, pg, event, &mut last_revocation).await;
+                        handle(&ctx, pg, event, &mut last_revocation, &retries).await;
                     }
                     None => tracing::warn!("an unknown cluster notification was ignored"),
                 }
@@ -237,39 +239,22 @@ fn count(metrics: &Metrics, pg: &PgStore, event: &ClusterEvent) {
 }
 
 /// Time since `at` (another node's clock, in ms) for the lag histogram.
-fn since(ctx: &Ctx, at: i64) -> Duration {
+pub(super) fn since(ctx: &Ctx, at: i64) -> Duration {
     Duration::from_millis(u64::try_from(ctx.now_ms().saturating_sub(at)).unwrap_or(0))
 }
 
-async fn handle(ctx: &Arc<Ctx>, pg: &PgStore, event: ClusterEvent, last_revocation: &mut i64) {
+async fn handle(
+    ctx: &Arc<Ctx>,
+    pg: &PgStore,
+    event: ClusterEvent,
+    last_revocation: &mut i64,
+    retries: &copies::Retries,
+) {
     let me = pg.node_id();
     match event {
         ClusterEvent::Messages { node, .. } if node == me => {}
         ClusterEvent::Messages { seqs, to, .. } => {
-            let (unlisted, pairs) = copies_to_read(ctx, &seqs, &to);
-            if unlisted.is_empty() && pairs.is_empty() {
-                return;
-            }
-            let pairs: Vec<(i64, &str)> = pairs.iter().map(|(s, m)| (*s, m.as_str())).collect();
-            let copies = match pg.copies_of(&unlisted, &pairs, ctx.now_ms()).await {
-                Ok(c) => c,
-                Err(e) => {
-                    // Not lost: the copies stay queued, and reach the
-                    // recipient on its next connection (or catch-up).
-                    tracing::warn!(error = %e, "reading announced messages failed");
-                    return;
-                }
-            };
-            for (mesh_id, member_id, copy) in copies {
-                if let Some(mesh) = ctx.hub.find(&mesh_id) {
-                    let n = delivery::push_copy(&mesh, &member_id, &copy);
-                    Metrics::add(&ctx.metrics.messages_pushed, n);
-                    if n > 0 {
-                        // From the message's arrival on its node to its push here.
-                        ctx.metrics.notify_lag(since(ctx, copy.sent_at));
-                    }
-                }
-            }
+            copies::announced(ctx, pg, &seqs, &to, retries).await;
         }
         ClusterEvent::Receipt { node, .. } | ClusterEvent::Receipts { node, .. } if node == me => {}
         ClusterEvent::Receipt { receipt, .. } => relay(ctx, &receipt),
@@ -323,38 +308,6 @@ fn relay(ctx: &Ctx, note: &ReceiptNote) {
     delivery::relay_receipt_in(&live, &receipt, &route);
     // From the receipt's arrival on its node to its relay here.
     ctx.metrics.notify_lag(since(ctx, note.at));
-}
-
-/// What to read of announced messages: the numbers `to` does not name
-/// (all their copies), and the copies `to` names for members connected
-/// here. A member that connects after this look is not missed: its
-/// connection reads every pending copy once it is visible here (see
-/// `delivery::redeliver`), and the message is committed before it is
-/// announced.
-fn copies_to_read(ctx: &Ctx, seqs: &[i64], to: &Recipients) -> (Vec<i64>, Vec<(i64, String)>) {
-    let listed: HashSet<i64> = to
-        .values()
-        .flat_map(|m| m.values().flatten())
-        .copied()
-        .collect();
-    let unlisted = seqs
-        .iter()
-        .copied()
-        .filter(|s| !listed.contains(s))
-        .collect();
-    let mut pairs = Vec::new();
-    for (mesh_id, members) in to {
-        let Some(mesh) = ctx.hub.find(mesh_id) else {
-            continue;
-        };
-        let state = mesh.lock();
-        for (member_id, numbers) in members {
-            if !state.member_conns(member_id).is_empty() {
-                pairs.extend(numbers.iter().map(|&s| (s, member_id.clone())));
-            }
-        }
-    }
-    (unlisted, pairs)
 }
 
 /// After the `LISTEN` connection was lost: redeliver to every live

@@ -33,7 +33,7 @@ pub async fn write(ctx: Arc<Ctx>, mut news: UnboundedReceiver<PresenceNews>) {
         let mut next = Some(first);
         while let Some(n) = next.take() {
             match n {
-                PresenceNews::Change(c) => batch.push(as_write(c)),
+                PresenceNews::Change(c) => batch.push(as_write(*c)),
                 PresenceNews::Committed(done) => waiting.push(done),
             }
             if batch.len() < MAX_BATCH {

@@ -55,6 +55,23 @@ struct RecentPushes {
 /// can hold at once).
 const RECENT_PUSHES: usize = 4096;
 
+impl RecentPushes {
+    /// False when `key` is remembered already; else remembers it,
+    /// forgetting the oldest beyond [`RECENT_PUSHES`].
+    fn remember(&mut self, key: String) -> bool {
+        if !self.seen.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > RECENT_PUSHES
+            && let Some(old) = self.order.pop_front()
+        {
+            self.seen.remove(&old);
+        }
+        true
+    }
+}
+
 /// Cheap to clone; all clones talk to the same connection.
 #[derive(Clone)]
 pub struct ConnHandle {
@@ -152,22 +169,24 @@ impl ConnHandle {
         )
     }
 
-    /// True the first time `message_id` is pushed here for `scope` (the
-    /// session a session-open redelivery is for; empty otherwise); false
-    /// for a repeat, which must not be sent.
-    pub fn first_push(&self, message_id: &str, scope: &str) -> bool {
-        let key = format!("{message_id}/{scope}");
+    /// True when a push of `message_id` naming `sessions` (none: the
+    /// whole member) would tell this connection something new; false for
+    /// a repeat, which must not be sent. A push naming sessions is new
+    /// while one of them has not been named by an earlier push of that
+    /// message here, whichever read sent it first: so a daemon that opens
+    /// a session right after its hello gets each message once, though
+    /// the redeliveries of the hello and of the `session_open` both read
+    /// it.
+    pub fn first_push(&self, message_id: &str, sessions: &[String]) -> bool {
         let mut r = self.shared.recent.lock().unwrap_or_else(|e| e.into_inner());
-        if !r.seen.insert(key.clone()) {
-            return false;
+        if sessions.is_empty() {
+            return r.remember(format!("{message_id}/"));
         }
-        r.order.push_back(key);
-        if r.order.len() > RECENT_PUSHES
-            && let Some(old) = r.order.pop_front()
-        {
-            r.seen.remove(&old);
+        let mut new = false;
+        for s in sessions {
+            new |= r.remember(format!("{message_id}/{s}"));
         }
-        true
+        new
     }
 
     /// Asks the connection to close with `code` and `reason`. The first
@@ -198,4 +217,40 @@ pub fn close_frame(code: u16, reason: &str) -> Message {
         code,
         reason: Utf8Bytes::from(reason),
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_push_naming_a_session_is_not_repeated_for_that_session() {
+        let (h, _rx) = ConnHandle::new(1, 16);
+        let s = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        // The hello's redelivery sends m1 naming s1 and s2; the
+        // session_open redelivery of s1 reads it too: a repeat.
+        assert!(h.first_push("m1", &s(&["s1", "s2"])));
+        assert!(!h.first_push("m1", &s(&["s1", "s2"])));
+        assert!(!h.first_push("m1", &s(&["s2"])));
+        // The other order: the session's read first, then the hello's.
+        assert!(h.first_push("m2", &s(&["s1"])));
+        assert!(!h.first_push("m2", &s(&["s1"])));
+        // A push naming a session not named before is new.
+        assert!(h.first_push("m2", &s(&["s1", "s3"])));
+        // A whole-member push is remembered on its own.
+        assert!(h.first_push("m3", &[]));
+        assert!(!h.first_push("m3", &[]));
+        assert!(h.first_push("m3", &s(&["s1"])));
+    }
+
+    #[test]
+    fn pushes_are_remembered_up_to_the_bound() {
+        let (h, _rx) = ConnHandle::new(1, 16);
+        for i in 0..=RECENT_PUSHES {
+            assert!(h.first_push(&format!("m{i}"), &[]));
+        }
+        // The oldest is forgotten, the newest kept.
+        assert!(h.first_push("m0", &[]));
+        assert!(!h.first_push(&format!("m{RECENT_PUSHES}"), &[]));
+    }
 }

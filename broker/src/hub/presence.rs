@@ -74,7 +74,8 @@ pub struct PresenceChange {
 /// What the meshes of a cluster node tell its presence writer, in order.
 #[derive(Debug)]
 pub enum PresenceNews {
-    Change(PresenceChange),
+    /// Boxed: a change holds a whole peer, the other variant one pointer.
+    Change(Box<PresenceChange>),
     /// Answered once every change sent before it is committed to the
     /// shared table (see [`crate::hub::Hub::presence_committed`]).
     Committed(tokio::sync::oneshot::Sender<()>),

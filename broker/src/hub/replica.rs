@@ -33,13 +33,13 @@ impl MeshState {
             Some(e) => (Some(e.peer.clone()), e.conn.is_some()),
             None => (None, false),
         };
-        let _ = tx.send(PresenceNews::Change(PresenceChange {
+        let _ = tx.send(PresenceNews::Change(Box::new(PresenceChange {
             mesh_id: mesh_id.clone(),
             key: key.clone(),
             peer,
             live,
             retake,
-        }));
+        })));
     }
 
     /// Tells the cluster again of every session a connection here

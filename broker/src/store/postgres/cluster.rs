@@ -26,6 +26,11 @@ impl PgStore {
         Ok(())
     }
 
+    /// The faults a test injects into this store.
+    pub fn faults(&self) -> &super::faults::Faults {
+        &self.faults
+    }
+
     /// Every session other nodes carry.
     pub async fn presence_elsewhere(&self) -> Result<Vec<presence::PresenceRow>, StoreError> {
         presence::others(&self.client().await?, self.node_id()).await
@@ -139,6 +144,7 @@ impl PgStore {
         pairs: &[(i64, &str)],
         now_ms: i64,
     ) -> Result<Vec<(String, String, PendingPush)>, StoreError> {
+        self.faults.copies_read()?;
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         // By primary key, whatever the statistics: without them (a new

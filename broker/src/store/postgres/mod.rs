@@ -11,6 +11,7 @@ mod batch;
 mod bulk;
 mod cluster;
 pub mod connect;
+pub mod faults;
 pub(crate) mod messages;
 pub mod notify;
 pub mod presence;
@@ -72,6 +73,8 @@ pub struct PgStore {
     /// This node's id in a cluster (set once by the server; admin
     /// commands leave it empty).
     node: std::sync::OnceLock<String>,
+    /// What a test made fail.
+    faults: faults::Faults,
 }
 
 impl PgStore {
@@ -83,6 +86,7 @@ impl PgStore {
             pool: connector.pool,
             config: Box::new(connector.config),
             node: std::sync::OnceLock::new(),
+            faults: faults::Faults::default(),
         };
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
