@@ -96,6 +96,8 @@ pub struct Metrics {
     const_labels: Vec<Label>,
     pub connections_accepted: Counter,
     connections_rejected: ByReason,
+    /// Unauthenticated connections closed to make room for a newer one.
+    pub connections_evicted: Counter,
     pub messages_routed: Counter,
     pub messages_duplicate: Counter,
     pub messages_pushed: Counter,
@@ -146,6 +148,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix_and_labels(PREFIX, labels.iter().cloned());
         let connections_accepted = Counter::default();
         let connections_rejected = ByReason::default();
+        let connections_evicted = Counter::default();
         let messages_routed = Counter::default();
         let messages_duplicate = Counter::default();
         let messages_pushed = Counter::default();
@@ -174,6 +177,11 @@ impl Metrics {
             "connections_rejected",
             "Connections refused before or at the hello, by reason",
             connections_rejected.clone(),
+        );
+        r.register(
+            "connections_evicted",
+            "Unauthenticated connections closed to make room for a newer one (the oldest goes when the slots are full)",
+            connections_evicted.clone(),
         );
         r.register(
             "messages_routed",
@@ -268,6 +276,10 @@ impl Metrics {
             "no_hello",
             "hello_timeout",
             "too_many_connections",
+            "too_many_open_connections",
+            "too_many_unauthenticated_from_ip",
+            "untrusted_proxy_header",
+            "malformed_proxy_header",
         ]);
         for reason in reasons {
             let _ = connections_rejected.get_or_create(&Reason {
@@ -280,6 +292,7 @@ impl Metrics {
             const_labels: labels,
             connections_accepted,
             connections_rejected,
+            connections_evicted,
             messages_routed,
             messages_duplicate,
             messages_pushed,
@@ -433,6 +446,7 @@ mod tests {
             ("claudemesh_broker_queue_depth", "gauge"),
             ("claudemesh_broker_connections_accepted_total", "counter"),
             ("claudemesh_broker_connections_rejected_total", "counter"),
+            ("claudemesh_broker_connections_evicted_total", "counter"),
             ("claudemesh_broker_messages_routed_total", "counter"),
             ("claudemesh_broker_messages_duplicate_total", "counter"),
             ("claudemesh_broker_messages_pushed_total", "counter"),

@@ -18,6 +18,7 @@ use crate::ctx::{Ctx, TaskCounter};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::net::admission::Admission;
+use crate::net::fdlimit::{ConnectionBudget, current_nofile};
 use crate::net::listener::GuardedListener;
 use crate::replay_cache::ReplayCache;
 use crate::store::{BROKER_URL_SETTING, Store};
@@ -105,15 +106,26 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     background.extend(cluster);
     let app = crate::http::router(ctx.clone())
         .into_make_service_with_connect_info::<crate::net::listener::ConnSlot>();
+    let budget = ConnectionBudget::from_limit(
+        current_nofile(),
+        ctx.store.descriptors(),
+        ctx.config.max_unauthenticated,
+        ctx.config.max_unauthenticated_per_ip,
+    );
+    tracing::info!(
+        open_files = ?budget.nofile,
+        connections = budget.limits.max_open,
+        unauthenticated = budget.limits.max_unauthenticated,
+        per_ip = budget.limits.max_per_ip,
+        trusted_proxies = ?ctx.config.trusted_proxies,
+        "connection caps"
+    );
     let listener = GuardedListener::new(
         listener,
-        Admission::new(
-            unauthenticated_cap(ctx.config.max_unauthenticated),
-            ctx.config.max_unauthenticated_per_ip,
-            ctx.config.per_ip_cap_on_loopback,
-        ),
+        Admission::new(budget.limits, ctx.config.per_ip_cap_on_loopback),
         ctx.config.unauthenticated_deadline,
         ctx.metrics.clone(),
+        &ctx.config.trusted_proxies,
     );
     let (stop_http, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -200,21 +212,6 @@ impl Drop for RunningBroker {
             task.abort();
         }
     }
-}
-
-/// The configured cap, lowered to half the open-file limit so that the
-/// other half stays for authenticated connections and the database.
-fn unauthenticated_cap(configured: usize) -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit with a valid, owned struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return configured;
-    }
-    let half = usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX);
-    configured.min(half.max(1))
 }
 
 /// Closes the connections of members revoked by another process (the admin

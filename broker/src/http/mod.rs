@@ -23,6 +23,10 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::net::forwarded::account_forwarded_client,
+        ))
         .with_state(ctx)
 }
 
