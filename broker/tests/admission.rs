@@ -115,7 +115,9 @@ async fn full_unauthenticated_slots_evict_the_oldest_and_members_keep_their_room
     let push = bob_c.recv_type("push").await;
     assert_eq!(bob.open(&push, &alice), "through the crowd");
     // The metrics request gets in the same way (evicting one more).
-    let metrics = try_get(b.addr, "/metrics").await.expect("/metrics answered");
+    let metrics = try_get(b.addr, "/metrics")
+        .await
+        .expect("/metrics answered");
     let evicted = metric(&metrics, "claudemesh_broker_connections_evicted_total");
     // bob's connection, then the 300 and the metrics request but the
     // first (bob's authenticated slot left one free) each evicted one.
