@@ -65,7 +65,7 @@ impl Counts {
         }
     }
 
-    fn from_ip(&self, ip: IpAddr) -> usize {
+    fn held_by(&self, ip: IpAddr) -> usize {
         self.per_ip.get(&ip).copied().unwrap_or(0)
     }
 
@@ -156,7 +156,7 @@ impl Admission {
     /// connections when the slots (or the open-file budget) are full.
     pub fn admit(self: &Arc<Self>, ip: IpAddr, capped: bool) -> Result<Admitted, Refused> {
         let mut c = self.lock();
-        if capped && c.from_ip(ip) >= self.limits.max_per_ip {
+        if capped && c.held_by(ip) >= self.limits.max_per_ip {
             return Err(Refused::PerIp);
         }
         let mut evicted = 0;
@@ -279,7 +279,7 @@ impl Slot {
         if old == ip {
             return Ok(());
         }
-        if capped && c.from_ip(ip) >= max {
+        if capped && c.held_by(ip) >= max {
             return Err(Refused::PerIp);
         }
         c.remove_ip(old);

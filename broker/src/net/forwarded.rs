@@ -25,19 +25,22 @@ pub async fn account_forwarded_client(
     request: Request,
     next: Next,
 ) -> Response {
-    if slot.0.trusts_forwarded_for() {
-        let values = request.headers().get_all(X_FORWARDED_FOR);
-        if let Some(client) = forwarded_client(values.iter().map(HeaderValue::as_bytes)) {
-            if let Err(refused) = slot.0.rekey(client, true) {
-                ctx.metrics.connection_rejected(refused.reason());
-                return (
-                    StatusCode::TOO_MANY_REQUESTS,
-                    [(header::CONNECTION, "close")],
-                    "too many unauthenticated connections from your address\n",
-                )
-                    .into_response();
-            }
-        }
+    let client = slot
+        .0
+        .trusts_forwarded_for()
+        .then(|| {
+            let values = request.headers().get_all(X_FORWARDED_FOR);
+            forwarded_client(values.iter().map(HeaderValue::as_bytes))
+        })
+        .flatten();
+    if let Some(Err(refused)) = client.map(|ip| slot.0.rekey(ip, true)) {
+        ctx.metrics.connection_rejected(refused.reason());
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::CONNECTION, "close")],
+            "too many unauthenticated connections from your address\n",
+        )
+            .into_response();
     }
     next.run(request).await
 }
