@@ -33,7 +33,7 @@ pub async fn account_forwarded_client(
             forwarded_client(values.iter().map(HeaderValue::as_bytes))
         })
         .flatten();
-    if let Some(Err(refused)) = client.map(|ip| slot.0.rekey(ip, true)) {
+    if let Some(Err(refused)) = client.map(|ip| slot.0.rekey(ip.to_canonical(), true)) {
         ctx.metrics.connection_rejected(refused.reason());
         return (
             StatusCode::TOO_MANY_REQUESTS,

@@ -54,7 +54,7 @@ impl GuardedListener {
             admission,
             deadline,
             metrics,
-            trusted: Arc::new(trusted_proxies.iter().copied().collect()),
+            trusted: Arc::new(trusted_proxies.iter().map(IpAddr::to_canonical).collect()),
             ready_tx,
             ready_rx,
         }
@@ -63,7 +63,8 @@ impl GuardedListener {
     /// Admits a new connection: `Some` when it can be served now, `None`
     /// when it was refused or (from a trusted proxy) is reading its start.
     fn admit(&self, tcp: TcpStream, addr: SocketAddr) -> Option<Ready> {
-        let ip = addr.ip();
+        // On a dual-stack socket an IPv4 peer shows as ::ffff:a.b.c.d.
+        let ip = addr.ip().to_canonical();
         let trusted = self.trusted.contains(&ip);
         // A trusted proxy carries many clients: its own address is not
         // capped; the client's is, once known.
@@ -111,7 +112,7 @@ async fn read_proxy_start(mut stream: GuardedStream, metrics: &Metrics) -> Optio
         }
         Ok(Ok(Start::Header(ProxyHeader::Proxied { source }))) => {
             stream.slot().set_proxied();
-            match stream.slot().rekey(source.ip(), true) {
+            match stream.slot().rekey(source.ip().to_canonical(), true) {
                 Ok(()) => Some(stream),
                 Err(refused) => {
                     metrics.connection_rejected(refused.reason());
