@@ -9,22 +9,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use claudemesh_protocol::wire::ConnectionRole;
 use common::*;
-
-/// A TCP connection from `source` (any 127.0.0.0/8 address is loopback).
-async fn tcp_from(source: &str, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
-}
 
 /// True when the broker closes `s` (EOF or reset) before `WAIT`.
 async fn closed_by_broker(s: &mut TcpStream) -> bool {
@@ -39,19 +31,6 @@ async fn closed_by_broker(s: &mut TcpStream) -> bool {
     })
     .await;
     read.is_ok()
-}
-
-/// A GET that tolerates being refused at accept: the answer, or `None`.
-async fn try_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
 }
 
 /// A WebSocket client on a connection from `source`, with a hello.
@@ -115,7 +94,7 @@ async fn full_unauthenticated_slots_evict_the_oldest_and_members_keep_their_room
     let push = bob_c.recv_type("push").await;
     assert_eq!(bob.open(&push, &alice), "through the crowd");
     // The metrics request gets in the same way (evicting one more).
-    let metrics = try_get(b.addr, "/metrics")
+    let (_, metrics) = try_get(b.addr, "/metrics")
         .await
         .expect("/metrics answered");
     let evicted = metric(&metrics, "claudemesh_broker_connections_evicted_total");

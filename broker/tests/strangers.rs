@@ -16,8 +16,8 @@ use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use claudemesh_broker::admin::Admin;
 use claudemesh_protocol::wire::ConnectionRole;
@@ -48,12 +48,6 @@ fn nofile_of(pid: u32) -> (u64, u64) {
     (f[3].parse().unwrap(), f[4].parse().unwrap())
 }
 
-async fn stranger_from(source: [u8; 4], to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(SocketAddr::from((source, 0))).unwrap();
-    socket.connect(to).await.unwrap()
-}
-
 /// Sends a WebSocket upgrade request a byte every 100 ms until the broker
 /// closes the connection.
 async fn slowloris(mut s: TcpStream) {
@@ -64,27 +58,6 @@ async fn slowloris(mut s: TcpStream) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// A GET that tolerates a refused or dropped connection: status and body
-/// (the broker's `/healthz` and `/metrics` answers have a length, not
-/// chunks).
-async fn try_http(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr))
-        .await
-        .ok()?
-        .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text.split_once("\r\n\r\n")?;
-    let status = head.split_whitespace().nth(1)?.parse().ok()?;
-    Some((status, body.to_owned()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -113,7 +86,7 @@ async fn a_crowd_of_strangers_cannot_keep_members_from_connecting() {
     let broker = BrokerProcess(child);
     let mut up = false;
     for _ in 0..300 {
-        if let Some((200, _)) = try_http(addr, "/healthz").await {
+        if let Some((200, _)) = try_get(addr, "/healthz").await {
             up = true;
             break;
         }
@@ -131,8 +104,7 @@ async fn a_crowd_of_strangers_cannot_keep_members_from_connecting() {
     let mut idle = Vec::new();
     let mut trickles = Vec::new();
     for i in 0..STRANGERS {
-        let source = [127, 0, 0, 2 + (i % 100) as u8];
-        let s = stranger_from(source, addr).await;
+        let s = tcp_from(&format!("127.0.0.{}", 2 + i % 100), addr).await;
         if i % SLOWLORIS_EVERY == 0 {
             trickles.push(tokio::spawn(slowloris(s)));
         } else {
@@ -147,7 +119,7 @@ async fn a_crowd_of_strangers_cannot_keep_members_from_connecting() {
     let at_least = (STRANGERS as u64 - OPEN_FILES / 2) as f64;
     let mut evicted = None;
     for _ in 0..100 {
-        if let Some((200, text)) = try_http(addr, "/metrics").await {
+        if let Some((200, text)) = try_get(addr, "/metrics").await {
             evicted = metric(&text, "claudemesh_broker_connections_evicted_total");
             if evicted.is_some_and(|n| n >= at_least) {
                 break;
@@ -183,9 +155,9 @@ async fn a_crowd_of_strangers_cannot_keep_members_from_connecting() {
     let push = a.recv_type("push").await;
     assert_eq!(alice.open(&push, &bob), "and back");
 
-    let health = try_http(addr, "/healthz").await;
+    let health = try_get(addr, "/healthz").await;
     assert_eq!(health.as_ref().map(|h| h.0), Some(200), "{health:?}");
-    let (status, text) = try_http(addr, "/metrics").await.expect("/metrics answered");
+    let (status, text) = try_get(addr, "/metrics").await.expect("/metrics answered");
     assert_eq!(status, 200);
     let evicted_end = metric(&text, "claudemesh_broker_connections_evicted_total");
     assert!(

@@ -14,19 +14,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::MaybeTlsStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use claudemesh_protocol::wire::ConnectionRole;
 use common::cluster::{Haproxy, free_port};
 use common::*;
-
-async fn tcp_from(source: &str, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
-}
 
 /// A WebSocket upgrade from `source` to `to` (the broker or the proxy),
 /// with an `X-Forwarded-For` header when given. `Err` with what failed
