@@ -128,6 +128,10 @@ async fn a_crowd_of_strangers_cannot_keep_members_from_connecting() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    let fds_with_crowd = std::fs::read_dir(format!("/proc/{}/fd", broker.0.id()))
+        .map(|d| d.count())
+        .ok();
+
     // The members connect once each: no retry.
     let hello_started = Instant::now();
     let mut a = Client::connect(&format!("ws://{addr}/ws")).await;
@@ -165,7 +169,7 @@ async fn a_crowd_of_strangers_cannot_keep_members_from_connecting() {
         "evictions {evicted_end:?} (before the members: {evicted:?}), expected at least {at_least}"
     );
     println!(
-        "{STRANGERS} strangers ({} slowloris) connected in {connected:?}; evicted before the members: {evicted:?}, at the end: {evicted_end:?}; two hellos took {hellos:?}",
+        "{STRANGERS} strangers ({} slowloris) connected in {connected:?}; evicted before the members: {evicted:?}, at the end: {evicted_end:?}; two hellos took {hellos:?}; the broker held {fds_with_crowd:?} descriptors with the crowd",
         trickles.len()
     );
     for t in &trickles {
