@@ -130,6 +130,10 @@ pub struct Gauges {
     /// `None` when the database could not be read: the series is left out
     /// rather than reported stale.
     pub queue_depth: Option<i64>,
+    /// Connections not authenticated yet, and how many may be open before
+    /// the oldest is evicted.
+    pub unauthenticated: usize,
+    pub unauthenticated_limit: usize,
 }
 
 impl Default for Metrics {
@@ -379,6 +383,16 @@ impl Metrics {
             "Sessions listed as peers (live or in their grace period)",
             ConstGauge::new(count(gauges.sessions_listed)),
         );
+        r.register(
+            "connections_unauthenticated",
+            "Connections open now that have not authenticated (HTTP requests, WebSockets before their hello)",
+            ConstGauge::new(count(gauges.unauthenticated)),
+        );
+        r.register(
+            "connections_unauthenticated_limit",
+            "Unauthenticated connections allowed before the oldest is evicted (from the open-file limit)",
+            ConstGauge::new(count(gauges.unauthenticated_limit)),
+        );
         if let Some(depth) = gauges.queue_depth {
             r.register(
                 "queue_depth",
@@ -411,6 +425,8 @@ mod tests {
             connections_active: 2,
             sessions_listed: 3,
             queue_depth: Some(4),
+            unauthenticated: 3,
+            unauthenticated_limit: 472,
         }
     }
 
@@ -444,6 +460,11 @@ mod tests {
             ("claudemesh_broker_connections_active", "gauge"),
             ("claudemesh_broker_sessions_listed", "gauge"),
             ("claudemesh_broker_queue_depth", "gauge"),
+            ("claudemesh_broker_connections_unauthenticated", "gauge"),
+            (
+                "claudemesh_broker_connections_unauthenticated_limit",
+                "gauge",
+            ),
             ("claudemesh_broker_connections_accepted_total", "counter"),
             ("claudemesh_broker_connections_rejected_total", "counter"),
             ("claudemesh_broker_connections_evicted_total", "counter"),

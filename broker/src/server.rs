@@ -84,6 +84,21 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     } else {
         (Hub::new(), None)
     };
+    let budget = ConnectionBudget::from_limit(
+        current_nofile(),
+        store.descriptors(),
+        config.max_unauthenticated,
+        config.max_unauthenticated_per_ip,
+    );
+    tracing::info!(
+        open_files = ?budget.nofile,
+        connections = budget.limits.max_open,
+        unauthenticated = budget.limits.max_unauthenticated,
+        per_ip = budget.limits.max_per_ip,
+        trusted_proxies = ?config.trusted_proxies,
+        "connection caps"
+    );
+    let admission = Admission::new(budget.limits, config.per_ip_cap_on_loopback);
     let ctx = Arc::new(Ctx {
         config,
         store,
@@ -92,6 +107,7 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         metrics,
         replay: ReplayCache::default(),
         tasks: TaskCounter::default(),
+        admission,
     });
 
     let mut background = vec![tokio::spawn(housekeeping(ctx.clone()))];
@@ -106,23 +122,9 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     background.extend(cluster);
     let app = crate::http::router(ctx.clone())
         .into_make_service_with_connect_info::<crate::net::listener::ConnSlot>();
-    let budget = ConnectionBudget::from_limit(
-        current_nofile(),
-        ctx.store.descriptors(),
-        ctx.config.max_unauthenticated,
-        ctx.config.max_unauthenticated_per_ip,
-    );
-    tracing::info!(
-        open_files = ?budget.nofile,
-        connections = budget.limits.max_open,
-        unauthenticated = budget.limits.max_unauthenticated,
-        per_ip = budget.limits.max_per_ip,
-        trusted_proxies = ?ctx.config.trusted_proxies,
-        "connection caps"
-    );
     let listener = GuardedListener::new(
         listener,
-        Admission::new(budget.limits, ctx.config.per_ip_cap_on_loopback),
+        ctx.admission.clone(),
         ctx.config.unauthenticated_deadline,
         ctx.metrics.clone(),
         &ctx.config.trusted_proxies,

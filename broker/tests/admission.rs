@@ -101,6 +101,14 @@ async fn full_unauthenticated_slots_evict_the_oldest_and_members_keep_their_room
     // bob's connection, then the 300 and the metrics request but the
     // first (bob's authenticated slot left one free) each evicted one.
     assert_eq!(evicted, Some(301.0), "{metrics}");
+    // The slots are full, the metrics request's included.
+    let open = metric(&metrics, "claudemesh_broker_connections_unauthenticated");
+    assert_eq!(open, Some(8.0), "{metrics}");
+    let limit = metric(
+        &metrics,
+        "claudemesh_broker_connections_unauthenticated_limit",
+    );
+    assert_eq!(limit, Some(8.0), "{metrics}");
     drop(crowd);
     drop(idle);
 }

@@ -168,8 +168,14 @@ async fn a_crowd_of_strangers_cannot_keep_members_from_connecting() {
         evicted_end.is_some_and(|n| n >= at_least),
         "evictions {evicted_end:?} (before the members: {evicted:?}), expected at least {at_least}"
     );
+    let limit = metric(&text, "claudemesh_broker_connections_unauthenticated_limit");
+    assert!(
+        limit.is_some_and(|l| l <= (OPEN_FILES / 2) as f64),
+        "unauthenticated limit {limit:?} under nofile {OPEN_FILES}"
+    );
+    let open = metric(&text, "claudemesh_broker_connections_unauthenticated");
     println!(
-        "{STRANGERS} strangers ({} slowloris) connected in {connected:?}; evicted before the members: {evicted:?}, at the end: {evicted_end:?}; two hellos took {hellos:?}; the broker held {fds_with_crowd:?} descriptors with the crowd",
+        "{STRANGERS} strangers ({} slowloris) connected in {connected:?}; evicted before the members: {evicted:?}, at the end: {evicted_end:?}; two hellos took {hellos:?}; the broker held {fds_with_crowd:?} descriptors with the crowd; unauthenticated slots {open:?} of {limit:?}",
         trickles.len()
     );
     for t in &trickles {

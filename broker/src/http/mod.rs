@@ -36,6 +36,8 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
         connections_active: ctx.hub.connection_count(),
         sessions_listed: ctx.hub.session_count(),
         queue_depth: depth,
+        unauthenticated: ctx.admission.unauthenticated(),
+        unauthenticated_limit: ctx.admission.limits().max_unauthenticated,
     };
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
