@@ -47,3 +47,4 @@ impl Nodes {
         self.nodes[0].member(name)
     }
 }
+
