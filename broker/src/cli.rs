@@ -1,6 +1,6 @@
 //! The `claudemesh-broker` command line.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -82,6 +82,12 @@ pub struct ServeArgs {
     /// Default: <hostname>:<port>.
     #[arg(long, env = "CLAUDEMESH_BROKER_NODE_ID", value_name = "ID")]
     pub node_id: Option<String>,
+    /// A proxy in front of the broker (repeat for several): connections
+    /// from this address are counted per client, from the PROXY protocol
+    /// v2 header (HAProxy `send-proxy-v2`) or the X-Forwarded-For header
+    /// (Caddy, nginx). From other addresses both are not believed.
+    #[arg(long = "trusted-proxy", value_name = "ADDR")]
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -264,6 +270,7 @@ pub fn serve_config(cli: &Cli, args: &ServeArgs) -> anyhow::Result<BrokerConfig>
     config.hello_timeout = secs(args.hello_timeout)?;
     config.presence_grace = secs(args.presence_grace)?;
     config.node_id = args.node_id.as_deref().map(node_id).transpose()?;
+    config.trusted_proxies = args.trusted_proxies.clone();
     Ok(config)
 }
 
@@ -345,6 +352,25 @@ mod tests {
         for bad in ["", "two words", "q\"uote", &"x".repeat(129)] {
             let e = serve_config_of(&["--node-id", bad]).unwrap_err();
             assert!(e.to_string().contains("--node-id"), "{e}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_repeat_and_must_be_addresses() {
+        let c =
+            serve_config_of(&["--trusted-proxy", "127.0.0.1", "--trusted-proxy", "::1"]).unwrap();
+        assert_eq!(
+            c.trusted_proxies,
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert!(serve_config_of(&[]).unwrap().trusted_proxies.is_empty());
+        let base = ["b", "--data", "/d", "serve", "--trusted-proxy"];
+        for bad in ["proxy.example.com", "10.0.0.0/8", ""] {
+            let e = Cli::try_parse_from(base.iter().chain([&bad])).unwrap_err();
+            assert!(e.to_string().contains("--trusted-proxy"), "{e}");
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Everything a running broker can be told, with defaults that follow
 //! PROTOCOL.md and `claudemesh_protocol::limits`.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -54,17 +54,25 @@ pub struct BrokerConfig {
     /// Frames waiting to be written to one connection before it is judged
     /// too slow and closed (1013 `slow_consumer`); its messages stay queued.
     pub outbound_queue: usize,
-    /// Connections not yet authenticated, over all clients (further ones
-    /// are closed at accept). [`crate::start`] lowers it to half the
-    /// open-file limit, keeping the other half for members.
+    /// Connections not yet authenticated, over all clients: past it the
+    /// oldest is evicted to make room for the newcomer. [`crate::start`]
+    /// lowers it to half of what the open-file limit leaves once the store
+    /// and a reserve have theirs, keeping the other half for members
+    /// (`net::fdlimit::ConnectionBudget`).
     pub max_unauthenticated: usize,
     /// Connections not yet authenticated from one IP address.
     pub max_unauthenticated_per_ip: usize,
     /// Whether the per-IP cap also applies to loopback addresses. Off by
     /// default: behind a local TLS proxy every client comes from 127.0.0.1,
     /// and the per-IP cap would become a second, smaller global cap (the
-    /// proxy must limit per client; the global cap still applies).
+    /// proxy must limit per client; the global cap still applies). A
+    /// client address a trusted proxy names is always capped.
     pub per_ip_cap_on_loopback: bool,
+    /// Peers whose PROXY v2 header or `X-Forwarded-For` is believed: a
+    /// connection from one is counted under the client address it names
+    /// (`--trusted-proxy`, see `net::proxy`). A PROXY header from any
+    /// other peer closes the connection; its `X-Forwarded-For` is ignored.
+    pub trusted_proxies: Vec<IpAddr>,
     /// A connection not authenticated by then is closed (HTTP requests
     /// included: this bounds slow headers, slow bodies and idle keep-alive).
     pub unauthenticated_deadline: Duration,
@@ -96,6 +104,7 @@ impl BrokerConfig {
             max_unauthenticated: limits::MAX_UNAUTHENTICATED_CONNECTIONS,
             max_unauthenticated_per_ip: limits::MAX_UNAUTHENTICATED_PER_IP,
             per_ip_cap_on_loopback: false,
+            trusted_proxies: Vec::new(),
             unauthenticated_deadline: Duration::from_millis(limits::UNAUTHENTICATED_DEADLINE_MS),
             max_write_batch: 1024,
             clock: Clock::system(),

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 use crate::config::BrokerConfig;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::net::admission::Admission;
 use crate::replay_cache::ReplayCache;
 use crate::store::Store;
 use crate::writer::Writer;
@@ -21,6 +22,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     pub replay: ReplayCache,
     pub tasks: TaskCounter,
+    /// The connection caps and counts of the listening socket.
+    pub admission: Arc<Admission>,
 }
 
 impl Ctx {

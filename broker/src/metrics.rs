@@ -96,6 +96,8 @@ pub struct Metrics {
     const_labels: Vec<Label>,
     pub connections_accepted: Counter,
     connections_rejected: ByReason,
+    /// Unauthenticated connections closed to make room for a newer one.
+    pub connections_evicted: Counter,
     pub messages_routed: Counter,
     pub messages_duplicate: Counter,
     pub messages_pushed: Counter,
@@ -133,6 +135,10 @@ pub struct Gauges {
     /// `None` when the database could not be read: the series is left out
     /// rather than reported stale.
     pub queue_depth: Option<i64>,
+    /// Connections not authenticated yet, and how many may be open before
+    /// the oldest is evicted.
+    pub unauthenticated: usize,
+    pub unauthenticated_limit: usize,
 }
 
 impl Default for Metrics {
@@ -151,6 +157,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix_and_labels(PREFIX, labels.iter().cloned());
         let connections_accepted = Counter::default();
         let connections_rejected = ByReason::default();
+        let connections_evicted = Counter::default();
         let messages_routed = Counter::default();
         let messages_duplicate = Counter::default();
         let messages_pushed = Counter::default();
@@ -181,6 +188,11 @@ impl Metrics {
             "connections_rejected",
             "Connections refused before or at the hello, by reason",
             connections_rejected.clone(),
+        );
+        r.register(
+            "connections_evicted",
+            "Unauthenticated connections closed to make room for a newer one (the oldest goes when the slots are full)",
+            connections_evicted.clone(),
         );
         r.register(
             "messages_routed",
@@ -285,6 +297,10 @@ impl Metrics {
             "no_hello",
             "hello_timeout",
             "too_many_connections",
+            "too_many_open_connections",
+            "too_many_unauthenticated_from_ip",
+            "untrusted_proxy_header",
+            "malformed_proxy_header",
         ]);
         for reason in reasons {
             let _ = connections_rejected.get_or_create(&Reason {
@@ -297,6 +313,7 @@ impl Metrics {
             const_labels: labels,
             connections_accepted,
             connections_rejected,
+            connections_evicted,
             messages_routed,
             messages_duplicate,
             messages_pushed,
@@ -385,6 +402,16 @@ impl Metrics {
             "Sessions listed as peers (live or in their grace period)",
             ConstGauge::new(count(gauges.sessions_listed)),
         );
+        r.register(
+            "connections_unauthenticated",
+            "Connections open now that have not authenticated (HTTP requests, WebSockets before their hello)",
+            ConstGauge::new(count(gauges.unauthenticated)),
+        );
+        r.register(
+            "connections_unauthenticated_limit",
+            "Unauthenticated connections allowed before the oldest is evicted (from the open-file limit)",
+            ConstGauge::new(count(gauges.unauthenticated_limit)),
+        );
         if let Some(depth) = gauges.queue_depth {
             r.register(
                 "queue_depth",
@@ -417,6 +444,8 @@ mod tests {
             connections_active: 2,
             sessions_listed: 3,
             queue_depth: Some(4),
+            unauthenticated: 3,
+            unauthenticated_limit: 472,
         }
     }
 
@@ -450,8 +479,14 @@ mod tests {
             ("claudemesh_broker_connections_active", "gauge"),
             ("claudemesh_broker_sessions_listed", "gauge"),
             ("claudemesh_broker_queue_depth", "gauge"),
+            ("claudemesh_broker_connections_unauthenticated", "gauge"),
+            (
+                "claudemesh_broker_connections_unauthenticated_limit",
+                "gauge",
+            ),
             ("claudemesh_broker_connections_accepted_total", "counter"),
             ("claudemesh_broker_connections_rejected_total", "counter"),
+            ("claudemesh_broker_connections_evicted_total", "counter"),
             ("claudemesh_broker_messages_routed_total", "counter"),
             ("claudemesh_broker_messages_duplicate_total", "counter"),
             ("claudemesh_broker_messages_pushed_total", "counter"),

@@ -18,6 +18,7 @@ use crate::ctx::{Ctx, TaskCounter};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::net::admission::Admission;
+use crate::net::fdlimit::{ConnectionBudget, current_nofile};
 use crate::net::listener::GuardedListener;
 use crate::replay_cache::ReplayCache;
 use crate::store::{BROKER_URL_SETTING, Store};
@@ -83,6 +84,21 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
     } else {
         (Hub::new(), None)
     };
+    let budget = ConnectionBudget::from_limit(
+        current_nofile(),
+        store.descriptors(),
+        config.max_unauthenticated,
+        config.max_unauthenticated_per_ip,
+    );
+    tracing::info!(
+        open_files = ?budget.nofile,
+        connections = budget.limits.max_open,
+        unauthenticated = budget.limits.max_unauthenticated,
+        per_ip = budget.limits.max_per_ip,
+        trusted_proxies = ?config.trusted_proxies,
+        "connection caps"
+    );
+    let admission = Admission::new(budget.limits, config.per_ip_cap_on_loopback);
     let ctx = Arc::new(Ctx {
         config,
         store,
@@ -91,6 +107,7 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         metrics,
         replay: ReplayCache::default(),
         tasks: TaskCounter::default(),
+        admission,
     });
 
     let mut background = vec![tokio::spawn(housekeeping(ctx.clone()))];
@@ -107,13 +124,10 @@ pub async fn start(mut config: BrokerConfig) -> anyhow::Result<RunningBroker> {
         .into_make_service_with_connect_info::<crate::net::listener::ConnSlot>();
     let listener = GuardedListener::new(
         listener,
-        Admission::new(
-            unauthenticated_cap(ctx.config.max_unauthenticated),
-            ctx.config.max_unauthenticated_per_ip,
-            ctx.config.per_ip_cap_on_loopback,
-        ),
+        ctx.admission.clone(),
         ctx.config.unauthenticated_deadline,
         ctx.metrics.clone(),
+        &ctx.config.trusted_proxies,
     );
     let (stop_http, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -209,21 +223,6 @@ impl Drop for RunningBroker {
             task.abort();
         }
     }
-}
-
-/// The configured cap, lowered to half the open-file limit so that the
-/// other half stays for authenticated connections and the database.
-fn unauthenticated_cap(configured: usize) -> usize {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit with a valid, owned struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return configured;
-    }
-    let half = usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX);
-    configured.min(half.max(1))
 }
 
 /// Closes the connections of members revoked by another process (the admin

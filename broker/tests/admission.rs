@@ -9,22 +9,14 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
 
 use claudemesh_protocol::wire::ConnectionRole;
 use common::*;
-
-/// A TCP connection from `source` (any 127.0.0.0/8 address is loopback).
-async fn tcp_from(source: &str, to: SocketAddr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
-    socket.connect(to).await.unwrap()
-}
 
 /// True when the broker closes `s` (EOF or reset) before `WAIT`.
 async fn closed_by_broker(s: &mut TcpStream) -> bool {
@@ -41,19 +33,6 @@ async fn closed_by_broker(s: &mut TcpStream) -> bool {
     read.is_ok()
 }
 
-/// A GET that tolerates being refused at accept: the answer, or `None`.
-async fn try_get(addr: SocketAddr, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(addr).await.ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    Some(String::from_utf8_lossy(&buf).into_owned())
-}
-
 /// A WebSocket client on a connection from `source`, with a hello.
 async fn member_from(source: &str, b: &TestBroker, m: &Member, sid: &str) -> Client {
     let tcp = tcp_from(source, b.addr).await;
@@ -67,7 +46,7 @@ async fn member_from(source: &str, b: &TestBroker, m: &Member, sid: &str) -> Cli
 }
 
 #[tokio::test]
-async fn unauthenticated_connections_are_capped_and_members_keep_their_room() {
+async fn full_unauthenticated_slots_evict_the_oldest_and_members_keep_their_room() {
     let b = TestBroker::start_with(|c| {
         c.max_unauthenticated = 8;
         c.max_unauthenticated_per_ip = 100;
@@ -86,68 +65,52 @@ async fn unauthenticated_connections_are_capped_and_members_keep_their_room() {
         s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
         idle.push(s);
     }
-    // Wait until the broker has admitted all eight: one more is closed.
-    let mut extra = TcpStream::connect(b.addr).await.unwrap();
-    assert!(closed_by_broker(&mut extra).await, "a ninth was kept open");
-    // Hundreds more are turned away without holding anything.
+    // A member still gets in, at the first try: the oldest stranger makes
+    // room for it.
+    let mut bob_c = member_from("127.0.0.1", &b, &bob, "b1").await;
+    assert!(
+        closed_by_broker(&mut idle[0]).await,
+        "the oldest stranger was kept"
+    );
+    // Hundreds more strangers each push out the oldest, holding nothing
+    // beyond the slots.
+    let mut crowd = Vec::new();
     for _ in 0..300 {
         let mut s = TcpStream::connect(b.addr).await.unwrap();
-        assert!(closed_by_broker(&mut s).await);
+        let _ = s.write_all(b"GET /healthz HTTP/1.1\r\n").await;
+        crowd.push(s);
     }
     let grown = rss_bytes().saturating_sub(before);
     assert!(grown < 50 << 20, "RSS grew by {} MB", grown >> 20);
-    let metrics = {
-        // The members' connection is authenticated: it is still served.
-        a.sync().await;
-        a.send(send_frame(
-            "m1",
-            &alice.pubkey(),
-            vec![alice.envelope(&alice, "x")],
-        ))
-        .await;
-        assert_eq!(a.recv_type("ack").await["duplicate"], false);
-        drop(idle.pop());
-        // A freed slot lets a member in again (retrying while the broker
-        // notices the close).
-        let mut admitted = None;
-        for _ in 0..100 {
-            let tcp = TcpStream::connect(b.addr).await.unwrap();
-            if let Ok((ws, _)) = tokio_tungstenite::client_async(
-                b.ws_url(),
-                tokio_tungstenite::MaybeTlsStream::Plain(tcp),
-            )
-            .await
-            {
-                admitted = Some(Client { ws });
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let mut c = admitted.expect("a freed slot was never reused");
-        c.hello(&bob, "b1", Some("bob"), ConnectionRole::Session)
-            .await;
-        // Authenticated, bob no longer holds a slot: another stranger fits.
-        let mut s = TcpStream::connect(b.addr).await.unwrap();
-        s.write_all(b"GET /healthz HTTP/1.1\r\n").await.unwrap();
-        idle.push(s);
-        drop(idle.pop());
-        drop(idle.drain(..));
-        // Retried while the broker notices the closes and frees the slots.
-        let mut text = String::new();
-        for _ in 0..100 {
-            text = try_get(b.addr, "/metrics").await.unwrap_or_default();
-            if text.contains("claudemesh_broker") {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        text
-    };
-    let rejected = metric(
+    // Authenticated connections are never evicted: both members talk.
+    a.sync().await;
+    a.send(send_frame(
+        "m1",
+        &bob.pubkey(),
+        vec![alice.envelope(&bob, "through the crowd")],
+    ))
+    .await;
+    assert_eq!(a.recv_type("ack").await["duplicate"], false);
+    let push = bob_c.recv_type("push").await;
+    assert_eq!(bob.open(&push, &alice), "through the crowd");
+    // The metrics request gets in the same way (evicting one more).
+    let (_, metrics) = try_get(b.addr, "/metrics")
+        .await
+        .expect("/metrics answered");
+    let evicted = metric(&metrics, "claudemesh_broker_connections_evicted_total");
+    // bob's connection, then the 300 and the metrics request but the
+    // first (bob's authenticated slot left one free) each evicted one.
+    assert_eq!(evicted, Some(301.0), "{metrics}");
+    // The slots are full, the metrics request's included.
+    let open = metric(&metrics, "claudemesh_broker_connections_unauthenticated");
+    assert_eq!(open, Some(8.0), "{metrics}");
+    let limit = metric(
         &metrics,
-        "claudemesh_broker_connections_rejected_total{reason=\"too_many_unauthenticated\"}",
+        "claudemesh_broker_connections_unauthenticated_limit",
     );
-    assert!(rejected.unwrap_or(0.0) >= 1.0, "{metrics}");
+    assert_eq!(limit, Some(8.0), "{metrics}");
+    drop(crowd);
+    drop(idle);
 }
 
 #[tokio::test]

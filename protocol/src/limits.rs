@@ -101,11 +101,14 @@ pub const RECEIPT_BURST: f64 = 1000.0;
 pub const UNAUTHENTICATED_DEADLINE_MS: u64 = 30_000;
 
 /// Connections not yet authenticated (HTTP requests, WebSockets before
-/// their hello), over all clients. Further connections are closed at once;
-/// authenticated ones are not counted, so they always have room.
+/// their hello), over all clients; the broker lowers it to half of what its
+/// open-file limit leaves. When they are full the oldest is closed to make
+/// room for a new one, so whoever fills them cannot lock anyone out;
+/// authenticated ones are not counted and never evicted.
 pub const MAX_UNAUTHENTICATED_CONNECTIONS: usize = 1024;
 
-/// Connections not yet authenticated from one IP address.
+/// Connections not yet authenticated from one client address (the peer's,
+/// or the one a trusted proxy names); further ones are refused.
 pub const MAX_UNAUTHENTICATED_PER_IP: usize = 64;
 
 /// An HTTP request body (`/v1/join`, `/v1/leave`) is at most this many bytes.

@@ -23,6 +23,10 @@ pub fn router(ctx: Arc<Ctx>) -> Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .layer(DefaultBodyLimit::max(MAX_HTTP_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            crate::net::forwarded::account_forwarded_client,
+        ))
         .with_state(ctx)
 }
 
@@ -32,6 +36,8 @@ async fn metrics(State(ctx): State<Arc<Ctx>>) -> Response {
         connections_active: ctx.hub.connection_count(),
         sessions_listed: ctx.hub.session_count(),
         queue_depth: depth,
+        unauthenticated: ctx.admission.unauthenticated(),
+        unauthenticated_limit: ctx.admission.limits().max_unauthenticated,
     };
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],

@@ -164,6 +164,15 @@ impl Store {
         }
     }
 
+    /// File descriptors the store may hold at once (its connections and
+    /// their files), kept out of the connection caps.
+    pub fn descriptors(&self) -> usize {
+        match self {
+            Self::Sqlite(_) => sqlite::DESCRIPTORS,
+            Self::Postgres(_) => postgres::DESCRIPTORS,
+        }
+    }
+
     /// True for a database several nodes may share (PostgreSQL).
     pub fn is_shared(&self) -> bool {
         matches!(self, Self::Postgres(_))

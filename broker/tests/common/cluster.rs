@@ -369,6 +369,12 @@ impl Cluster {
             let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
             // Invites name the balancer when there is one.
             let public = if spec.haproxy { proxy_addr } else { addr };
+            let mut extra = spec.serve_flags.clone();
+            if spec.haproxy {
+                // HAProxy connects from loopback with a PROXY header
+                // (deploy/haproxy.cfg).
+                extra.extend(["--trusted-proxy".to_owned(), "127.0.0.1".to_owned()]);
+            }
             let mut node = Node {
                 id: format!("n{k}"),
                 addr,
@@ -376,7 +382,7 @@ impl Cluster {
                 database_url: database_url.clone(),
                 public_url: format!("ws://{public}/ws"),
                 log: dir.path().join(format!("n{k}.log")),
-                extra: spec.serve_flags.clone(),
+                extra,
                 child: None,
             };
             // One at a time: the first creates the schema.

@@ -753,6 +753,34 @@ pub fn rss_bytes() -> u64 {
     kb * 1024
 }
 
+/// A TCP connection from `source` (any 127.0.0.0/8 address is loopback).
+pub async fn tcp_from(source: &str, to: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// A GET that tolerates being refused or cut off (a broker that closes
+/// connections at accept): status and body, or `None`. For answers with a
+/// length (`/healthz`, `/metrics`), not chunks.
+pub async fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_owned()))
+}
+
 /// A tiny HTTP/1.1 client: (status, body).
 pub async fn http(
     addr: SocketAddr,

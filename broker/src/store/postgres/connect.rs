@@ -13,6 +13,11 @@ use crate::store::StoreError;
 /// Connections kept open to the database by one process.
 const POOL_SIZE: usize = 16;
 
+/// Descriptors the PostgreSQL store may hold: the pool, the cluster's
+/// `LISTEN` connection and the writer's, and a margin for a connection
+/// being replaced.
+pub const DESCRIPTORS: usize = POOL_SIZE + 8;
+
 /// How long a query waits for a connection, and a new connection for the
 /// server, before the operation fails as unreachable. Short: a broker
 /// whose database is down must refuse promptly rather than hang senders.

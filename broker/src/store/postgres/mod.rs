@@ -22,6 +22,7 @@ use tokio_postgres::Row;
 
 pub use batch::PgBatch;
 pub use cluster::Beat;
+pub use connect::DESCRIPTORS;
 pub use schema::CURRENT_VERSION;
 
 use crate::store::{

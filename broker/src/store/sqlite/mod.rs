@@ -64,6 +64,12 @@ pub fn open_data_dir(data_dir: &Path) -> Result<Connection, StoreError> {
     Ok(conn)
 }
 
+/// Descriptors the SQLite store may hold: the read, write and batch
+/// writer's connections and the one `/healthz` opens, each with the
+/// database, its WAL and shared-memory files, and a margin (journal,
+/// checkpoint).
+pub const DESCRIPTORS: usize = 4 * 3 + 4;
+
 /// The handle on the database for everything but the hot write path:
 /// reads (hello membership, pending pushes, message status, metrics) on
 /// one connection, and rare writes (join, leave, admin) on another, so
