@@ -18,6 +18,8 @@ pub mod background;
 #[cfg(feature = "server")]
 pub mod clock;
 #[cfg(feature = "server")]
+pub mod config_watch;
+#[cfg(feature = "server")]
 pub mod core;
 #[cfg(feature = "server")]
 pub mod ids;

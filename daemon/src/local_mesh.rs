@@ -144,6 +144,11 @@ async fn start_broker(dir: &std::path::Path, port: u16) -> anyhow::Result<Runnin
     // per-member send rate is per machine here: allow a busy machine.
     config.send_rate_per_sec = 20_000.0;
     config.send_burst = 50_000.0;
+    // Revocations here come through the broker itself (`/v1/leave`, which
+    // closes the connections at once); the log is polled only for an
+    // admin CLI run by hand on this directory. An idle daemon should not
+    // wake twice a second for that.
+    config.revocation_poll = std::time::Duration::from_secs(60);
     claudemesh_broker::start(config).await
 }
 

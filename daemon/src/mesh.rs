@@ -31,6 +31,9 @@ pub struct Mesh {
     /// daemon started: right after a reconnect, a name seen before belongs
     /// to a peer that may not be back yet, not to no one.
     seen_names: Mutex<HashSet<String>>,
+    /// A message was handed to the link: its worker arms the retry timer
+    /// (which otherwise sleeps, see `Core::mesh_worker`).
+    outbox_kick: tokio::sync::Notify,
 }
 
 /// At most this many names are remembered in [`Mesh::has_seen_name`]'s set
@@ -56,7 +59,19 @@ impl Mesh {
             worker: Mutex::new(None),
             connected_at: Mutex::new(None),
             seen_names: Mutex::new(HashSet::new()),
+            outbox_kick: tokio::sync::Notify::new(),
         }
+    }
+
+    /// A message was transmitted and may need sending again.
+    pub fn kick_outbox(&self) {
+        // A permit is kept when the worker is busy: no kick is lost.
+        self.outbox_kick.notify_one();
+    }
+
+    /// Resolves at the next [`Mesh::kick_outbox`].
+    pub async fn outbox_kicked(&self) {
+        self.outbox_kick.notified().await;
     }
 
     pub fn id(&self) -> &str {

@@ -192,6 +192,7 @@ impl Core {
             priority: row.priority,
             envelopes,
         }));
+        mesh.kick_outbox();
         if !record {
             return;
         }
@@ -208,22 +209,26 @@ impl Core {
 
     /// Transmits every pending message of the mesh (after a connect), or
     /// only those overdue ([`outbox_rules::is_overdue`]).
-    pub(super) async fn transmit_pending(&self, mesh: &Mesh, only_stale: bool) {
+    /// Returns whether messages are still waiting for their ack (so that
+    /// the retry timer stays armed); true when that cannot be read.
+    pub(super) async fn transmit_pending(&self, mesh: &Mesh, only_stale: bool) -> bool {
         let mesh_id = mesh.id().to_owned();
         let rows = match self.store.call(move |db| db.outbox_pending(&mesh_id)).await {
             Ok(rows) => rows,
             Err(e) => {
                 internal(e);
-                return;
+                return true;
             }
         };
         let now = self.now_ms();
+        let waiting = !rows.is_empty();
         for row in rows {
             if only_stale && !outbox_rules::is_overdue(&row, now) {
                 continue;
             }
             self.transmit(mesh, &row, true).await;
         }
+        waiting
     }
 
     /// The broker stored messages: record where they went (one write for

@@ -9,14 +9,18 @@ use claudemesh_protocol::wire::{
     ClientFrame, DeliveryState, HelloAck, PeerEvent, Push, ServerFrame,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use super::attach::session_open_frame;
 use super::{Core, internal};
 use crate::link::{LinkEvent, LinkStatus};
 use crate::mesh::Mesh;
 
-/// How often a connected mesh retransmits messages whose ack is overdue.
+/// How often a connected mesh retransmits messages whose ack is overdue
+/// (while any wait for one).
 const RETRY_TICK: Duration = Duration::from_secs(5);
+/// A deadline for the disarmed retry branch (never polled).
+const IDLE: Duration = Duration::from_secs(3600);
 /// At most this many link events are handled as one batch.
 const MAX_BATCH: usize = 512;
 /// Pushes that could not be stored (a full disk) are kept for the next
@@ -33,10 +37,13 @@ impl Core {
     ) {
         // Pushes and acks name sessions: handle none before they are back.
         let _ = self.restored.subscribe().wait_for(|done| *done).await;
-        let mut retry = tokio::time::interval(RETRY_TICK);
-        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The retry timer is armed only while there is something to retry
+        // (a message waiting for its ack, pushes not yet stored): an idle
+        // mesh's worker sleeps until its link hears something.
+        let mut retry_at = Some(Instant::now() + RETRY_TICK);
         let mut unstored = Unstored::default();
         loop {
+            let deadline = retry_at.unwrap_or_else(|| Instant::now() + IDLE);
             tokio::select! {
                 event = events.recv() => match event {
                     Some(first) => {
@@ -49,17 +56,26 @@ impl Core {
                         }
                         let failed = self.on_link_events(&mesh, batch).await;
                         unstored.keep(mesh.slug(), failed);
+                        if !unstored.is_empty() {
+                            retry_at.get_or_insert_with(|| Instant::now() + RETRY_TICK);
+                        }
                     }
                     None => return,
                 },
-                _ = retry.tick() => {
+                () = mesh.outbox_kicked() => {
+                    retry_at.get_or_insert_with(|| Instant::now() + RETRY_TICK);
+                }
+                () = tokio::time::sleep_until(deadline), if retry_at.is_some() => {
                     if !unstored.is_empty() {
                         let failed = self.on_pushes(&mesh, unstored.take()).await;
                         unstored.keep(mesh.slug(), failed);
                     }
-                    if mesh.link.is_connected() {
-                        self.transmit_pending(&mesh, true).await;
-                    }
+                    // Disconnected, the next connect sends everything
+                    // pending (and kicks again).
+                    let waiting =
+                        mesh.link.is_connected() && self.transmit_pending(&mesh, true).await;
+                    retry_at = (waiting || !unstored.is_empty())
+                        .then(|| Instant::now() + RETRY_TICK);
                 }
             }
         }

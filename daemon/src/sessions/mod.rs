@@ -96,9 +96,26 @@ impl Session {
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
+    /// A client connected to the socket (a session may attach).
+    client: tokio::sync::Notify,
 }
 
 impl Sessions {
+    /// A client connected to the daemon's socket.
+    pub fn note_client(&self) {
+        self.client.notify_one();
+    }
+
+    /// Resolves at the next [`Sessions::note_client`] (or at once if one
+    /// came since the last call).
+    pub async fn client_arrived(&self) {
+        self.client.notified().await;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+
     /// The map, for short critical sections that never await.
     pub fn lock(&self) -> MutexGuard<'_, HashMap<String, Session>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())

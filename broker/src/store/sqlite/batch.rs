@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use rusqlite::Connection;
@@ -20,7 +19,7 @@ const WRITER_CACHE_KIB: i64 = 32 * 1024;
 pub struct SqliteBatch {
     conn: Connection,
     next_seq: i64,
-    stop_checkpoints: Arc<AtomicBool>,
+    checkpoints: checkpoint::Checkpointer,
 }
 
 impl SqliteBatch {
@@ -32,17 +31,17 @@ impl SqliteBatch {
         conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         conn.pragma_update(None, "cache_size", -WRITER_CACHE_KIB)?;
         let next_seq = messages::max_seq(&conn)? + 1;
-        let stop = Arc::new(AtomicBool::new(false));
-        checkpoint::spawn(open_connection(db_path)?, stop.clone(), metrics).map_err(|source| {
-            StoreError::Io {
-                path: db_path.to_owned(),
-                source,
-            }
-        })?;
+        let checkpoints =
+            checkpoint::spawn(open_connection(db_path)?, metrics).map_err(|source| {
+                StoreError::Io {
+                    path: db_path.to_owned(),
+                    source,
+                }
+            })?;
         Ok(Self {
             conn,
             next_seq,
-            stop_checkpoints: stop,
+            checkpoints,
         })
     }
 
@@ -56,6 +55,7 @@ impl SqliteBatch {
             let _ = self.conn.execute_batch("ROLLBACK");
             return Err(StoreError::Commit(e.to_string()));
         }
+        self.checkpoints.kick();
         Ok(Applied {
             outcomes,
             commit_time: t.elapsed(),
@@ -121,7 +121,7 @@ impl SqliteBatch {
 
     /// Stops the checkpoint thread and empties the WAL into the file.
     pub fn finish(&mut self) {
-        self.stop_checkpoints.store(true, Ordering::SeqCst);
+        self.checkpoints.stop();
         if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
             tracing::warn!(error = %e, "final WAL checkpoint failed");
         }
@@ -146,6 +146,6 @@ fn insert_whole(
 
 impl Drop for SqliteBatch {
     fn drop(&mut self) {
-        self.stop_checkpoints.store(true, Ordering::SeqCst);
+        self.checkpoints.stop();
     }
 }
