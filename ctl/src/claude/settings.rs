@@ -534,7 +534,7 @@ mod tests {
         install(&p, CMD).unwrap();
         install(&p, "/new/claudemesh-ctl hook").unwrap();
         let cmds = registered_commands(&p).unwrap();
-        assert_eq!(cmds.len(), 2);
+        assert_eq!(cmds.len(), EVENTS.len());
         assert!(cmds.iter().all(|(_, c)| c == "/new/claudemesh-ctl hook"));
         assert_eq!(uninstall(&p).unwrap(), Change::Restored);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{}");
