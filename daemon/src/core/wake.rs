@@ -128,6 +128,7 @@ impl Core {
             messages,
         };
         let armed = Armed::new(self, &sessions, WakeWaiter::new(args.wake));
+        tracing::debug!(session = %first, wake = args.wake.as_str(), "a stop hook waits to wake the session");
         let deadline = tokio::time::Instant::now() + Duration::from_millis(args.timeout_ms);
         let mut notified = false;
         loop {
