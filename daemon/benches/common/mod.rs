@@ -240,4 +240,3 @@ pub async fn wait_for_socket(socket: &Path, log: &Path) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
-
