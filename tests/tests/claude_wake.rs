@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use claudemesh_e2e::bins;
 use claudemesh_e2e::claude::{
-    CHANNELS_FLAG, ClaudeCode, Machine, TmuxSession, occurrences, pinned, short_host,
+    CHANNELS_FLAG, ClaudeCode, Machine, PrintSession, TmuxSession, occurrences, pinned, short_host,
 };
 use serde_json::{Value, json};
 
@@ -211,6 +211,112 @@ fn an_idle_session_wakes_on_a_next_message_not_on_a_low_one() {
     }
     let current = pinned().into_iter().next().unwrap();
     wakes(&current, true);
+}
+
+fn tool(name: &str, input: Value) -> Value {
+    json!({"tool": format!("mcp__claudemesh__{name}"), "input": input})
+}
+
+/// Messages the daemon stored so far (its debug log).
+fn stored(machine: &Machine) -> usize {
+    occurrences(&machine.daemon_log(), "message stored")
+}
+
+/// Another Claude Code session's `send_message` wakes the idle session; a
+/// `now` message that arrives while it is busy is shown once, in that
+/// turn, and does not wake it again after; a message sent at the moment a
+/// person types is shown once.
+fn busy_peer_and_typed(claude: &ClaudeCode) {
+    let started = Instant::now();
+    let tag = tag_of(claude, false);
+    let machine = Machine::new(claude, PUSH_CONFIRM_MS);
+    let host = short_host();
+    let to = format!("beta@{host}");
+    let sync = machine.home().join("sync");
+    std::fs::create_dir_all(&sync).unwrap();
+    let m = |n: &str| sync.join(n).display().to_string();
+    let mut steps = vec![
+        json!({"text": "Turn 0."}),
+        json!({"text": "Turn 1."}),
+        json!({"tool": "mcp__claudemesh__list_peers", "input": {},
+               "touch": m("beta_busy"), "wait_for": [m("now_sent")]}),
+        json!({"text": "Turn 3."}),
+    ];
+    steps.extend((4..10).map(|i| json!({"text": format!("Turn {i}.")})));
+    let mut beta = idle_beta(&machine, claude, false, json!(steps));
+
+    // Another session's send_message, nobody typing.
+    let mut n_armed = wait_armed(&machine, 0, &tag);
+    let peer = format!("from-alpha-by-tool-{tag}");
+    let n = main_requests(&beta).len();
+    let alpha_steps = json!([
+        tool("send_message", json!({"to": to, "text": peer, "priority": "next"})),
+        {"text": "Sent."}
+    ]);
+    let mut alpha = PrintSession::start(&machine, claude, "alpha", alpha_steps, "Tell beta.", &[]);
+    alpha.finish(LIMIT);
+    let woken = wait_requests(&mut beta, n, &tag);
+    std::thread::sleep(QUIET);
+    assert_eq!(main_requests(&beta).len(), n + 1, "{tag}: one wake");
+    assert_eq!(
+        occurrences(&woken[0]["body"]["messages"].to_string(), &peer),
+        1,
+        "{tag}: alpha's message in the wake"
+    );
+
+    // A `now` message while beta works: shown in that turn, once.
+    n_armed = wait_armed(&machine, n_armed, &tag);
+    let now = format!("urgent-while-busy-{tag}");
+    beta.type_line("work");
+    claudemesh_e2e::wait::until("beta busy", LIMIT, || {
+        std::path::Path::new(&m("beta_busy")).exists().then_some(())
+    });
+    let before = stored(&machine);
+    sent(send(&machine, &to, &now, "now"));
+    claudemesh_e2e::wait::until("the message stored", LIMIT, || {
+        (stored(&machine) > before).then_some(())
+    });
+    std::fs::write(m("now_sent"), "").unwrap();
+    beta.wait_for_screen("Turn 3.", LIMIT);
+    let n = main_requests(&beta).len();
+    let last = main_requests(&beta).pop().unwrap();
+    assert_eq!(
+        occurrences(&last["body"]["messages"].to_string(), &now),
+        1,
+        "{tag}: the now message before the busy turn stopped"
+    );
+    wait_armed(&machine, n_armed, &tag);
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        main_requests(&beta).len(),
+        n,
+        "{tag}: nothing left to wake for"
+    );
+
+    // A message sent as a person types.
+    let typed = format!("sent-as-you-type-{tag}");
+    let child = send(&machine, &to, &typed, "next");
+    beta.type_line("again");
+    sent(child);
+    wait_requests(&mut beta, n, &tag);
+    std::thread::sleep(QUIET);
+    let saw = beta.api.last_conversation();
+    for text in [&peer, &now, &typed] {
+        assert_eq!(occurrences(&saw, text), 1, "{tag}: {text} once:\n{saw}");
+    }
+    println!(
+        "busy, peer and typed scenario on Claude Code {}: {:.1} s",
+        claude.version,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[test]
+fn a_peer_session_wakes_it_a_busy_turn_shows_now_once_a_typed_prompt_races() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    for claude in pinned() {
+        busy_peer_and_typed(&claude);
+    }
 }
 
 /// `install --wake off`: nothing wakes; the message is shown at the next
