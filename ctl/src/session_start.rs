@@ -19,6 +19,8 @@ use crate::hook::{BUDGET, HookInput, print_context};
 /// How long the hook waits for the shim to attach the session.
 const WAIT_FOR_SESSION: Duration = Duration::from_secs(3);
 const RETRY: Duration = Duration::from_millis(200);
+/// Everything, within Claude Code's 5 s `timeout` for the hook.
+const WHOLE: Duration = Duration::from_secs(4);
 /// Peers named in full; more are counted.
 const MAX_NAMED: usize = 12;
 
@@ -73,31 +75,39 @@ pub fn describe(info: &HookSessionInfo) -> String {
 
 pub fn run(input: &HookInput) {
     let result = daemon::block_on(async {
-        let paths = Paths::from_env().map_err(|e| e.to_string())?;
-        let Some(client) = daemon::connect(&paths, BUDGET)
+        tokio::time::timeout(WHOLE, ask())
             .await
-            .map_err(|e| e.message)?
-        else {
-            return Ok(None);
-        };
-        let deadline = tokio::time::Instant::now() + WAIT_FOR_SESSION;
-        loop {
-            match daemon::request(&client, Request::HookSession).await {
-                Ok(Response::HookSession { session: Some(s) }) => return Ok(Some(s)),
-                Ok(Response::HookSession { session: None }) => {}
-                Ok(_) => return Err("unexpected answer to hook_session".to_owned()),
-                Err(e) => return Err(e.message),
-            }
-            if tokio::time::Instant::now() + RETRY > deadline {
-                return Ok(None);
-            }
-            tokio::time::sleep(RETRY).await;
-        }
+            .unwrap_or_else(|_| Err(format!("the daemon did not answer within {WHOLE:?}")))
     });
     match result {
         Ok(Some(info)) => print_context(&input.event, &describe(&info)),
         Ok(None) => {}
         Err(e) => eprintln!("claudemesh hook: {e}"),
+    }
+}
+
+/// The session, once the shim has attached it; `None` when it does not
+/// within [`WAIT_FOR_SESSION`] or no daemon runs.
+async fn ask() -> Result<Option<HookSessionInfo>, String> {
+    let paths = Paths::from_env().map_err(|e| e.to_string())?;
+    let Some(client) = daemon::connect(&paths, BUDGET)
+        .await
+        .map_err(|e| e.message)?
+    else {
+        return Ok(None);
+    };
+    let deadline = tokio::time::Instant::now() + WAIT_FOR_SESSION;
+    loop {
+        match daemon::request(&client, Request::HookSession).await {
+            Ok(Response::HookSession { session: Some(s) }) => return Ok(Some(s)),
+            Ok(Response::HookSession { session: None }) => {}
+            Ok(_) => return Err("unexpected answer to hook_session".to_owned()),
+            Err(e) => return Err(e.message),
+        }
+        if tokio::time::Instant::now() + RETRY > deadline {
+            return Ok(None);
+        }
+        tokio::time::sleep(RETRY).await;
     }
 }
 
