@@ -140,6 +140,16 @@ pub fn run(wake: Option<crate::wake::WakeSetting>) -> u8 {
     }
 }
 
+/// The daemon's paths and a connection to it, within [`BUDGET`]; `None`
+/// when it is not running (a hook then has nothing to do).
+pub(crate) async fn connect() -> Result<Option<(Paths, DaemonClient)>, String> {
+    let paths = Paths::from_env().map_err(|e| e.to_string())?;
+    let client = daemon::connect(&paths, BUDGET)
+        .await
+        .map_err(|e| e.message)?;
+    Ok(client.map(|c| (paths, c)))
+}
+
 /// Confirms the channel messages (and wakes) the transcript showed since
 /// the last run: they are seen, neither shown again nor left to look
 /// unread. `Err` only when the daemon failed.
@@ -176,11 +186,7 @@ pub(crate) async fn confirm_transcript(
 fn show_pending(input: &HookInput) {
     let result = daemon::block_on(async {
         tokio::time::timeout(BUDGET, async {
-            let paths = Paths::from_env().map_err(|e| e.to_string())?;
-            let Some(client) = daemon::connect(&paths, BUDGET)
-                .await
-                .map_err(|e| e.message)?
-            else {
+            let Some((paths, client)) = connect().await? else {
                 return Ok(Vec::new());
             };
             confirm_transcript(&client, &paths, input).await?;

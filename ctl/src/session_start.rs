@@ -10,11 +10,10 @@
 
 use std::time::Duration;
 
-use claudemesh_daemon::paths::Paths;
 use claudemesh_protocol::ipc::{HookSessionInfo, Request, Response};
 
 use crate::daemon;
-use crate::hook::{BUDGET, HookInput, print_context};
+use crate::hook::{HookInput, print_context};
 
 /// How long the hook waits for the shim to attach the session.
 const WAIT_FOR_SESSION: Duration = Duration::from_secs(3);
@@ -89,11 +88,7 @@ pub fn run(input: &HookInput) {
 /// The session, once the shim has attached it; `None` when it does not
 /// within [`WAIT_FOR_SESSION`] or no daemon runs.
 async fn ask() -> Result<Option<HookSessionInfo>, String> {
-    let paths = Paths::from_env().map_err(|e| e.to_string())?;
-    let Some(client) = daemon::connect(&paths, BUDGET)
-        .await
-        .map_err(|e| e.message)?
-    else {
+    let Some((_, client)) = crate::hook::connect().await? else {
         return Ok(None);
     };
     let deadline = tokio::time::Instant::now() + WAIT_FOR_SESSION;

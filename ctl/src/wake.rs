@@ -16,7 +16,6 @@
 use std::time::Duration;
 
 use claudemesh_daemon::client::ClientError;
-use claudemesh_daemon::paths::Paths;
 use claudemesh_protocol::ipc::{
     InboxMessage, Request, Response, WaitWakeArgs, WakeLevel, WakeOutcome,
 };
@@ -144,11 +143,7 @@ pub fn run_stop(input: &HookInput, installed: Option<WakeSetting>) -> u8 {
     let (setting, warning) = effective(installed, std::env::var(ENV_WAKE).ok().as_deref());
     let level = setting.level();
     let result = daemon::block_on(async {
-        let paths = Paths::from_env().map_err(|e| e.to_string())?;
-        let Some(client) = daemon::connect(&paths, BUDGET)
-            .await
-            .map_err(|e| e.message)?
-        else {
+        let Some((paths, client)) = crate::hook::connect().await? else {
             return Ok(None);
         };
         // What the last wake (or push) showed is confirmed first, so that

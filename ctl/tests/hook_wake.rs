@@ -39,23 +39,7 @@ fn message(text: &str) -> InboxMessage {
 
 /// Runs `hook ARGS…` with `input` on its stdin.
 fn run_hook(home: &Home, args: &[&str], input: &str) -> common::Run {
-    use std::io::Write;
-    let mut cmd_args = vec!["hook"];
-    cmd_args.extend_from_slice(args);
-    let mut child = home
-        .cmd(cmd_args)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    common::Run::from(child.wait_with_output().unwrap())
+    home.run_with_stdin(std::iter::once(&"hook").chain(args), input)
 }
 
 fn waits(d: &FakeDaemon) -> Vec<(WakeLevel, u64)> {

@@ -20,8 +20,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -29,8 +27,8 @@ use std::time::{Duration, Instant};
 use claudemesh_protocol::ipc::{AttachArgs, IPC_VERSION, Request, Response, SendArgs};
 use claudemesh_protocol::wire::Priority;
 use common::{
-    CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs, proc_cpu_split,
-    proc_mem_kb, raise_fd_limit, report, wait_for_socket,
+    BenchDaemon, CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs,
+    proc_cpu_split, proc_mem_kb, raise_fd_limit, report,
 };
 
 fn main() {
@@ -70,31 +68,8 @@ fn main() {
 }
 
 async fn run(n: usize, per_session: usize, rate: f64) {
-    // $TMPDIR picks the disk under test (e.g. /dev/shm to take fsync out);
-    // it must be short enough for a socket path.
-    let home = tempfile::Builder::new()
-        .prefix("cmbench-")
-        .tempdir()
-        .expect("temp dir");
-    let dir = |s: &str| -> PathBuf { home.path().join(s) };
-    let log = dir("daemon.log");
-    let log_file = std::fs::File::create(&log).expect("log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_claudemeshd"))
-        .arg("run")
-        .env("CLAUDEMESH_CONFIG_DIR", dir("c"))
-        .env("CLAUDEMESH_DATA_DIR", dir("d"))
-        .env("CLAUDEMESH_RUNTIME_DIR", dir("r"))
-        .env("CLAUDEMESH_KEYSTORE", "file")
-        .env_remove("RUST_LOG")
-        .env_remove("CLAUDEMESH_DEBUG")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start claudemeshd");
-    let pid = daemon.id();
-    let socket = dir("r").join("claudemeshd.sock");
-    wait_for_socket(&socket, &log).await;
+    let daemon = BenchDaemon::start("cmbench-").await;
+    let (pid, socket) = (daemon.pid, daemon.socket.clone());
     let pacing = if rate > 0.0 {
         format!("paced at {rate} msg/s in total")
     } else {
@@ -254,9 +229,7 @@ async fn run(n: usize, per_session: usize, rate: f64) {
         );
     }
 
-    // SAFETY: SIGTERM to our own child.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    let _ = daemon.wait();
+    daemon.stop();
     for mut c in connectors {
         drop(c.child.stdin.take());
         let _ = c.child.kill();

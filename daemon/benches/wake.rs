@@ -16,8 +16,6 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,8 +25,8 @@ use claudemesh_protocol::ipc::{
 };
 use claudemesh_protocol::wire::Priority;
 use common::{
-    CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs, proc_mem_kb,
-    raise_fd_limit, report, wait_for_socket,
+    BenchDaemon, CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs,
+    proc_mem_kb, raise_fd_limit, report,
 };
 use tokio::sync::mpsc;
 
@@ -92,29 +90,8 @@ async fn idle_cost(pid: u32, seconds: u64) -> (f64, f64) {
 }
 
 async fn run(n: usize, seconds: u64) {
-    let home = tempfile::Builder::new()
-        .prefix("cmwake-")
-        .tempdir()
-        .expect("temp dir");
-    let dir = |s: &str| -> PathBuf { home.path().join(s) };
-    let log = dir("daemon.log");
-    let log_file = std::fs::File::create(&log).expect("log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_claudemeshd"))
-        .arg("run")
-        .env("CLAUDEMESH_CONFIG_DIR", dir("c"))
-        .env("CLAUDEMESH_DATA_DIR", dir("d"))
-        .env("CLAUDEMESH_RUNTIME_DIR", dir("r"))
-        .env("CLAUDEMESH_KEYSTORE", "file")
-        .env_remove("RUST_LOG")
-        .env_remove("CLAUDEMESH_DEBUG")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("log"))
-        .stderr(log_file)
-        .spawn()
-        .expect("start claudemeshd");
-    let pid = daemon.id();
-    let socket = dir("r").join("claudemeshd.sock");
-    wait_for_socket(&socket, &log).await;
+    let daemon = BenchDaemon::start("cmwake-").await;
+    let (pid, socket) = (daemon.pid, daemon.socket.clone());
     println!("claudemeshd pid {pid}; {n} idle sessions, each with a wait_wake armed");
 
     let stats = Arc::new(Stats {
@@ -234,9 +211,7 @@ async fn run(n: usize, seconds: u64) {
     for w in waiters {
         w.abort();
     }
-    // SAFETY: SIGTERM to our own child.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    let _ = daemon.wait();
+    daemon.stop();
     for mut c in connectors {
         drop(c.child.stdin.take());
         let _ = c.child.kill();

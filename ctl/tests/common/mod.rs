@@ -91,6 +91,30 @@ impl Home {
         Run::from(self.cmd(args).output().expect("claudemesh-ctl runs"))
     }
 
+    /// Runs ctl with `input` written to its stdin (then closed), as Claude
+    /// Code runs a hook.
+    pub fn run_with_stdin<I, S>(&self, args: I, input: &str) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("claudemesh-ctl runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("claudemesh-ctl runs"))
+    }
+
     /// The config file's meshes (empty when there is no file).
     pub fn meshes(&self) -> Vec<serde_json::Value> {
         match std::fs::read_to_string(self.config_file()) {

@@ -229,6 +229,60 @@ pub fn report(name: &str, mut v: Vec<u64>) {
     );
 }
 
+/// A `claudemeshd` (this package's release binary) in a temporary home
+/// under `$TMPDIR`, its output in `daemon.log` there.
+pub struct BenchDaemon {
+    pub child: Child,
+    pub pid: u32,
+    pub socket: std::path::PathBuf,
+    /// Removed on drop.
+    pub home: tempfile::TempDir,
+}
+
+impl BenchDaemon {
+    /// Starts it and waits until its socket answers.
+    pub async fn start(prefix: &str) -> BenchDaemon {
+        // $TMPDIR picks the disk under test (e.g. /dev/shm to take fsync
+        // out); it must be short enough for a socket path.
+        let home = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir()
+            .expect("temp dir");
+        let dir = |s: &str| home.path().join(s);
+        let log = dir("daemon.log");
+        let log_file = std::fs::File::create(&log).expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_claudemeshd"))
+            .arg("run")
+            .env("CLAUDEMESH_CONFIG_DIR", dir("c"))
+            .env("CLAUDEMESH_DATA_DIR", dir("d"))
+            .env("CLAUDEMESH_RUNTIME_DIR", dir("r"))
+            .env("CLAUDEMESH_KEYSTORE", "file")
+            .env_remove("RUST_LOG")
+            .env_remove("CLAUDEMESH_DEBUG")
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone().expect("log"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start claudemeshd");
+        let pid = child.id();
+        let socket = dir("r").join("claudemeshd.sock");
+        wait_for_socket(&socket, &log).await;
+        BenchDaemon {
+            child,
+            pid,
+            socket,
+            home,
+        }
+    }
+
+    /// SIGTERM, and waits for it to exit.
+    pub fn stop(mut self) {
+        // SAFETY: SIGTERM to our own child.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
 pub async fn wait_for_socket(socket: &Path, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::os::unix::net::UnixStream::connect(socket).is_err() {
