@@ -36,6 +36,19 @@ fn woken(answer: Option<Result<Response, IpcError>>) -> (WakeOutcome, Vec<InboxM
     }
 }
 
+/// Arms a `wait_wake` on `hook` and checks that nothing answers it yet;
+/// its request id.
+async fn arm(hook: &mut TestClient, wake: WakeLevel) -> u64 {
+    let id = hook.request_id(wait_wake(wake, 60_000)).await;
+    assert!(
+        hook.try_answer(id, Duration::from_millis(300))
+            .await
+            .is_none(),
+        "answered before anything happened"
+    );
+    id
+}
+
 /// A daemon, the idle session `target` (of the test process), and a
 /// sender session of another process.
 struct World {
@@ -146,12 +159,7 @@ async fn messages_that_already_wait_answer_at_once() {
 async fn two_messages_sent_together_are_one_answer() {
     let mut w = World::new().await;
     let mut hook = w.daemon.client().await;
-    let id = hook.request_id(wait_wake(WakeLevel::Next, 60_000)).await;
-    assert!(
-        hook.try_answer(id, Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    let id = arm(&mut hook, WakeLevel::Next).await;
     w.send("first of two", Priority::Next).await;
     w.send("second of two", Priority::Now).await;
     let (outcome, messages) = woken(hook.try_answer(id, WAIT).await);
@@ -209,12 +217,7 @@ async fn the_wait_times_out_and_the_caller_waits_again() {
 async fn the_wait_ends_when_the_session_leaves() {
     let mut w = World::new().await;
     let mut hook = w.daemon.client().await;
-    let id = hook.request_id(wait_wake(WakeLevel::Next, 60_000)).await;
-    assert!(
-        hook.try_answer(id, Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    let id = arm(&mut hook, WakeLevel::Next).await;
     w.target.request(Request::Detach).await.expect("detach");
     let (outcome, messages) = woken(hook.try_answer(id, WAIT).await);
     assert_eq!(outcome, WakeOutcome::Ended);
@@ -253,12 +256,7 @@ async fn a_hook_of_a_new_turn_ends_the_wait_and_shows_the_message() {
 async fn a_closed_hook_connection_disarms_its_wait() {
     let mut w = World::new().await;
     let mut hook = w.daemon.client().await;
-    let id = hook.request_id(wait_wake(WakeLevel::Next, 60_000)).await;
-    assert!(
-        hook.try_answer(id, Duration::from_millis(300))
-            .await
-            .is_none()
-    );
+    arm(&mut hook, WakeLevel::Next).await;
     drop(hook);
     // Armed, the wait would take it and the shim would not get it: with the
     // wait gone, it is pushed to the shim as before and stays unread.
