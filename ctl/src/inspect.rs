@@ -251,7 +251,15 @@ pub fn status(json_out: bool) -> Result<()> {
     if s.sessions.is_empty() {
         output::line("No sessions attached.");
     } else {
-        let mut t = Table::new(&["NAME", "MESH", "STATUS", "CLAUDE PID", "SHIM", "CWD"]);
+        let mut t = Table::new(&[
+            "NAME",
+            "MESH",
+            "STATUS",
+            "CLAUDE PID",
+            "SHIM",
+            "WAKE",
+            "CWD",
+        ]);
         for x in &s.sessions {
             t.row(vec![
                 x.display_name.clone(),
@@ -262,6 +270,12 @@ pub fn status(json_out: bool) -> Result<()> {
                     paint(GREEN, "attached")
                 } else {
                     paint(YELLOW, "waiting")
+                },
+                // Its Stop hook waits to wake it (the session is idle).
+                if x.wake_waits > 0 {
+                    "armed".to_owned()
+                } else {
+                    "-".to_owned()
                 },
                 x.cwd.clone(),
             ]);

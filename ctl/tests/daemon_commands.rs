@@ -45,6 +45,7 @@ fn daemon_status() -> DaemonStatus {
             cwd: "/src/api".into(),
             status: PeerStatus::Working,
             attached: true,
+            wake_waits: 1,
         }],
     }
 }

@@ -94,6 +94,18 @@ impl World {
         }
     }
 
+    /// The waits armed for the target (`daemon_status`).
+    async fn wake_waits(&mut self) -> u32 {
+        match self.target.request(Request::DaemonStatus).await {
+            Ok(Response::DaemonStatus(s)) => s
+                .sessions
+                .iter()
+                .find(|s| s.display_name == "idle")
+                .map_or(0, |s| s.wake_waits),
+            other => panic!("daemon_status answered {other:?}"),
+        }
+    }
+
     /// The message events pushed to the target's shim so far.
     async fn pushed_texts(&mut self) -> Vec<String> {
         let mut texts = Vec::new();
@@ -257,17 +269,21 @@ async fn a_closed_hook_connection_disarms_its_wait() {
     let mut w = World::new().await;
     let mut hook = w.daemon.client().await;
     arm(&mut hook, WakeLevel::Next).await;
+    assert_eq!(w.wake_waits().await, 1, "daemon_status shows the wait");
     drop(hook);
-    // Armed, the wait would take it and the shim would not get it: with the
-    // wait gone, it is pushed to the shim as before and stays unread.
+    support::eventually(WAIT, async || (w.wake_waits().await == 0).then_some(()))
+        .await
+        .expect("the wait is disarmed once its connection closes");
+    // Nothing claims it: it is pushed to the shim as before, and unread.
+    w.send("nobody waits", Priority::Next).await;
     let pushed = support::eventually(WAIT, async || {
-        w.send("nobody waits", Priority::Next).await;
         let texts = w.pushed_texts().await;
         (!texts.is_empty()).then_some(texts)
     })
     .await
-    .expect("pushed once the wait is gone");
-    assert_eq!(pushed[0], "nobody waits");
+    .expect("pushed");
+    assert_eq!(pushed, ["nobody waits"]);
+    assert_eq!(w.pending().await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

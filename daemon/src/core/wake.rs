@@ -252,9 +252,4 @@ impl Core {
             pending,
         }))
     }
-
-    /// How many `wait_wake` requests are armed, over all sessions.
-    pub fn armed_wakes(&self) -> usize {
-        self.sessions.lock().values().map(|s| s.wake.armed()).sum()
-    }
 }

@@ -246,6 +246,10 @@ pub struct SessionInfo {
     pub status: PeerStatus,
     /// True while a shim is connected for it.
     pub attached: bool,
+    /// `wait_wake` requests armed for it: its `Stop` hook waits to wake
+    /// it (an idle session, usually 1).
+    #[serde(default)]
+    pub wake_waits: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
