@@ -94,6 +94,16 @@ pub fn effective(
     }
 }
 
+/// Whether the Claude Code that runs this hook has nobody at it: print
+/// mode (`claude -p`) and the SDKs say so in the environment they give
+/// their hooks (`CLAUDE_CODE_ENTRYPOINT=sdk-…`, and 2.1.3xx also
+/// `CLAUDE_CODE_SESSION_ATTENDED=0`). Such a run exits after its turn, and
+/// waits up to 30 s for a background hook first: a `Stop` hook there does
+/// not wait.
+pub fn unattended(entrypoint: Option<&str>, attended: Option<&str>) -> bool {
+    entrypoint.is_some_and(|e| e.trim().starts_with("sdk")) || attended.map(str::trim) == Some("0")
+}
+
 /// The messages as the woken model reads them: each as the same
 /// `<channel source="claudemesh" …>` tag a channel push shows (so the
 /// next hook finds its id in the transcript and confirms it), after a
@@ -156,6 +166,13 @@ pub fn run_stop(input: &HookInput, installed: Option<WakeSetting>) -> u8 {
         let Some(level) = level else {
             return Ok(None);
         };
+        let env = |k| std::env::var(k).ok();
+        if unattended(
+            env("CLAUDE_CODE_ENTRYPOINT").as_deref(),
+            env("CLAUDE_CODE_SESSION_ATTENDED").as_deref(),
+        ) {
+            return Ok(None);
+        }
         let deadline = tokio::time::Instant::now() + BOUND;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -223,6 +240,16 @@ mod tests {
         assert!(warning.unwrap().contains("CLAUDEMESH_WAKE"));
         assert_eq!(WakeSetting::Off.level(), None);
         assert_eq!(WakeSetting::Next.level(), Some(WakeLevel::Next));
+    }
+
+    #[test]
+    fn print_mode_and_sdks_do_not_wait() {
+        assert!(unattended(Some("sdk-cli"), None));
+        assert!(unattended(Some("sdk-ts"), Some("1")));
+        assert!(unattended(Some("cli"), Some("0")));
+        assert!(!unattended(Some("cli"), Some("1")));
+        assert!(!unattended(Some("claude-vscode"), None));
+        assert!(!unattended(None, None));
     }
 
     #[test]

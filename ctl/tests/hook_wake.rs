@@ -137,6 +137,16 @@ fn claudemesh_wake_overrides_the_installed_setting() {
 }
 
 #[test]
+fn a_stop_hook_of_print_mode_does_not_wait() {
+    // `claude -p` waits up to 30 s for a background hook before it exits.
+    let mut home = Home::new();
+    home.env("CLAUDE_CODE_ENTRYPOINT", "sdk-cli");
+    let d = daemon_answering(&home, WakeOutcome::Messages);
+    run_hook(&home, &["--wake", "next"], STOP).assert_code(0);
+    assert!(waits(&d).is_empty(), "no wait in print mode");
+}
+
+#[test]
 fn a_stop_hook_without_a_daemon_exits_0() {
     let home = Home::new();
     let out = run_hook(&home, &[], STOP);

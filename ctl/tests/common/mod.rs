@@ -72,6 +72,9 @@ impl Home {
             .env("NO_COLOR", "1")
             .env_remove("CLAUDEMESH_BROKER_URL")
             .env_remove("CLAUDEMESH_DEBUG")
+            .env_remove("CLAUDEMESH_WAKE")
+            .env_remove("CLAUDE_CODE_ENTRYPOINT")
+            .env_remove("CLAUDE_CODE_SESSION_ATTENDED")
             .env_remove("CLAUDE_CONFIG_DIR")
             .env_remove("CLAUDEMESH_DAEMON");
         if let Some(p) = &self.path_env {
