@@ -128,6 +128,14 @@ fn wakes(claude: &ClaudeCode, flag: bool) {
     let machine = Machine::new(claude, PUSH_CONFIRM_MS);
     let to = format!("beta@{}", short_host());
     let mut beta = idle_beta(&machine, claude, flag, texts(10, "Turn"));
+    // The SessionStart hook told the model where it is.
+    let first = main_requests(&beta)[0].to_string();
+    assert!(
+        first.contains(&format!(
+            "claudemesh: you are \\\"{to}\\\" on the mesh \\\"local\\\"."
+        )),
+        "{tag}: the SessionStart context: {first}"
+    );
 
     // A `next` message, nobody typing.
     let mut n_armed = wait_armed(&machine, 0, &tag);
