@@ -215,12 +215,14 @@ Examples:
   claudemesh-ctl install --settings ./my-settings.json --no-mcp
 
 Runs `claude mcp add claudemesh --scope user -- <path>/claudemesh-shim` (or
-prints that line when `claude` is not on PATH), and adds UserPromptSubmit and
-PostToolUse hooks running `<path>/claudemesh-ctl hook` to Claude Code's
-settings (~/.claude/settings.json, or $CLAUDE_CONFIG_DIR/settings.json),
-merged with what is there. The original file is saved as
-settings.json.claudemesh-backup before the first change. Running it twice
-changes nothing.")]
+prints that line when `claude` is not on PATH), and adds UserPromptSubmit,
+PostToolUse, SessionStart and Stop hooks running
+`<path>/claudemesh-ctl hook --wake <now|next|off>` to Claude Code's settings
+(~/.claude/settings.json, or $CLAUDE_CONFIG_DIR/settings.json), merged with
+what is there. The Stop hook runs in the background (async, asyncRewake) and
+wakes an idle session when a message arrives for it. The original file is
+saved as settings.json.claudemesh-backup before the first change. Running
+it twice changes nothing.")]
     Install {
         /// Claude Code settings file to edit.
         #[arg(long, value_name = "PATH")]
@@ -234,6 +236,11 @@ changes nothing.")]
         /// Do not edit the hooks.
         #[arg(long)]
         no_hooks: bool,
+        /// Which messages wake an idle session: `now`, `next` (now and
+        /// next; `low` never wakes) or `off`. CLAUDEMESH_WAKE in a
+        /// session's environment overrides it for that session.
+        #[arg(long, value_enum, value_name = "LEVEL", default_value = "next")]
+        wake: crate::wake::WakeSetting,
     },
 
     /// Undo `install` exactly (the settings file comes back byte-identical).
@@ -262,8 +269,16 @@ Example (what Claude Code runs; the hook JSON arrives on stdin):
   echo '{\"hook_event_name\":\"PostToolUse\"}' | claudemesh-ctl hook
 
 Prints {\"hookSpecificOutput\":{\"hookEventName\":…,\"additionalContext\":…}} when
-messages wait, nothing otherwise. Always exits 0, within about a second.")]
-    Hook,
+messages wait, nothing otherwise. Always exits 0, within about a second.
+For `Stop` (run in the background) it waits instead for the session's next
+message that wakes it (per --wake, or CLAUDEMESH_WAKE), prints it on stderr
+and exits 2, which wakes the idle session; otherwise it exits 0.
+For `SessionStart` it prints the session's name, mesh and peers as context.")]
+    Hook {
+        /// Which messages wake the session (the installed setting).
+        #[arg(long, value_enum, value_name = "LEVEL")]
+        wake: Option<crate::wake::WakeSetting>,
+    },
 
     /// Start the daemon in the background now (as the shim does on demand).
     #[command(subcommand)]

@@ -355,10 +355,7 @@ fn check_claude(c: &mut Checks, settings_path: Option<&Path>) {
                 .iter()
                 .map(|(_, c)| c)
                 .filter(|cmd| {
-                    let exe = cmd
-                        .trim_end()
-                        .trim_end_matches(" hook")
-                        .trim_matches(['\'', '"']);
+                    let exe = settings::hook_exe(cmd);
                     exe.contains('/') && !Path::new(exe).exists()
                 })
                 .collect();
@@ -377,6 +374,16 @@ fn check_claude(c: &mut Checks, settings_path: Option<&Path>) {
                     ),
                     "claudemesh-ctl install",
                 );
+            } else if !settings::stop_hook_rewakes(&path).unwrap_or(false) {
+                c.warn(
+                    "hooks",
+                    format!(
+                        "the claudemesh Stop hook in {} does not run in the background with \
+                         asyncRewake: idle sessions do not wake",
+                        path.display()
+                    ),
+                    "claudemesh-ctl install",
+                );
             } else if let Some(b) = broken.first() {
                 c.fail(
                     "hooks",
@@ -384,15 +391,35 @@ fn check_claude(c: &mut Checks, settings_path: Option<&Path>) {
                     "claudemesh-ctl install",
                 );
             } else {
+                let wake = found
+                    .iter()
+                    .find(|(ev, _)| ev == "Stop")
+                    .and_then(|(_, cmd)| settings::wake_of(cmd))
+                    .unwrap_or(crate::wake::WakeSetting::Next);
                 c.ok(
                     "hooks",
                     format!(
-                        "UserPromptSubmit and PostToolUse hooks in {}",
-                        path.display()
+                        "UserPromptSubmit, PostToolUse, SessionStart and Stop hooks in {}; \
+                         idle sessions wake {}{}",
+                        path.display(),
+                        claude::wake_words(wake),
+                        env_wake_note()
                     ),
                 );
             }
         }
+    }
+}
+
+/// `CLAUDEMESH_WAKE` in this environment, said when set (it overrides the
+/// installed setting for the sessions started with it).
+pub fn env_wake_note() -> String {
+    match std::env::var(crate::wake::ENV_WAKE) {
+        Ok(v) if !v.trim().is_empty() => format!(
+            " (CLAUDEMESH_WAKE={} here overrides it for sessions started with it)",
+            v.trim()
+        ),
+        _ => String::new(),
     }
 }
 

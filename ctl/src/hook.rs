@@ -1,5 +1,7 @@
-//! `hook`: run by Claude Code's `UserPromptSubmit` and `PostToolUse`
-//! hooks. It asks the daemon for the messages of the session whose Claude
+//! `hook`: run by Claude Code's hooks. `Stop` waits for the messages that
+//! wake the idle session (`crate::wake`), `SessionStart` tells a new
+//! session where it is (`crate::session_start`); `UserPromptSubmit` and
+//! `PostToolUse` show the pending messages, as follows. It asks the daemon for the messages of the session whose Claude
 //! Code process is an ancestor of this process (marked seen by the daemon)
 //! and prints them as additional context:
 //!
@@ -21,6 +23,7 @@ use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use claudemesh_daemon::client::DaemonClient;
 use claudemesh_daemon::paths::Paths;
 use claudemesh_protocol::ipc::{InboxMessage, IpcErrorCode, Request, Response};
 use serde_json::{Value, json};
@@ -28,16 +31,16 @@ use serde_json::{Value, json};
 use crate::{daemon, transcript};
 
 /// The whole budget for talking to the daemon.
-const BUDGET: Duration = Duration::from_millis(1000);
+pub(crate) const BUDGET: Duration = Duration::from_millis(1000);
 /// Hook input is small; more than this is not read.
 const MAX_INPUT: u64 = 1024 * 1024;
 
 /// What the hook learns from Claude Code's JSON on stdin.
 #[derive(Debug, Default, PartialEq)]
-struct HookInput {
-    event: String,
-    session_id: Option<String>,
-    transcript_path: Option<PathBuf>,
+pub(crate) struct HookInput {
+    pub event: String,
+    pub session_id: Option<String>,
+    pub transcript_path: Option<PathBuf>,
 }
 
 impl HookInput {
@@ -119,41 +122,74 @@ pub fn format_messages(messages: &[InboxMessage]) -> String {
     out
 }
 
-/// Runs the hook. Always succeeds.
-///
-/// First the transcript: the messages Claude Code already showed as channel
-/// messages are confirmed (marked seen), so they are neither shown again
-/// nor left to look unread. Then the unread ones are fetched and shown.
-pub fn run() {
+/// Runs the hook for the event named in its input; the exit code Claude
+/// Code gets: 0, or 2 when a `Stop` hook wakes the session with messages
+/// on stderr (`crate::wake`).
+pub fn run(wake: Option<crate::wake::WakeSetting>) -> u8 {
     let input = read_input();
+    match input.event.as_str() {
+        "Stop" => crate::wake::run_stop(&input, wake),
+        "SessionStart" => {
+            crate::session_start::run(&input);
+            0
+        }
+        _ => {
+            show_pending(&input);
+            0
+        }
+    }
+}
+
+/// The daemon's paths and a connection to it, within [`BUDGET`]; `None`
+/// when it is not running (a hook then has nothing to do).
+pub(crate) async fn connect() -> Result<Option<(Paths, DaemonClient)>, String> {
+    let paths = Paths::from_env().map_err(|e| e.to_string())?;
+    let client = daemon::connect(&paths, BUDGET)
+        .await
+        .map_err(|e| e.message)?;
+    Ok(client.map(|c| (paths, c)))
+}
+
+/// Confirms the channel messages (and wakes) the transcript showed since
+/// the last run: they are seen, neither shown again nor left to look
+/// unread. `Err` only when the daemon failed.
+pub(crate) async fn confirm_transcript(
+    client: &DaemonClient,
+    paths: &Paths,
+    input: &HookInput,
+) -> Result<(), String> {
+    let Some((ids, keep, offset)) = transcript_ids(paths, input) else {
+        return Ok(());
+    };
+    let confirmed = ids.is_empty()
+        || match daemon::request(
+            client,
+            Request::HookConfirm {
+                message_ids: ids.into_iter().collect(),
+            },
+        )
+        .await
+        {
+            Ok(_) => true,
+            Err(e) if e.daemon_code == Some(IpcErrorCode::NotAClaudeProcess) => true,
+            Err(e) => return Err(e.message),
+        };
+    // Read again next time unless the daemon has them.
+    if confirmed && let Err(e) = transcript::keep_offset(&keep, offset) {
+        eprintln!("claudemesh hook: cannot keep {}: {e}", keep.display());
+    }
+    Ok(())
+}
+
+/// `UserPromptSubmit` and `PostToolUse`: first the transcript, then the
+/// unread messages are fetched and shown as additional context.
+fn show_pending(input: &HookInput) {
     let result = daemon::block_on(async {
         tokio::time::timeout(BUDGET, async {
-            let paths = Paths::from_env().map_err(|e| e.to_string())?;
-            let Some(client) = daemon::connect(&paths, BUDGET)
-                .await
-                .map_err(|e| e.message)?
-            else {
+            let Some((paths, client)) = connect().await? else {
                 return Ok(Vec::new());
             };
-            if let Some((ids, keep, offset)) = transcript_ids(&paths, &input) {
-                let confirmed = ids.is_empty()
-                    || match daemon::request(
-                        &client,
-                        Request::HookConfirm {
-                            message_ids: ids.into_iter().collect(),
-                        },
-                    )
-                    .await
-                    {
-                        Ok(_) => true,
-                        Err(e) if e.daemon_code == Some(IpcErrorCode::NotAClaudeProcess) => true,
-                        Err(e) => return Err(e.message),
-                    };
-                // Read again next time unless the daemon has them.
-                if confirmed && let Err(e) = transcript::keep_offset(&keep, offset) {
-                    eprintln!("claudemesh hook: cannot keep {}: {e}", keep.display());
-                }
-            }
+            confirm_transcript(&client, &paths, input).await?;
             match daemon::request(&client, Request::HookContext).await {
                 Ok(Response::HookContext { messages, .. }) => Ok(messages),
                 Ok(_) => Err("unexpected answer to hook_context".to_owned()),
@@ -167,17 +203,20 @@ pub fn run() {
     });
     match result {
         Ok(messages) if messages.is_empty() => {}
-        Ok(messages) => {
-            let out = json!({
-                "hookSpecificOutput": {
-                    "hookEventName": input.event,
-                    "additionalContext": format_messages(&messages),
-                }
-            });
-            println!("{out}");
-        }
+        Ok(messages) => print_context(&input.event, &format_messages(&messages)),
         Err(e) => eprintln!("claudemesh hook: {e}"),
     }
+}
+
+/// Prints `text` as the hook's additional context for the model.
+pub(crate) fn print_context(event: &str, text: &str) {
+    let out = json!({
+        "hookSpecificOutput": {
+            "hookEventName": event,
+            "additionalContext": text,
+        }
+    });
+    println!("{out}");
 }
 
 #[cfg(test)]

@@ -165,6 +165,7 @@ pub fn status(json_out: bool) -> Result<()> {
         v["log"] = json!(claudemesh_daemon::client::daemon_log_path(&paths));
         v["name"] = json!(crate::ctx::name_in(&config, None));
         v["ctlVersion"] = json!(env!("CARGO_PKG_VERSION"));
+        v["wake"] = json!(crate::claude::installed_wake().map(|w| w.as_str()));
         output::json(&json!({"daemon": v}));
         return Ok(());
     }
@@ -193,6 +194,18 @@ pub fn status(json_out: bool) -> Result<()> {
             String::new()
         } else {
             paint(YELLOW, " (NOT durable: keys are lost at reboot)")
+        }
+    ));
+    output::line(format!(
+        "  wake:     {}",
+        match crate::claude::installed_wake() {
+            Some(w) => format!(
+                "idle sessions wake {} (install --wake){}",
+                crate::claude::wake_words(w),
+                crate::doctor::env_wake_note()
+            ),
+            None => "idle sessions do not wake (no claudemesh Stop hook: claudemesh-ctl install)"
+                .to_owned(),
         }
     ));
     let files_chosen =
@@ -238,7 +251,15 @@ pub fn status(json_out: bool) -> Result<()> {
     if s.sessions.is_empty() {
         output::line("No sessions attached.");
     } else {
-        let mut t = Table::new(&["NAME", "MESH", "STATUS", "CLAUDE PID", "SHIM", "CWD"]);
+        let mut t = Table::new(&[
+            "NAME",
+            "MESH",
+            "STATUS",
+            "CLAUDE PID",
+            "SHIM",
+            "WAKE",
+            "CWD",
+        ]);
         for x in &s.sessions {
             t.row(vec![
                 x.display_name.clone(),
@@ -249,6 +270,12 @@ pub fn status(json_out: bool) -> Result<()> {
                     paint(GREEN, "attached")
                 } else {
                     paint(YELLOW, "waiting")
+                },
+                // Its Stop hook waits to wake it (the session is idle).
+                if x.wake_waits > 0 {
+                    "armed".to_owned()
+                } else {
+                    "-".to_owned()
                 },
                 x.cwd.clone(),
             ]);

@@ -23,8 +23,10 @@ mod logs;
 mod output;
 mod proc;
 mod service;
+mod session_start;
 mod terminal;
 mod transcript;
+mod wake;
 
 use std::process::ExitCode;
 
@@ -50,9 +52,8 @@ fn main() -> ExitCode {
     output::set_debug(debug);
 
     // A hook must never fail Claude Code: it handles everything itself.
-    if matches!(cli.command, Command::Hook) {
-        hook::run();
-        return Exit::Ok.into();
+    if let Command::Hook { wake } = cli.command {
+        return std::process::ExitCode::from(hook::run(wake));
     }
 
     let json = cli.json;
@@ -119,11 +120,13 @@ fn dispatch(cli: Cli) -> Result<()> {
             shim,
             no_mcp,
             no_hooks,
+            wake,
         } => claude::install(claude::InstallArgs {
             settings: settings.as_deref(),
             shim: shim.as_deref(),
             no_mcp,
             no_hooks,
+            wake,
             json,
         }),
         Command::Uninstall {
@@ -136,8 +139,8 @@ fn dispatch(cli: Cli) -> Result<()> {
             no_hooks,
             json,
         }),
-        Command::Hook => {
-            hook::run();
+        Command::Hook { wake } => {
+            hook::run(wake);
             Ok(())
         }
         Command::Daemon(DaemonCommand::Start) => daemon::start(json),

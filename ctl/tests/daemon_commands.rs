@@ -45,6 +45,7 @@ fn daemon_status() -> DaemonStatus {
             cwd: "/src/api".into(),
             status: PeerStatus::Working,
             attached: true,
+            wake_waits: 1,
         }],
     }
 }
@@ -298,21 +299,7 @@ fn the_hook_prints_pending_messages_as_additional_context() {
 
 /// Runs `hook` with `input` on its stdin.
 fn run_hook(home: &Home, input: &str) -> common::Run {
-    use std::io::Write;
-    let mut child = home
-        .cmd(["hook"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    common::Run::from(child.wait_with_output().unwrap())
+    home.run_with_stdin(["hook"], input)
 }
 
 #[test]

@@ -88,16 +88,20 @@ fn install_then_uninstall_leaves_settings_byte_identical_and_install_is_idempote
         ]
     );
     let hook_events: Vec<&String> = v["hooks"].as_object().unwrap().keys().collect();
-    assert_eq!(hook_events, ["PostToolUse", "Stop", "UserPromptSubmit"]);
+    assert_eq!(
+        hook_events,
+        ["PostToolUse", "Stop", "UserPromptSubmit", "SessionStart"]
+    );
     // Theirs first and untouched, ours after.
     assert_eq!(v["hooks"]["PostToolUse"][0]["matcher"], "Write|Edit");
     assert_eq!(v["hooks"]["PostToolUse"][1]["matcher"], "*");
     let ours = v["hooks"]["PostToolUse"][1]["hooks"][0]["command"]
         .as_str()
         .unwrap();
-    assert!(ours.ends_with("claudemesh-ctl hook"), "{ours}");
+    // The default wake setting travels in the command.
+    assert!(ours.ends_with("claudemesh-ctl hook --wake next"), "{ours}");
     assert!(
-        Path::new(ours.trim_end_matches(" hook")).is_absolute(),
+        Path::new(ours.trim_end_matches(" hook --wake next")).is_absolute(),
         "{ours}"
     );
     assert_eq!(v["hooks"]["PostToolUse"][1]["hooks"][0]["type"], "command");
@@ -109,6 +113,12 @@ fn install_then_uninstall_leaves_settings_byte_identical_and_install_is_idempote
         v["hooks"]["Stop"][0]["hooks"][0]["command"],
         "notify-send done"
     );
+    // Ours after theirs: in the background, waking the idle session.
+    let stop = &v["hooks"]["Stop"][1]["hooks"][0];
+    assert_eq!(stop["command"], ours);
+    assert_eq!(stop["async"], true);
+    assert_eq!(stop["asyncRewake"], true);
+    assert_eq!(v["hooks"]["SessionStart"][0]["hooks"][0]["command"], ours);
     let backup = settings.with_file_name("settings.json.claudemesh-backup");
     assert_eq!(read(&backup), USER_SETTINGS, "the original is backed up");
 
@@ -131,6 +141,57 @@ fn install_then_uninstall_leaves_settings_byte_identical_and_install_is_idempote
     assert!(!backup.exists());
 
     // Uninstall again: nothing to do, nothing changes.
+    home.run(["uninstall", "--settings", s]).assert_code(0);
+    assert_eq!(read(&settings), USER_SETTINGS);
+}
+
+#[test]
+fn install_wake_sets_what_wakes_and_uninstall_still_restores_the_bytes() {
+    let mut home = Home::new();
+    isolated_path(&mut home);
+    let shim = fake_shim(&home);
+    let settings = home.root().join("settings.json");
+    std::fs::write(&settings, USER_SETTINGS).unwrap();
+    let (s, shim_arg) = (settings.to_str().unwrap(), shim.to_str().unwrap());
+    home.run(["install", "--settings", s, "--shim", shim_arg])
+        .assert_code(0);
+    let run = home.run([
+        "install",
+        "--settings",
+        s,
+        "--shim",
+        shim_arg,
+        "--wake",
+        "off",
+    ]);
+    run.assert_code(0);
+    assert!(
+        run.stdout.contains("idle sessions wake: never"),
+        "{}",
+        run.stdout
+    );
+    let v: serde_json::Value = serde_json::from_str(&read(&settings)).unwrap();
+    for event in ["UserPromptSubmit", "SessionStart"] {
+        let cmd = v["hooks"][event][0]["hooks"][0]["command"]
+            .as_str()
+            .unwrap();
+        assert!(cmd.ends_with(" hook --wake off"), "{event}: {cmd}");
+    }
+    assert_eq!(
+        v["hooks"]["Stop"].as_array().unwrap().len(),
+        2,
+        "one Stop entry of ours, replaced"
+    );
+    let bad = home.run([
+        "install",
+        "--settings",
+        s,
+        "--shim",
+        shim_arg,
+        "--wake",
+        "always",
+    ]);
+    bad.assert_code(2);
     home.run(["uninstall", "--settings", s]).assert_code(0);
     assert_eq!(read(&settings), USER_SETTINGS);
 }

@@ -55,11 +55,12 @@ pub fn sibling_binary(name: &str) -> Result<(PathBuf, bool)> {
     Ok((sibling.unwrap_or_else(|| PathBuf::from(file)), false))
 }
 
-/// The command our hooks run.
-pub fn hook_command() -> Result<String> {
+/// The command our hooks run, carrying the wake setting.
+pub fn hook_command(wake: crate::wake::WakeSetting) -> Result<String> {
     Ok(format!(
-        "{} hook",
-        shell_quote(&ctl_exe()?.to_string_lossy())
+        "{} hook --wake {}",
+        shell_quote(&ctl_exe()?.to_string_lossy()),
+        wake.as_str()
     ))
 }
 
@@ -68,6 +69,7 @@ pub struct InstallArgs<'a> {
     pub shim: Option<&'a Path>,
     pub no_mcp: bool,
     pub no_hooks: bool,
+    pub wake: crate::wake::WakeSetting,
     pub json: bool,
 }
 
@@ -142,7 +144,7 @@ pub fn install(args: InstallArgs<'_>) -> Result<()> {
     }
     if !args.no_hooks {
         let path = settings_path(args.settings)?;
-        let command = hook_command()?;
+        let command = hook_command(args.wake)?;
         let change = settings::install(&path, &command).map_err(settings_err)?;
         let state = match &change {
             settings::Change::Unchanged => "unchanged",
@@ -158,8 +160,9 @@ pub fn install(args: InstallArgs<'_>) -> Result<()> {
                 )),
                 settings::Change::Written { backup, .. } => {
                     output::line(format!(
-                        "{} added UserPromptSubmit and PostToolUse hooks (`{command}`) to {}",
+                        "{} added UserPromptSubmit, PostToolUse, SessionStart and Stop hooks (`{command}`; idle sessions wake: {}) to {}",
                         paint(GREEN, "✓"),
+                        wake_words(args.wake),
                         path.display()
                     ));
                     if let Some(b) = backup {
@@ -171,7 +174,7 @@ pub fn install(args: InstallArgs<'_>) -> Result<()> {
         }
         report.insert(
             "hooks".into(),
-            json!({"state": state, "settings": path, "command": command}),
+            json!({"state": state, "settings": path, "command": command, "wake": args.wake.as_str()}),
         );
     }
     if args.json {
@@ -180,6 +183,24 @@ pub fn install(args: InstallArgs<'_>) -> Result<()> {
         output::line("Restart your Claude Code sessions to load claudemesh.");
     }
     Ok(())
+}
+
+/// What a wake setting means, for people.
+pub fn wake_words(wake: crate::wake::WakeSetting) -> &'static str {
+    match wake {
+        crate::wake::WakeSetting::Now => "on `now` messages",
+        crate::wake::WakeSetting::Next => "on `now` and `next` messages",
+        crate::wake::WakeSetting::Off => "never",
+    }
+}
+
+/// The wake setting installed in Claude Code's user settings: `None` when
+/// no claudemesh `Stop` hook is there (idle sessions do not wake).
+pub fn installed_wake() -> Option<crate::wake::WakeSetting> {
+    let path = settings_path(None).ok()?;
+    let found = settings::registered_commands(&path).ok()?;
+    let (_, command) = found.iter().find(|(event, _)| event == "Stop")?;
+    Some(settings::wake_of(command).unwrap_or(crate::wake::WakeSetting::Next))
 }
 
 pub struct UninstallArgs<'a> {

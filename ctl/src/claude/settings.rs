@@ -6,9 +6,15 @@
 //! ```json
 //! {"hooks": {
 //!   "UserPromptSubmit": [{"hooks": [{"type": "command", "command": "…"}]}],
-//!   "PostToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": "…"}]}]
+//!   "PostToolUse": [{"matcher": "*", "hooks": [{"type": "command", "command": "…"}]}],
+//!   "SessionStart": [{"hooks": [{"type": "command", "command": "…"}]}],
+//!   "Stop": [{"hooks": [{"type": "command", "command": "…", "async": true, "asyncRewake": true}]}]
 //! }}
 //! ```
+//!
+//! The command is `<path>/claudemesh-ctl hook --wake <now|next|off>`, the
+//! same for every event: the wake setting lives in it, so it is shown by
+//! `status` and `doctor` and goes away with the hooks.
 //!
 //! Rules kept here:
 //! - Every other key, hook and matcher group stays as it is, in its order
@@ -21,16 +27,21 @@
 //!   back, so install-then-uninstall leaves the file byte-identical; a file
 //!   that we created is removed.
 //!
-//! Our entries are recognised by their command: `… claudemesh-ctl hook`
-//! (whatever the path in front), so an install from a moved binary
-//! updates the entry instead of adding a second one.
+//! Our entries are recognised by their command: `… claudemesh-ctl hook`,
+//! with or without `--wake …` (whatever the path in front), so an install
+//! from a moved binary or with another setting updates the entry instead
+//! of adding a second one.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
 
 /// The events we register for.
-pub const EVENTS: [&str; 2] = ["UserPromptSubmit", "PostToolUse"];
+pub const EVENTS: [&str; 4] = ["UserPromptSubmit", "PostToolUse", "SessionStart", "Stop"];
+
+/// Claude Code's `timeout` (seconds) for the background `Stop` hook: a
+/// little over the longest it waits (`crate::wake::BOUND`).
+pub const STOP_TIMEOUT_S: u64 = crate::wake::BOUND.as_secs() + 60;
 
 /// What an install or uninstall did to the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,10 +94,14 @@ pub fn backup_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// True when `command` is one of ours: `<anything>claudemesh-ctl hook`
-/// (the path may be quoted).
+/// True when `command` is one of ours: `<anything>claudemesh-ctl hook`,
+/// optionally followed by `--wake <level>` (the path may be quoted).
 pub fn is_our_command(command: &str) -> bool {
     let c = command.trim_end();
+    let c = match c.rsplit_once(" --wake ") {
+        Some((head, level)) if crate::wake::WakeSetting::parse(level).is_some() => head,
+        _ => c,
+    };
     let Some(head) = c.strip_suffix(" hook") else {
         return false;
     };
@@ -94,8 +109,22 @@ pub fn is_our_command(command: &str) -> bool {
     head.ends_with("claudemesh-ctl") || head.ends_with("claudemesh-ctl.exe")
 }
 
+/// The wake setting an installed command of ours carries (`None`: an
+/// install from before the setting, or not our command).
+pub fn wake_of(command: &str) -> Option<crate::wake::WakeSetting> {
+    let (_, level) = command.trim_end().rsplit_once(" --wake ")?;
+    crate::wake::WakeSetting::parse(level)
+}
+
 fn our_group(event: &str, command: &str) -> Value {
-    let hook = json!({"type": "command", "command": command, "timeout": 5});
+    let hook = if event == "Stop" {
+        // In the background: it waits for a message, and its exit code 2
+        // wakes the idle session.
+        json!({"type": "command", "command": command, "async": true,
+               "asyncRewake": true, "timeout": STOP_TIMEOUT_S})
+    } else {
+        json!({"type": "command", "command": command, "timeout": 5})
+    };
     if event == "PostToolUse" {
         json!({"matcher": "*", "hooks": [hook]})
     } else {
@@ -353,6 +382,38 @@ pub fn uninstall(path: &Path) -> Result<Change, SettingsError> {
     })
 }
 
+/// The program an installed command of ours runs (quotes removed).
+pub fn hook_exe(command: &str) -> &str {
+    let c = command.trim_end();
+    let c = c.rsplit_once(" --wake ").map_or(c, |(head, _)| head);
+    c.trim_end_matches(" hook").trim_matches(['\'', '"'])
+}
+
+/// Whether our `Stop` hook is registered to run in the background and wake
+/// the session (`async` and `asyncRewake`), for doctor.
+pub fn stop_hook_rewakes(path: &Path) -> Result<bool, SettingsError> {
+    let Some(text) = read_optional(path)? else {
+        return Ok(false);
+    };
+    let root = parse(path, &text)?;
+    let groups = root
+        .get("hooks")
+        .and_then(|h| h.get("Stop"))
+        .and_then(Value::as_array);
+    Ok(groups
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g.get("hooks").and_then(Value::as_array))
+        .flatten()
+        .any(|h| {
+            h.get("command")
+                .and_then(Value::as_str)
+                .is_some_and(is_our_command)
+                && h.get("async") == Some(&Value::Bool(true))
+                && h.get("asyncRewake") == Some(&Value::Bool(true))
+        }))
+}
+
 /// Whether our hooks are registered, and with which commands (for doctor).
 pub fn registered_commands(path: &Path) -> Result<Vec<(String, String)>, SettingsError> {
     let Some(text) = read_optional(path)? else {
@@ -383,6 +444,39 @@ mod tests {
         assert!(!is_our_command("/usr/bin/other hook"));
         assert!(!is_our_command("claudemesh-ctl hooky"));
         assert!(!is_our_command("claudemesh-ctl status"));
+        assert!(is_our_command("'/p q/claudemesh-ctl' hook --wake off"));
+        assert!(!is_our_command("claudemesh-ctl hook --wake always"));
+        assert_eq!(
+            wake_of("/x/claudemesh-ctl hook --wake now"),
+            Some(crate::wake::WakeSetting::Now)
+        );
+        assert_eq!(wake_of(CMD), None);
+    }
+
+    #[test]
+    fn the_stop_hook_runs_in_the_background_and_rewakes() {
+        let d = tmp();
+        let p = d.path().join("settings.json");
+        let cmd = "/opt/cm/bin/claudemesh-ctl hook --wake next";
+        install(&p, cmd).unwrap();
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+        let stop = &v["hooks"]["Stop"][0]["hooks"][0];
+        assert_eq!(stop["command"], cmd);
+        assert_eq!(stop["async"], true);
+        assert_eq!(stop["asyncRewake"], true);
+        assert_eq!(v["hooks"]["SessionStart"][0]["hooks"][0]["command"], cmd);
+        assert!(
+            v["hooks"]["SessionStart"][0]["hooks"][0]
+                .get("async")
+                .is_none()
+        );
+        // Another setting replaces the entries, one per event.
+        let off = "/opt/cm/bin/claudemesh-ctl hook --wake off";
+        install(&p, off).unwrap();
+        let cmds = registered_commands(&p).unwrap();
+        assert_eq!(cmds.len(), EVENTS.len());
+        assert!(cmds.iter().all(|(_, c)| c == off), "{cmds:?}");
+        assert_eq!(uninstall(&p).unwrap(), Change::Removed);
     }
 
     #[test]
@@ -440,7 +534,7 @@ mod tests {
         install(&p, CMD).unwrap();
         install(&p, "/new/claudemesh-ctl hook").unwrap();
         let cmds = registered_commands(&p).unwrap();
-        assert_eq!(cmds.len(), 2);
+        assert_eq!(cmds.len(), EVENTS.len());
         assert!(cmds.iter().all(|(_, c)| c == "/new/claudemesh-ctl hook"));
         assert_eq!(uninstall(&p).unwrap(), Change::Restored);
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "{}");

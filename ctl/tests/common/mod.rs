@@ -72,6 +72,9 @@ impl Home {
             .env("NO_COLOR", "1")
             .env_remove("CLAUDEMESH_BROKER_URL")
             .env_remove("CLAUDEMESH_DEBUG")
+            .env_remove("CLAUDEMESH_WAKE")
+            .env_remove("CLAUDE_CODE_ENTRYPOINT")
+            .env_remove("CLAUDE_CODE_SESSION_ATTENDED")
             .env_remove("CLAUDE_CONFIG_DIR")
             .env_remove("CLAUDEMESH_DAEMON");
         if let Some(p) = &self.path_env {
@@ -89,6 +92,30 @@ impl Home {
         S: AsRef<OsStr>,
     {
         Run::from(self.cmd(args).output().expect("claudemesh-ctl runs"))
+    }
+
+    /// Runs ctl with `input` written to its stdin (then closed), as Claude
+    /// Code runs a hook.
+    pub fn run_with_stdin<I, S>(&self, args: I, input: &str) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        use std::io::Write;
+        let mut child = self
+            .cmd(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("claudemesh-ctl runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write stdin");
+        Run::from(child.wait_with_output().expect("claudemesh-ctl runs"))
     }
 
     /// The config file's meshes (empty when there is no file).

@@ -145,6 +145,7 @@ impl Core {
                             row: row.clone(),
                             attachment: Some(attachment),
                             draining: false,
+                            wake: Default::default(),
                         },
                     );
                     (row, false, true)
@@ -303,6 +304,8 @@ impl Core {
             if unsent > 0 {
                 if let Some(s) = map.get_mut(session_id) {
                     s.attachment = None;
+                    // Its Claude Code is gone: its armed waits are over.
+                    s.wake.notify_all();
                     if !s.draining {
                         s.draining = true;
                         tracing::info!(session = %session_id, unsent, reason = why, "session kept open until the broker accepts its messages");
@@ -315,6 +318,8 @@ impl Core {
                 None => return,
             }
         };
+        // Its armed waits see it gone and answer `ended`.
+        session.wake.notify_all();
         tracing::info!(session = %session_id, reason = why, "session ended");
         if let Some(mesh) = self.mesh(&session.row.mesh_id) {
             if mesh.link.is_connected() {
@@ -412,6 +417,7 @@ impl Core {
                             row: row.clone(),
                             attachment: None,
                             draining: !alive,
+                            wake: Default::default(),
                         },
                     );
                     if mesh.link.is_connected() {

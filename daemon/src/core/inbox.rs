@@ -108,6 +108,7 @@ impl Core {
             tracing::debug!(message = %row.message_id, recipients = recipients.len(), "message stored");
             for sid in recipients {
                 self.offer(sid, std::slice::from_ref(row), mesh.slug());
+                self.wake_waiters(sid);
             }
         }
         Vec::new()
@@ -154,19 +155,21 @@ impl Core {
 
     /// Pushes the due ones of `rows` to session `sid` if it is attached:
     /// `now` at once, `next` and `low` only while it is not `working`; each
-    /// at most once per connection.
+    /// at most once per connection; none that an armed `wait_wake` takes.
     fn offer(&self, sid: &str, rows: &[InboxRow], mesh_slug: &str) {
         let mut map = self.sessions.lock();
         let Some(session) = map.get_mut(sid) else {
             return;
         };
         let working = session.row.status == PeerStatus::Working;
+        let wake = &session.wake;
         let Some(attachment) = session.attachment.as_mut() else {
             return;
         };
         for row in rows {
             let due = row.priority == Priority::Now || !working;
-            if !due || attachment.pushed.contains(&row.message_id) {
+            // An armed wake shows it instead (`docs/shim.md`, "(e) Wake").
+            if !due || attachment.pushed.contains(&row.message_id) || wake.takes(row.priority) {
                 continue;
             }
             let event = Event::Message(to_message(row, mesh_slug));
@@ -214,7 +217,7 @@ impl Core {
         }
     }
 
-    fn slug_of_session(&self, session_id: &str) -> Option<String> {
+    pub(super) fn slug_of_session(&self, session_id: &str) -> Option<String> {
         let mesh_id = self.sessions.lock().get(session_id)?.row.mesh_id.clone();
         self.mesh(&mesh_id).map(|m| m.slug().to_owned())
     }
@@ -366,6 +369,8 @@ impl Core {
         peer_pid: Option<u32>,
     ) -> Result<(Option<String>, Vec<InboxMessage>), IpcError> {
         let sessions = self.hook_sessions(peer_pid);
+        // A hook runs: the session is in a turn, its armed waits are over.
+        self.new_turn(&sessions);
         let mut messages = Vec::new();
         let mut budget = ANSWER_BUDGET_BYTES;
         for sid in &sessions {
@@ -401,7 +406,7 @@ impl Core {
 
     /// The sessions of the nearest ancestor of `peer_pid` that is a Claude
     /// Code process with sessions here, oldest first.
-    fn hook_sessions(&self, peer_pid: Option<u32>) -> Vec<String> {
+    pub(super) fn hook_sessions(&self, peer_pid: Option<u32>) -> Vec<String> {
         let Some(pid) = peer_pid else {
             return Vec::new();
         };

@@ -11,7 +11,8 @@
 //! (the handle a connection keeps, with its session's requests), `outbox`
 //! (sending), `inbox` (receiving and showing), `worker` (broker frames and
 //! resync after a reconnect), `meshes` (config reloads), `status` (what
-//! ctl and `list_peers` see).
+//! ctl and `list_peers` see), `wake` (a `Stop` hook waiting for the
+//! messages that wake its idle session).
 
 pub mod attach;
 mod inbox;
@@ -20,6 +21,7 @@ mod outbox;
 mod outbox_rules;
 mod session;
 mod status;
+mod wake;
 mod worker;
 
 use std::collections::HashMap;
@@ -40,6 +42,7 @@ use crate::store::{Store, StoreError};
 pub use attach::SessionChange;
 pub use outbox::SendOutcome;
 pub use session::SessionHandle;
+pub use wake::{MAX_WAKE_MESSAGES, Woken};
 
 /// Choices made at start.
 #[derive(Debug, Clone, Default)]

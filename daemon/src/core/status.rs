@@ -179,6 +179,12 @@ impl Core {
             .filter(|s| s.attachment.is_some())
             .map(|s| s.row.session_id.clone())
             .collect();
+        let waits: std::collections::HashMap<String, u32> = self
+            .sessions
+            .lock()
+            .values()
+            .map(|s| (s.row.session_id.clone(), s.wake.armed() as u32))
+            .collect();
         let mut meshes = Vec::new();
         for mesh in self.meshes() {
             let mesh_id = mesh.id().to_owned();
@@ -233,6 +239,7 @@ impl Core {
                 .into_iter()
                 .map(|s| SessionInfo {
                     attached: attached.contains(&s.session_id),
+                    wake_waits: waits.get(&s.session_id).copied().unwrap_or(0),
                     mesh_slug: slugs.get(&s.mesh_id).cloned().unwrap_or_default(),
                     session_id: s.session_id,
                     display_name: s.display_name,

@@ -37,6 +37,9 @@ struct ConnState {
     /// Dropped when the connection closes: the session then waits for a
     /// new shim or for its Claude Code to exit.
     session: Option<SessionHandle>,
+    /// The `wait_wake` requests in progress: aborted (and so disarmed)
+    /// when the connection closes.
+    waits: Vec<tokio::task::AbortHandle>,
 }
 
 pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_slot: bool) {
@@ -89,6 +92,7 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
         peer_pid,
         hello: false,
         session: None,
+        waits: Vec::new(),
     };
     // Small: a thousand idle sessions each hold one.
     let mut reader = BufReader::with_capacity(2048, read);
@@ -132,6 +136,9 @@ pub async fn handle(core: Arc<Core>, stream: Stream, socket: Arc<PathBuf>, have_
             }
             Ok(Line::Eof) | Err(_) => break,
         }
+    }
+    for wait in state.waits.drain(..) {
+        wait.abort();
     }
     drop(state.session.take());
     drop(frames);
@@ -219,6 +226,25 @@ async fn dispatch(
                 core.hook_confirm(state.peer_pid, message_ids).await?;
                 Response::Done
             }
+            Request::WaitWake(args) => {
+                // Long-lived: answered by a task of its own, so that the
+                // connection's other requests go on.
+                let (core, frames, pid) = (core.clone(), frames.clone(), state.peer_pid);
+                let task = tokio::spawn(async move {
+                    let result = core.wait_wake(pid, args).await.map(|w| Response::Woken {
+                        session: w.session,
+                        outcome: w.outcome,
+                        messages: w.messages,
+                    });
+                    let _ = frames.send(reply(result)).await;
+                });
+                state.waits.retain(|w| !w.is_finished());
+                state.waits.push(task.abort_handle());
+                return Ok(None);
+            }
+            Request::HookSession => Response::HookSession {
+                session: core.hook_session(state.peer_pid).await?,
+            },
             Request::HookContext => {
                 let (session, messages) = core.hook_context(state.peer_pid).await?;
                 Response::HookContext { session, messages }

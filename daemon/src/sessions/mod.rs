@@ -7,6 +7,7 @@
 //! connection loses it.
 
 mod names;
+mod wake;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Mutex, MutexGuard};
@@ -19,6 +20,7 @@ use crate::process_info::ProcessId;
 use crate::store::SessionRow;
 
 pub use names::{default_display_name, validate_attach, validate_group};
+pub use wake::{WakeState, WakeWaiter};
 
 /// The connection a session is attached to.
 pub struct Attachment {
@@ -40,6 +42,8 @@ pub struct Session {
     /// unattached, until they are, because the broker takes a `send` only
     /// from an open session.
     pub draining: bool,
+    /// The `wait_wake` requests armed for it.
+    pub wake: WakeState,
 }
 
 impl Session {

@@ -136,6 +136,30 @@ impl TestClient {
         }
     }
 
+    /// The answer to request `id` if it comes within `wait` (events and
+    /// other answers are set aside).
+    pub async fn try_answer(
+        &mut self,
+        id: u64,
+        wait: Duration,
+    ) -> Option<Result<Response, IpcError>> {
+        if let Some(pos) = self.answers.iter().position(|f| frame_id(f) == Some(id)) {
+            return Some(to_result(self.answers.remove(pos).unwrap()));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let item = tokio::time::timeout_at(deadline, self.incoming.recv())
+                .await
+                .ok()??;
+            match item {
+                Incoming::Frame(DaemonFrame::Event { event }) => self.events.push_back(event),
+                Incoming::Frame(f) if frame_id(&f) == Some(id) => return Some(to_result(f)),
+                Incoming::Frame(f) => self.answers.push_back(f),
+                Incoming::Garbage(line) => panic!("the daemon wrote a non-frame line: {line:?}"),
+            }
+        }
+    }
+
     pub async fn request(&mut self, request: Request) -> Result<Response, IpcError> {
         let id = self.request_id(request).await;
         self.answer(id, Duration::from_secs(30)).await

@@ -79,7 +79,57 @@ pub enum Request {
         #[serde(rename = "messageIds")]
         message_ids: Vec<String>,
     },
+    /// ctl `Stop` hook: waits for the next message that should wake the
+    /// session whose Claude Code process is an ancestor of the caller, and
+    /// claims it like a push (`docs/ipc.md`, "wait_wake"). Answered with
+    /// `woken`: at once when such messages already wait, else when one
+    /// arrives, the session ends, a hook shows its messages first, or
+    /// `timeoutMs` passes.
+    WaitWake(WaitWakeArgs),
+    /// ctl `SessionStart` hook: who and where the session of the caller's
+    /// Claude Code is (name, mesh, peers, waiting messages); marks nothing.
+    HookSession,
 }
+
+/// Which priorities wake an idle session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WakeLevel {
+    /// Only `now` messages.
+    Now,
+    /// `now` and `next` messages (`low` never wakes).
+    Next,
+}
+
+impl WakeLevel {
+    /// Whether a message of `priority` wakes at this level.
+    pub fn wakes_for(self, priority: Priority) -> bool {
+        match priority {
+            Priority::Now => true,
+            Priority::Next => self == WakeLevel::Next,
+            Priority::Low => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WakeLevel::Now => "now",
+            WakeLevel::Next => "next",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WaitWakeArgs {
+    pub wake: WakeLevel,
+    /// How long to wait before answering `timeout`; at most
+    /// [`MAX_WAKE_WAIT_MS`] (a longer one is refused), the caller re-arms.
+    pub timeout_ms: u64,
+}
+
+/// The longest one `wait_wake` may wait (one hour).
+pub const MAX_WAKE_WAIT_MS: u64 = 3_600_000;
 
 impl Request {
     pub const OPS: &'static [&'static str] = &[
@@ -103,6 +153,8 @@ impl Request {
         "list_members",
         "mark_pushed",
         "hook_confirm",
+        "wait_wake",
+        "hook_session",
     ];
 }
 

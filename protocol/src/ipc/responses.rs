@@ -71,6 +71,52 @@ pub enum Response {
     MarkedPushed {
         message_ids: Vec<String>,
     },
+    /// The answer to `wait_wake`. With `messages` (non-empty, outcome
+    /// `messages`) these are claimed for the caller to show: marked pushed,
+    /// held back from the other paths until the transcript confirms them
+    /// or the push window passes.
+    Woken {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<String>,
+        outcome: WakeOutcome,
+        #[serde(default)]
+        messages: Vec<InboxMessage>,
+    },
+    /// The answer to `hook_session`; `session` is absent when the caller's
+    /// Claude Code has no session here (yet).
+    HookSession {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<HookSessionInfo>,
+    },
+}
+
+/// A session as its `SessionStart` hook describes it to the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookSessionInfo {
+    pub display_name: String,
+    pub mesh_slug: String,
+    /// Every session of the mesh, this one included (`self`).
+    pub peers: Vec<PeerView>,
+    /// Messages waiting to be shown to it.
+    pub pending: u32,
+}
+
+/// Why a `wait_wake` was answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WakeOutcome {
+    /// Messages that wake the session: show them.
+    Messages,
+    /// `timeoutMs` passed with nothing to show: wait again.
+    Timeout,
+    /// A hook of the session asked for its messages (a prompt or a tool
+    /// call: the session is in a turn again), so the wait is over.
+    Turn,
+    /// The session ended (its Claude Code exited, or it detached).
+    Ended,
+    /// The caller's Claude Code has no session here.
+    NoSession,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -200,6 +246,10 @@ pub struct SessionInfo {
     pub status: PeerStatus,
     /// True while a shim is connected for it.
     pub attached: bool,
+    /// `wait_wake` requests armed for it: its `Stop` hook waits to wake
+    /// it (an idle session, usually 1).
+    #[serde(default)]
+    pub wake_waits: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

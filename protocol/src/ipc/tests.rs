@@ -32,6 +32,11 @@ fn requests_round_trip() {
             message_ids: vec!["m3".into()],
         },
         Request::DaemonStatus,
+        Request::WaitWake(WaitWakeArgs {
+            wake: WakeLevel::Next,
+            timeout_ms: 600_000,
+        }),
+        Request::HookSession,
     ];
     for request in frames {
         let frame = RequestFrame { id: 7, request };
@@ -39,6 +44,41 @@ fn requests_round_trip() {
         assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
         assert_eq!(RequestFrame::parse(line.trim_end()).unwrap(), frame);
     }
+}
+
+#[test]
+fn wait_wake_reads_as_documented() {
+    let f =
+        RequestFrame::parse(r#"{"id":9,"op":"wait_wake","args":{"wake":"now","timeoutMs":1000}}"#)
+            .unwrap();
+    assert_eq!(
+        f.request,
+        Request::WaitWake(WaitWakeArgs {
+            wake: WakeLevel::Now,
+            timeout_ms: 1000
+        })
+    );
+    let e =
+        RequestFrame::parse(r#"{"id":9,"op":"wait_wake","args":{"wake":"low","timeoutMs":1000}}"#)
+            .unwrap_err();
+    assert_eq!(e.error.code, "malformed");
+    assert!(WakeLevel::Next.wakes_for(Priority::Next));
+    assert!(!WakeLevel::Now.wakes_for(Priority::Next));
+    assert!(!WakeLevel::Next.wakes_for(Priority::Low));
+    let answer = DaemonFrame::Ok {
+        id: 9,
+        result: Response::Woken {
+            session: None,
+            outcome: WakeOutcome::NoSession,
+            messages: vec![],
+        },
+    };
+    let line = answer.to_line();
+    assert!(
+        line.contains(r#""type":"woken""#) && line.contains(r#""outcome":"no_session""#),
+        "{line}"
+    );
+    assert_eq!(DaemonFrame::parse(line.trim_end()).unwrap(), answer);
 }
 
 #[test]
