@@ -82,25 +82,36 @@ async fn a_session_is_reachable_through_every_node_right_after_its_hello_ack() {
         // `*` through node 1: each routed to the new session at once.
         let to = format!("{}/{sid}", bob.pubkey());
         let t1 = format!("direct {i}");
-        a1.send(send_frame(&format!("d{i}"), &to, vec![alice.envelope(&bob, &t1)]))
-            .await;
+        a1.send(send_frame(
+            &format!("d{i}"),
+            &to,
+            vec![alice.envelope(&bob, &t1)],
+        ))
+        .await;
         let t2 = format!("by name {i}");
-        a3.send(send_frame(&format!("n{i}"), &name, vec![alice.envelope(&bob, &t2)]))
-            .await;
+        a3.send(send_frame(
+            &format!("n{i}"),
+            &name,
+            vec![alice.envelope(&bob, &t2)],
+        ))
+        .await;
         let t3 = format!("everyone {i}");
         a1.send(send_frame(
             &format!("s{i}"),
             "*",
-            vec![
-                alice.envelope(&bob, &t3),
-                alice.envelope(&alice, &t3),
-            ],
+            vec![alice.envelope(&bob, &t3), alice.envelope(&alice, &t3)],
         ))
         .await;
 
         let mine = (bob.pubkey(), Some(sid.clone()));
-        assert_eq!(routed_to(&ack_of(&mut a1, &format!("d{i}")).await), vec![mine.clone()]);
-        assert_eq!(routed_to(&ack_of(&mut a3, &format!("n{i}")).await), vec![mine.clone()]);
+        assert_eq!(
+            routed_to(&ack_of(&mut a1, &format!("d{i}")).await),
+            vec![mine.clone()]
+        );
+        assert_eq!(
+            routed_to(&ack_of(&mut a3, &format!("n{i}")).await),
+            vec![mine.clone()]
+        );
         let everyone = routed_to(&ack_of(&mut a1, &format!("s{i}")).await);
         assert!(everyone.contains(&mine), "`*` missed {sid}: {everyone:?}");
 
@@ -108,7 +119,8 @@ async fn a_session_is_reachable_through_every_node_right_after_its_hello_ack() {
         // Each once.
         let rest = b.sync().await;
         assert!(
-            rest.iter().all(|f| f["type"] != "push" || push_sessions(f) != [sid.as_str()]),
+            rest.iter()
+                .all(|f| f["type"] != "push" || push_sessions(f) != [sid.as_str()]),
             "{rest:?}"
         );
     }
@@ -131,9 +143,11 @@ async fn a_session_a_daemon_opens_is_reachable_by_group_through_another_node_at_
     for i in 0..ROUNDS {
         let sid = format!("s{i}");
         let group = format!("team{i}");
-        d.send(json!({"type":"session_open","sessionId":sid,"displayName":format!("bob-{i}"),
-                      "cwd":"/w","pid":1,"host":"h","summary":"","groups":[group]}))
-            .await;
+        d.send(
+            json!({"type":"session_open","sessionId":sid,"displayName":format!("bob-{i}"),
+                      "cwd":"/w","pid":1,"host":"h","summary":"","groups":[group]}),
+        )
+        .await;
         d.recv_type("session_opened").await;
         let text = format!("group {i}");
         a.send(send_frame(
@@ -156,7 +170,12 @@ async fn a_member_enrolled_a_moment_ago_is_a_target_on_every_node() {
     let alice = c.member("alice");
     let mut senders = Vec::new();
     for n in 1..=3 {
-        senders.push(c.n(n).session(&alice, &format!("a{n}"), &format!("alice-{n}")).await.0);
+        senders.push(
+            c.n(n)
+                .session(&alice, &format!("a{n}"), &format!("alice-{n}"))
+                .await
+                .0,
+        );
     }
     for i in 0..ROUNDS {
         let newcomer = c.member(&format!("new{i}"));

@@ -32,12 +32,15 @@ async fn bob_session(url: &str, bob: &Member, sid: &str, via_daemon: bool) -> Cl
     let mut c = Client::connect(url).await;
     if via_daemon {
         c.hello(bob, "daemon", None, ConnectionRole::Daemon).await;
-        c.send(serde_json::json!({"type":"session_open","sessionId":sid,"displayName":"bob",
-                      "cwd":"/w","pid":1,"host":"h","summary":"","groups":[]}))
-            .await;
+        c.send(
+            serde_json::json!({"type":"session_open","sessionId":sid,"displayName":"bob",
+                      "cwd":"/w","pid":1,"host":"h","summary":"","groups":[]}),
+        )
+        .await;
         c.recv_type("session_opened").await;
     } else {
-        c.hello(bob, sid, Some("bob"), ConnectionRole::Session).await;
+        c.hello(bob, sid, Some("bob"), ConnectionRole::Session)
+            .await;
     }
     c
 }
@@ -49,7 +52,10 @@ async fn claimed(database_url: &str, node: &str) -> bool {
         .expect("the test's own database connection");
     tokio::spawn(conn);
     client
-        .query_opt("SELECT claimed_by IS NOT NULL FROM nodes WHERE id = $1", &[&node])
+        .query_opt(
+            "SELECT claimed_by IS NOT NULL FROM nodes WHERE id = $1",
+            &[&node],
+        )
         .await
         .unwrap()
         .is_some_and(|r| r.get::<_, bool>(0))
@@ -135,7 +141,9 @@ async fn a_session_resumed_on_another_node_gets_every_unacknowledged_copy_once()
         // bob's session on node 2, the one that dies.
         let mut b = bob_session(&url(&cluster, 1), &bob, &sid, via_daemon).await;
         let to = format!("{}/{sid}", bob.pubkey());
-        let texts: Vec<String> = (0..6).map(|i| format!("round {round} message {i}")).collect();
+        let texts: Vec<String> = (0..6)
+            .map(|i| format!("round {round} message {i}"))
+            .collect();
         let send = |i: usize| {
             send_frame(
                 &format!("r{round}m{i}"),

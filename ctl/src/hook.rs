@@ -7,25 +7,24 @@
 //! {"hookSpecificOutput":{"hookEventName":"PostToolUse","additionalContext":"…"}}
 //! ```
 //!
-//! Before that it reads the part of the session transcript written since
-//! its last run (`transcript_path` in its stdin JSON) and confirms the
-//! claudemesh messages shown there as `<channel>` messages (`hook_confirm`):
-//! a channel push counts as seen only then (`docs/shim.md`).
+//! It passes the session transcript (`transcript_path` in its stdin JSON)
+//! along: the daemon first confirms the claudemesh messages shown there as
+//! `<channel>` messages (a channel push counts as seen only then), then
+//! hands out the rest (`docs/shim.md`).
 //!
 //! A hook must never break Claude Code: whatever happens, it exits 0 and
 //! prints nothing on stdout unless there is something to show; problems
 //! go to stderr; the whole exchange with the daemon has a ~1 s budget.
 
-use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use claudemesh_daemon::paths::Paths;
-use claudemesh_protocol::ipc::{InboxMessage, IpcErrorCode, Request, Response};
+use claudemesh_protocol::ipc::{HookContextArgs, InboxMessage, IpcErrorCode, Request, Response};
 use serde_json::{Value, json};
 
-use crate::{daemon, transcript};
+use crate::daemon;
 
 /// The whole budget for talking to the daemon.
 const BUDGET: Duration = Duration::from_millis(1000);
@@ -36,7 +35,6 @@ const MAX_INPUT: u64 = 1024 * 1024;
 #[derive(Debug, Default, PartialEq)]
 struct HookInput {
     event: String,
-    session_id: Option<String>,
     transcript_path: Option<PathBuf>,
 }
 
@@ -52,7 +50,6 @@ impl HookInput {
         };
         HookInput {
             event: field("hook_event_name").unwrap_or_else(|| "UserPromptSubmit".to_owned()),
-            session_id: field("session_id"),
             transcript_path: field("transcript_path").map(PathBuf::from),
         }
     }
@@ -76,25 +73,6 @@ fn read_input() -> HookInput {
         &rx.recv_timeout(Duration::from_millis(300))
             .unwrap_or_default(),
     )
-}
-
-/// The transcript's new channel message ids, and where to keep the read
-/// position once the daemon has them.
-fn transcript_ids(paths: &Paths, input: &HookInput) -> Option<(BTreeSet<String>, PathBuf, u64)> {
-    let transcript = input.transcript_path.as_deref()?;
-    let keep = transcript::offset_file(&paths.runtime_dir, input.session_id.as_deref()?)?;
-    match transcript::read_new(transcript, &keep) {
-        Ok((ids, offset)) => Some((ids, keep, offset)),
-        // Claude Code writes the transcript after the first prompt's hook.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            eprintln!(
-                "claudemesh hook: cannot read the transcript {}: {e}",
-                transcript.display()
-            );
-            None
-        }
-    }
 }
 
 /// The messages, as the model will read them.
@@ -121,9 +99,10 @@ pub fn format_messages(messages: &[InboxMessage]) -> String {
 
 /// Runs the hook. Always succeeds.
 ///
-/// First the transcript: the messages Claude Code already showed as channel
-/// messages are confirmed (marked seen), so they are neither shown again
-/// nor left to look unread. Then the unread ones are fetched and shown.
+/// The daemon reads the transcript first: the messages Claude Code already
+/// showed as channel messages are confirmed (marked seen), so they are
+/// neither shown again nor left to look unread. Then the unread ones are
+/// fetched and shown.
 pub fn run() {
     let input = read_input();
     let result = daemon::block_on(async {
@@ -135,26 +114,17 @@ pub fn run() {
             else {
                 return Ok(Vec::new());
             };
-            if let Some((ids, keep, offset)) = transcript_ids(&paths, &input) {
-                let confirmed = ids.is_empty()
-                    || match daemon::request(
-                        &client,
-                        Request::HookConfirm {
-                            message_ids: ids.into_iter().collect(),
-                        },
-                    )
-                    .await
-                    {
-                        Ok(_) => true,
-                        Err(e) if e.daemon_code == Some(IpcErrorCode::NotAClaudeProcess) => true,
-                        Err(e) => return Err(e.message),
-                    };
-                // Read again next time unless the daemon has them.
-                if confirmed && let Err(e) = transcript::keep_offset(&keep, offset) {
-                    eprintln!("claudemesh hook: cannot keep {}: {e}", keep.display());
-                }
-            }
-            match daemon::request(&client, Request::HookContext).await {
+            let args = HookContextArgs {
+                // Claude Code gives an absolute path; anything else is
+                // left out rather than refused with the messages.
+                transcript_path: input
+                    .transcript_path
+                    .as_deref()
+                    .filter(|p| p.is_absolute())
+                    .and_then(|p| p.to_str())
+                    .map(str::to_owned),
+            };
+            match daemon::request(&client, Request::HookContext(args)).await {
                 Ok(Response::HookContext { messages, .. }) => Ok(messages),
                 Ok(_) => Err("unexpected answer to hook_context".to_owned()),
                 // Not a Claude Code session the daemon knows: nothing to show.
@@ -186,12 +156,11 @@ mod tests {
     use claudemesh_protocol::wire::{MessageSender, Priority};
 
     #[test]
-    fn input_gives_event_session_and_transcript() {
+    fn input_gives_event_and_transcript() {
         let i = HookInput::parse(
             r#"{"hook_event_name":"PostToolUse","session_id":"s-1","transcript_path":"/t/s-1.jsonl"}"#,
         );
         assert_eq!(i.event, "PostToolUse");
-        assert_eq!(i.session_id.as_deref(), Some("s-1"));
         assert_eq!(i.transcript_path, Some(PathBuf::from("/t/s-1.jsonl")));
         assert_eq!(HookInput::parse("garbage").event, "UserPromptSubmit");
         assert_eq!(HookInput::parse("").transcript_path, None);

@@ -24,7 +24,6 @@ mod output;
 mod proc;
 mod service;
 mod terminal;
-mod transcript;
 
 use std::process::ExitCode;
 

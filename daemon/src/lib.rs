@@ -41,3 +41,5 @@ pub mod server;
 pub mod sessions;
 #[cfg(feature = "server")]
 pub mod store;
+#[cfg(feature = "server")]
+pub mod transcript;

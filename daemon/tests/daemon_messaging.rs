@@ -636,6 +636,7 @@ async fn a_short_lived_client_never_takes_messages_meant_for_the_next_session() 
             claude_pid: ctl.claude_pid,
             groups: vec![],
             transient: true,
+            transcript_path: None,
         }))
         .await;
     match attached {

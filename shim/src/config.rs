@@ -120,6 +120,7 @@ impl Settings {
             })
             .unwrap_or_default();
         let channel = Channel::from_setting(var(ENV_CHANNEL).as_deref(), claude_pid);
+        let transcript_path = crate::transcript::transcript_path(var, &cwd);
         Settings {
             paths: Paths::from_env().map_err(|e| e.to_string()),
             attach: AttachArgs {
@@ -129,6 +130,7 @@ impl Settings {
                 claude_pid,
                 groups,
                 transient: false,
+                transcript_path,
             },
             channel,
         }

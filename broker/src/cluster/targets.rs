@@ -40,7 +40,10 @@ pub async fn complete(
                 .filter(|r| r.peer.groups.iter().any(|x| x == g))
                 .collect();
             Ok(match resolved {
-                Ok(found) => Ok(merge(found, in_group.into_iter().filter(|r| key(r) != *sender))),
+                Ok(found) => Ok(merge(
+                    found,
+                    in_group.into_iter().filter(|r| key(r) != *sender),
+                )),
                 // No session of the group is known here: the table may
                 // have some.
                 Err(_) if in_group.is_empty() => Err(Unresolved::Unknown),

@@ -47,4 +47,3 @@ impl Nodes {
         self.nodes[0].member(name)
     }
 }
-

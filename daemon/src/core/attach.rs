@@ -120,6 +120,9 @@ impl Core {
                         reopen = true;
                     }
                     s.row.cwd = args.cwd.clone();
+                    if let Some(path) = &args.transcript_path {
+                        s.set_transcript(path);
+                    }
                     s.attachment = Some(attachment);
                     s.draining = false;
                     (s.row.clone(), true, reopen)
@@ -139,14 +142,16 @@ impl Core {
                         status: PeerStatus::Idle,
                         created_at: self.now_ms(),
                     };
-                    map.insert(
-                        session_id.clone(),
-                        Session {
-                            row: row.clone(),
-                            attachment: Some(attachment),
-                            draining: false,
-                        },
-                    );
+                    let mut session = Session {
+                        row: row.clone(),
+                        attachment: Some(attachment),
+                        transcript: None,
+                        draining: false,
+                    };
+                    if let Some(path) = &args.transcript_path {
+                        session.set_transcript(path);
+                    }
+                    map.insert(session_id.clone(), session);
                     (row, false, true)
                 }
             }
@@ -411,6 +416,7 @@ impl Core {
                         Session {
                             row: row.clone(),
                             attachment: None,
+                            transcript: None,
                             draining: !alive,
                         },
                     );

@@ -232,6 +232,12 @@ impl Core {
     /// The session's unread messages, oldest first, as many as fit in
     /// `budget` bytes of answer (at least one); only those returned are
     /// marked seen, the rest stay pending for the next call.
+    ///
+    /// To show them (`mark_seen`), the pushes the session's transcript
+    /// shows are confirmed first; then every message not seen is returned,
+    /// pushed or not, but for a push made after this call began (it raced
+    /// the call; the next one shows it). A look without `mark_seen` holds a
+    /// push back for its window, as `pending` does.
     async fn take_unseen(
         &self,
         sid: &str,
@@ -240,7 +246,13 @@ impl Core {
     ) -> Result<Vec<InboxMessage>, IpcError> {
         let slug = self.slug_of_session(sid).unwrap_or_default();
         let owned = sid.to_owned();
-        let before = pushed_before(self.now_ms());
+        let before = if mark_seen {
+            let began = self.now_ms();
+            self.confirm_from_transcript(sid).await?;
+            began
+        } else {
+            pushed_before(self.now_ms())
+        };
         let rows = self
             .store
             .call(move |db| db.inbox_unread(&owned, before))
@@ -361,11 +373,20 @@ impl Core {
     /// For a Claude Code hook: the unread messages of the session(s) whose
     /// Claude Code process is the nearest ancestor of the caller, marked
     /// seen.
+    /// `transcript_path` (from the hook's input) names the sessions'
+    /// transcript, read first to confirm the pushes it shows.
     pub async fn hook_context(
         &self,
         peer_pid: Option<u32>,
+        transcript_path: Option<&str>,
     ) -> Result<(Option<String>, Vec<InboxMessage>), IpcError> {
+        if let Some(path) = transcript_path {
+            crate::sessions::validate_transcript_path(path)?;
+        }
         let sessions = self.hook_sessions(peer_pid);
+        if let Some(path) = transcript_path {
+            self.note_transcript(&sessions, path);
+        }
         let mut messages = Vec::new();
         let mut budget = ANSWER_BUDGET_BYTES;
         for sid in &sessions {

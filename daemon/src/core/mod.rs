@@ -14,6 +14,7 @@
 //! ctl and `list_peers` see).
 
 pub mod attach;
+mod confirm;
 mod inbox;
 mod meshes;
 mod outbox;

@@ -219,8 +219,10 @@ async fn dispatch(
                 core.hook_confirm(state.peer_pid, message_ids).await?;
                 Response::Done
             }
-            Request::HookContext => {
-                let (session, messages) = core.hook_context(state.peer_pid).await?;
+            Request::HookContext(args) => {
+                let (session, messages) = core
+                    .hook_context(state.peer_pid, args.transcript_path.as_deref())
+                    .await?;
                 Response::HookContext { session, messages }
             }
             Request::MessageStatus { message_id } => {

@@ -9,6 +9,7 @@
 mod names;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use claudemesh_protocol::ipc::{DaemonFrame, Event};
@@ -18,7 +19,7 @@ use tokio::sync::mpsc;
 use crate::process_info::ProcessId;
 use crate::store::SessionRow;
 
-pub use names::{default_display_name, validate_attach, validate_group};
+pub use names::{default_display_name, validate_attach, validate_group, validate_transcript_path};
 
 /// The connection a session is attached to.
 pub struct Attachment {
@@ -32,9 +33,20 @@ pub struct Attachment {
     pub missed: bool,
 }
 
+/// Where a session's Claude Code writes its transcript, and how far the
+/// daemon has read it for channel messages (in memory: after a restart it
+/// is read again from the start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptCursor {
+    pub path: PathBuf,
+    pub offset: u64,
+}
+
 pub struct Session {
     pub row: SessionRow,
     pub attachment: Option<Attachment>,
+    /// The session's transcript, once the shim or a hook has named it.
+    pub transcript: Option<TranscriptCursor>,
     /// Its owner ended it (detach, or Claude Code exited) while messages
     /// it sent were not yet accepted by the broker: it stays open there,
     /// unattached, until they are, because the broker takes a `send` only
@@ -47,6 +59,14 @@ impl Session {
         ProcessId {
             pid: self.row.claude_pid,
             start_time: self.row.claude_start,
+        }
+    }
+
+    /// Names the session's transcript; a new path is read from its start.
+    pub fn set_transcript(&mut self, path: &str) {
+        let path = PathBuf::from(path);
+        if self.transcript.as_ref().is_none_or(|t| t.path != path) {
+            self.transcript = Some(TranscriptCursor { path, offset: 0 });
         }
     }
 
