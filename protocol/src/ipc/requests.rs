@@ -64,7 +64,7 @@ pub enum Request {
     /// session's transcript (`transcriptPath`, from the hook's input; the
     /// daemon keeps it for the session) confirms the pushes it shows.
     /// `{"op":"hook_context"}` without `args` is accepted (older hooks).
-    HookContext(#[serde(default)] HookContextArgs),
+    HookContext(HookContextArgs),
     /// The active members of the session's mesh, online or last seen
     /// (asked of the broker; `unavailable` while the link is down).
     ListMembers,
