@@ -303,6 +303,92 @@ fn interactive_mode_messages_waiting_before_the_first_prompt() {
     );
 }
 
+/// With the channels flag where channels are not available (here: offline;
+/// for a user, an API key or an organisation that has not opted in),
+/// Claude Code drops the push. The recipient's model calls `check_messages`
+/// right after the push, well within the push window (the default 20 s
+/// here), and is shown the message once, by that tool result.
+fn check_messages_right_after_a_dropped_push(claude: &ClaudeCode, _flag: bool) {
+    let machine = Machine::new(claude, 20_000);
+    let sync = machine.home().join("sync");
+    std::fs::create_dir_all(&sync).unwrap();
+    let m = |n: &str| marker(&sync, n);
+    let host = short_host();
+    let tag = claude.version.replace('.', "-");
+    let text = format!("pushed-then-asked-{tag}");
+    let steps = json!([
+        tool("list_peers", json!({})),
+        {"tool": "mcp__claudemesh__check_messages", "input": {},
+         "touch": m("beta_ready"), "wait_for": [m("pushed")]},
+        {"text": "Done."}
+    ]);
+    let mut beta = PrintSession::start(
+        &machine,
+        claude,
+        "beta",
+        steps,
+        "Check your mesh messages.",
+        &CHANNELS_FLAG,
+    );
+    claudemesh_e2e::wait::until("beta on the mesh", SESSION_LIMIT, || {
+        Path::new(&m("beta_ready")).exists().then_some(())
+    });
+    let sent = machine
+        .command(&claudemesh_e2e::bins::bin(claudemesh_e2e::bins::CTL))
+        .args(["send", &format!("beta@{host}"), &text, "--priority", "now"])
+        .output()
+        .unwrap();
+    assert!(
+        sent.status.success(),
+        "ctl send: {}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    // The shim pushed it (Claude Code drops it): only then may the model ask.
+    claudemesh_e2e::wait::until("the push", SESSION_LIMIT, || {
+        machine
+            .daemon_log()
+            .contains("messages marked pushed")
+            .then_some(())
+    });
+    let pushed = Instant::now();
+    std::fs::write(m("pushed"), "").unwrap();
+    beta.finish(SESSION_LIMIT);
+    println!(
+        "{tag}: from the push to the end of the session (check_messages and the last answer): {:.2} s",
+        pushed.elapsed().as_secs_f64()
+    );
+
+    let results = beta.api.tool_results();
+    assert_eq!(results.len(), 2, "{tag}: {results:#?}");
+    assert_eq!(
+        occurrences(&results[1], &text),
+        1,
+        "{tag}: check_messages showed it: {results:#?}\ndaemon log:\n{}",
+        machine.daemon_log()
+    );
+    assert_eq!(
+        occurrences(&beta.api.last_conversation(), &text),
+        1,
+        "{tag}: shown once in all"
+    );
+    // Claude Code did drop the push: no request carried it as a channel
+    // message (the server instructions mention the tag, so look for the
+    // message's own).
+    assert!(
+        !beta.api.everything().contains(&format!("{text}</channel>")),
+        "{tag}: the push reached the model"
+    );
+}
+
+#[test]
+fn print_mode_check_messages_right_after_a_push_claude_code_dropped() {
+    on_every_release(
+        "print mode, check_messages right after a dropped push",
+        check_messages_right_after_a_dropped_push,
+        &[true],
+    );
+}
+
 /// Claude Code 2.1.332 defers MCP tools behind its ToolSearch tool: a
 /// model that searches in its own words finds the right tool first.
 #[test]
