@@ -434,7 +434,7 @@ async fn hook_context_finds_the_callers_session() {
 
     // A hook runs as a descendant of Claude Code: here, the test process.
     let mut hook = daemon.client().await;
-    match hook.request(Request::HookContext).await {
+    match hook.request(Request::HookContext(Default::default())).await {
         Ok(Response::HookContext { session, messages }) => {
             assert_eq!(session.as_deref(), Some(info.session_id.as_str()));
             assert_eq!(messages.len(), 1);
@@ -442,7 +442,7 @@ async fn hook_context_finds_the_callers_session() {
         }
         other => panic!("hook_context answered {other:?}"),
     }
-    match hook.request(Request::HookContext).await {
+    match hook.request(Request::HookContext(Default::default())).await {
         Ok(Response::HookContext { messages, .. }) => assert!(messages.is_empty()),
         other => panic!("{other:?}"),
     }

@@ -98,7 +98,7 @@ impl Pair {
             .await
         {
             Ok(Response::MarkedPushed { message_ids }) => {
-                assert_eq!(message_ids, [event.message_id.clone()]);
+                assert_eq!(message_ids, std::slice::from_ref(&event.message_id));
             }
             other => panic!("mark_pushed answered {other:?}"),
         }
