@@ -2,9 +2,10 @@
 //! messages it shows as channel messages: Claude Code puts a pushed
 //! notification in the conversation as
 //! `<channel source="claudemesh" message_id="…" …>text</channel>`, each
-//! `meta` key an attribute (the line that queues it, and the user turn that
-//! shows it). The daemon reads a session's transcript from where it last
-//! stopped, so each part is read once (`docs/shim.md`, "Message states").
+//! `meta` key an attribute; every string of every line is searched, so it
+//! is found wherever Claude Code records it. The daemon reads a session's
+//! transcript from where it last stopped, so each part is read once
+//! (`docs/shim.md`, "Message states").
 
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};

@@ -37,9 +37,9 @@ pub struct Settings {
 
 /// Whether Claude Code shows channel notifications. While channels are a
 /// research preview, Claude Code shows a server's pushes only when started
-/// with `--channels …` or `--dangerously-load-development-channels …`, and
-/// a pushed message is marked seen: pushing into a session that drops the
-/// notification would lose the message for every other path. So by default
+/// with `--channels …` or `--dangerously-load-development-channels …`.
+/// A push Claude Code drops is not lost (the other paths still show it
+/// unless the transcript holds it), but it is wasted work, so by default
 /// the shim pushes only when its Claude Code process was started with one
 /// of those flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
