@@ -375,6 +375,25 @@ fn check_messages_right_after_a_dropped_push(claude: &ClaudeCode, _flag: bool) {
         !beta.api.everything().contains(&format!("{text}</channel>")),
         "{tag}: the push reached the model"
     );
+    // The transcript the daemon reads is the one Claude Code wrote: named
+    // by the shim from Claude Code's environment, and by the hooks.
+    let named: Vec<String> = machine
+        .daemon_log()
+        .lines()
+        .filter(|l| l.contains("session transcript named"))
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["transcript"].as_str().map(str::to_owned))
+        .collect();
+    let projects = machine.home().join(".claude/projects");
+    assert_eq!(
+        named.len(),
+        1,
+        "{tag}: one path, from the shim and the hooks alike: {named:?}"
+    );
+    assert!(
+        Path::new(&named[0]).starts_with(&projects) && Path::new(&named[0]).is_file(),
+        "{tag}: {named:?} is not a transcript Claude Code wrote"
+    );
 }
 
 #[test]

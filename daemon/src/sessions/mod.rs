@@ -66,6 +66,7 @@ impl Session {
     pub fn set_transcript(&mut self, path: &str) {
         let path = PathBuf::from(path);
         if self.transcript.as_ref().is_none_or(|t| t.path != path) {
+            tracing::debug!(session = %self.row.session_id, transcript = %path.display(), "session transcript named");
             self.transcript = Some(TranscriptCursor { path, offset: 0 });
         }
     }
