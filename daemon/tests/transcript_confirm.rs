@@ -175,7 +175,8 @@ async fn a_push_not_in_the_transcript_is_shown_by_check_messages_at_once() {
         other => panic!("pending answered {other:?}"),
     }
     assert!(pair.target.fetch(false).await.is_empty());
-    // Shown at once, well within its window, and once.
+    // Shown at once (after at most a second for the transcript to catch
+    // up), well within its window, and once.
     let shown = pair.target.fetch(true).await;
     assert_eq!(texts(&shown), ["dropped by Claude Code"]);
     assert!(pair.seen(&sent).await, "the sender hears seen");
@@ -200,6 +201,29 @@ async fn a_push_in_the_transcript_is_confirmed_and_not_shown_again() {
     // The next one is dropped: shown at once, the confirmed one not again.
     let (_, _) = pair.push("the next one").await;
     assert_eq!(texts(&pair.target.fetch(true).await), ["the next one"]);
+}
+
+/// Claude Code writes the channel message a moment after the push; a
+/// `check_messages` already under way waits for it rather than showing
+/// the message a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_reaches_the_transcript_a_moment_later_is_not_shown_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let transcript = dir.path().join("session.jsonl");
+    std::fs::write(&transcript, "").unwrap();
+    let mut pair = Pair::new(Some(&transcript)).await;
+    let (sent, pushed) = pair.push("written a moment later").await;
+    let late = transcript.clone();
+    let writer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        record_channel_message(&late, &pushed.message_id, &pushed.text);
+    });
+    assert!(
+        pair.target.fetch(true).await.is_empty(),
+        "shown once, as a channel message"
+    );
+    writer.join().unwrap();
+    assert!(pair.seen(&sent).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

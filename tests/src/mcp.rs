@@ -2,7 +2,7 @@
 //! as Claude Code speaks it. Notifications are collected for the test.
 
 use std::ops::{Deref, DerefMut};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,10 @@ use crate::rpc::StdioRpc;
 pub struct McpClient {
     rpc: StdioRpc,
     process: Guarded,
+    /// The session transcript this client writes as Claude Code does (see
+    /// [`McpClient::record_channel_message`]), when it plays Claude Code's
+    /// environment.
+    transcript: Option<PathBuf>,
 }
 
 impl Deref for McpClient {
@@ -60,8 +64,27 @@ pub struct Launch<'a> {
 impl McpClient {
     /// Starts a shim as a Claude Code session would, under a [`Parent::Restarting`]
     /// parent, and initializes it.
+    ///
+    /// Like Claude Code, it gives the shim a session id, project directory
+    /// and configuration directory, so that the shim names the transcript
+    /// this client writes.
     pub fn start(home: &Home, display_name: &str, extra_env: &[(&str, &str)]) -> Self {
         let mut env = home.env();
+        let plain: String = display_name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let session_id = format!("e2e-{plain}");
+        let config = home.path().join("claude-config");
+        let transcript = config
+            .join("projects")
+            .join(format!("-e2e-{plain}"))
+            .join(format!("{session_id}.jsonl"));
+        env.extend([
+            ("CLAUDE_CODE_SESSION_ID".to_owned(), session_id),
+            ("CLAUDE_PROJECT_DIR".to_owned(), format!("/e2e/{plain}")),
+            ("CLAUDE_CONFIG_DIR".to_owned(), config.display().to_string()),
+        ]);
         env.extend(
             extra_env
                 .iter()
@@ -76,8 +99,39 @@ impl McpClient {
             log: &log,
             parent: Parent::Restarting,
         });
+        client.transcript = Some(transcript);
         client.handshake();
         client
+    }
+
+    /// Writes a channel notification the model was shown into the session
+    /// transcript, as Claude Code records it (`<channel source="claudemesh"
+    /// …meta…>content</channel>` in a JSON line): this client stands in for
+    /// Claude Code, whose transcript tells the daemon the push was shown.
+    pub fn record_channel_message(&self, notification: &Value) {
+        use std::io::Write;
+        let Some(path) = &self.transcript else {
+            return;
+        };
+        let params = &notification["params"];
+        let mut tag = String::from("<channel source=\"claudemesh\"");
+        for (k, v) in params["meta"].as_object().into_iter().flatten() {
+            tag.push_str(&format!(" {k}=\"{}\"", v.as_str().unwrap_or_default()));
+        }
+        tag.push_str(&format!(
+            ">{}</channel>",
+            params["content"].as_str().unwrap_or_default()
+        ));
+        let line = serde_json::json!({"type": "user", "message": {"role": "user", "content": tag}});
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).expect("the transcript folder");
+        }
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("the transcript");
+        writeln!(file, "{line}").expect("the transcript is written");
     }
 
     /// Starts a shim without initializing it.
@@ -127,6 +181,7 @@ impl McpClient {
                 child,
                 name: format!("shim {}", launch.display_name),
             },
+            transcript: None,
         }
     }
 

@@ -10,12 +10,67 @@
 //! latest wins: it follows `/clear` and `--resume`). With none known,
 //! nothing is confirmed, and a push is shown again rather than hidden.
 
+use std::time::Duration;
+
 use claudemesh_protocol::ipc::IpcError;
+use tokio::time::Instant;
 
 use super::{Core, internal};
 use crate::transcript;
 
+/// How long a push may take to reach the transcript (the shim sends it,
+/// Claude Code queues it and writes the line). `check_messages` waits up
+/// to this long past a push it is about to show, re-reading the transcript,
+/// so that a push the model was shown a moment ago is not shown twice.
+pub(super) const FETCH_SETTLE: Duration = Duration::from_millis(1000);
+/// The same for a hook, whose whole exchange with the daemon has a 1 s
+/// budget (`claudemesh-ctl hook`).
+pub(super) const HOOK_SETTLE: Duration = Duration::from_millis(300);
+/// How often the transcript is read again while waiting.
+const SETTLE_POLL: Duration = Duration::from_millis(50);
+
 impl Core {
+    /// Confirms the session's pushes from its transcript; while a push
+    /// made before `began` is unconfirmed and younger than `settle`, waits
+    /// and reads again (never past `deadline`). Without a known transcript
+    /// nothing could confirm it: no wait.
+    pub(super) async fn settle_pushes(
+        &self,
+        sid: &str,
+        began: i64,
+        settle: Duration,
+        deadline: Instant,
+    ) -> Result<(), IpcError> {
+        let settle_ms = i64::try_from(settle.as_millis()).unwrap_or(i64::MAX);
+        loop {
+            self.confirm_from_transcript(sid).await?;
+            let known = self
+                .sessions
+                .lock()
+                .get(sid)
+                .is_some_and(|s| s.transcript.is_some());
+            if !known || Instant::now() >= deadline {
+                return Ok(());
+            }
+            let owned = sid.to_owned();
+            let since = began.saturating_sub(settle_ms);
+            let latest = self
+                .store
+                .call(move |db| db.inbox_latest_unseen_push(&owned, since, began))
+                .await
+                .map_err(internal)?;
+            let Some(latest) = latest else {
+                return Ok(());
+            };
+            let left = latest.saturating_add(settle_ms) - self.now_ms();
+            if left <= 0 {
+                return Ok(());
+            }
+            let pause = SETTLE_POLL.min(Duration::from_millis(left.unsigned_abs()));
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
     /// A hook named the transcript of the sessions it is for.
     pub(super) fn note_transcript(&self, sessions: &[String], path: &str) {
         let mut map = self.sessions.lock();

@@ -3,6 +3,9 @@
 //! (event, fetch, hook) marks it seen and owes the sender a receipt.
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::envelope;
@@ -226,7 +229,11 @@ impl Core {
         mark_seen: bool,
     ) -> Result<Vec<InboxMessage>, IpcError> {
         let mut budget = ANSWER_BUDGET_BYTES;
-        self.take_unseen(sid, mark_seen, &mut budget).await
+        let settle = (
+            super::confirm::FETCH_SETTLE,
+            Instant::now() + super::confirm::FETCH_SETTLE,
+        );
+        self.take_unseen(sid, mark_seen, settle, &mut budget).await
     }
 
     /// The session's unread messages, oldest first, as many as fit in
@@ -234,21 +241,24 @@ impl Core {
     /// marked seen, the rest stay pending for the next call.
     ///
     /// To show them (`mark_seen`), the pushes the session's transcript
-    /// shows are confirmed first; then every message not seen is returned,
-    /// pushed or not, but for a push made after this call began (it raced
-    /// the call; the next one shows it). A look without `mark_seen` holds a
-    /// push back for its window, as `pending` does.
+    /// shows are confirmed first (a push younger than `settle.0` is given
+    /// that long to appear there, never past `settle.1`); then every
+    /// message not seen is returned, pushed or not, but for a push made
+    /// after this call began (it raced the call; the next one shows it). A
+    /// look without `mark_seen` holds a push back for its window, as
+    /// `pending` does.
     async fn take_unseen(
         &self,
         sid: &str,
         mark_seen: bool,
+        settle: (Duration, Instant),
         budget: &mut usize,
     ) -> Result<Vec<InboxMessage>, IpcError> {
         let slug = self.slug_of_session(sid).unwrap_or_default();
         let owned = sid.to_owned();
         let before = if mark_seen {
             let began = self.now_ms();
-            self.confirm_from_transcript(sid).await?;
+            self.settle_pushes(sid, began, settle.0, settle.1).await?;
             began
         } else {
             pushed_before(self.now_ms())
@@ -389,11 +399,15 @@ impl Core {
         }
         let mut messages = Vec::new();
         let mut budget = ANSWER_BUDGET_BYTES;
+        let settle = (
+            super::confirm::HOOK_SETTLE,
+            Instant::now() + super::confirm::HOOK_SETTLE,
+        );
         for sid in &sessions {
             if budget == 0 {
                 break;
             }
-            messages.extend(self.take_unseen(sid, true, &mut budget).await?);
+            messages.extend(self.take_unseen(sid, true, settle, &mut budget).await?);
         }
         Ok((sessions.into_iter().next(), messages))
     }
