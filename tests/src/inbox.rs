@@ -1,7 +1,8 @@
 //! Receiving as a model does: a message reaches a session either as a
 //! `notifications/claude/channel` push or through `check_messages`, and
-//! must never be shown twice. A push the client takes is written to its
-//! transcript, as Claude Code does, so the daemon can tell it was shown.
+//! must never be shown twice. The client writes every push it gets to its
+//! transcript, as Claude Code does (`StdioRpc::transcript`), so the daemon
+//! can tell it was shown.
 
 use std::time::{Duration, Instant};
 
@@ -29,7 +30,6 @@ pub fn receive(client: &mut McpClient, text: &str, limit: Duration) -> (Path, St
             .position(|n| n["method"] == CHANNEL && n["params"]["content"].as_str() == Some(text))
         {
             let n = client.notifications.remove(i);
-            client.record_channel_message(&n);
             let from = n["params"]["meta"]["from"]
                 .as_str()
                 .unwrap_or("")

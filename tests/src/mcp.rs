@@ -2,7 +2,7 @@
 //! as Claude Code speaks it. Notifications are collected for the test.
 
 use std::ops::{Deref, DerefMut};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -18,10 +18,6 @@ use crate::rpc::StdioRpc;
 pub struct McpClient {
     rpc: StdioRpc,
     process: Guarded,
-    /// The session transcript this client writes as Claude Code does (see
-    /// [`McpClient::record_channel_message`]), when it plays Claude Code's
-    /// environment.
-    transcript: Option<PathBuf>,
 }
 
 impl Deref for McpClient {
@@ -104,36 +100,6 @@ impl McpClient {
         client
     }
 
-    /// Writes a channel notification the model was shown into the session
-    /// transcript, as Claude Code records it (`<channel source="claudemesh"
-    /// …meta…>content</channel>` in a JSON line): this client stands in for
-    /// Claude Code, whose transcript tells the daemon the push was shown.
-    pub fn record_channel_message(&self, notification: &Value) {
-        use std::io::Write;
-        let Some(path) = &self.transcript else {
-            return;
-        };
-        let params = &notification["params"];
-        let mut tag = String::from("<channel source=\"claudemesh\"");
-        for (k, v) in params["meta"].as_object().into_iter().flatten() {
-            tag.push_str(&format!(" {k}=\"{}\"", v.as_str().unwrap_or_default()));
-        }
-        tag.push_str(&format!(
-            ">{}</channel>",
-            params["content"].as_str().unwrap_or_default()
-        ));
-        let line = serde_json::json!({"type": "user", "message": {"role": "user", "content": tag}});
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).expect("the transcript folder");
-        }
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .expect("the transcript");
-        writeln!(file, "{line}").expect("the transcript is written");
-    }
-
     /// Starts a shim without initializing it.
     pub fn spawn(launch: Launch<'_>) -> Self {
         let mut cmd = Command::new("sh");
@@ -181,7 +147,6 @@ impl McpClient {
                 child,
                 name: format!("shim {}", launch.display_name),
             },
-            transcript: None,
         }
     }
 
