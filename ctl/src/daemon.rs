@@ -134,6 +134,7 @@ pub async fn attach_self(
         claude_pid: std::process::id(),
         groups: Vec::new(),
         transient: true,
+        transcript_path: None,
     };
     match request(client, Request::Attach(args)).await {
         Ok(Response::Attached(info)) => Ok(info),

@@ -1,34 +1,35 @@
 //! `hook`: run by Claude Code's hooks. `Stop` waits for the messages that
 //! wake the idle session (`crate::wake`), `SessionStart` tells a new
 //! session where it is (`crate::session_start`); `UserPromptSubmit` and
-//! `PostToolUse` show the pending messages, as follows. It asks the daemon for the messages of the session whose Claude
-//! Code process is an ancestor of this process (marked seen by the daemon)
-//! and prints them as additional context:
+//! `PostToolUse` show the pending messages, as follows. It asks the
+//! daemon for the messages of the session whose Claude Code process is an
+//! ancestor of this process (marked seen by the daemon) and prints them as
+//! additional context:
 //!
 //! ```json
 //! {"hookSpecificOutput":{"hookEventName":"PostToolUse","additionalContext":"…"}}
 //! ```
 //!
-//! Before that it reads the part of the session transcript written since
-//! its last run (`transcript_path` in its stdin JSON) and confirms the
-//! claudemesh messages shown there as `<channel>` messages (`hook_confirm`):
-//! a channel push counts as seen only then (`docs/shim.md`).
+//! It passes the session transcript (`transcript_path` in its stdin JSON)
+//! along: the daemon first confirms the claudemesh messages shown there as
+//! `<channel>` messages (a channel push counts as seen only then), then
+//! hands out the rest (`docs/shim.md`).
 //!
-//! A hook must never break Claude Code: whatever happens, it exits 0 and
+//! A hook must never break Claude Code: whatever happens, it exits 0 (a
+//! `Stop` hook 2 when it wakes the session) and
 //! prints nothing on stdout unless there is something to show; problems
 //! go to stderr; the whole exchange with the daemon has a ~1 s budget.
 
-use std::collections::BTreeSet;
 use std::io::{IsTerminal, Read};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use claudemesh_daemon::client::DaemonClient;
 use claudemesh_daemon::paths::Paths;
-use claudemesh_protocol::ipc::{InboxMessage, IpcErrorCode, Request, Response};
+use claudemesh_protocol::ipc::{HookContextArgs, InboxMessage, IpcErrorCode, Request, Response};
 use serde_json::{Value, json};
 
-use crate::{daemon, transcript};
+use crate::daemon;
 
 /// The whole budget for talking to the daemon.
 pub(crate) const BUDGET: Duration = Duration::from_millis(1000);
@@ -39,11 +40,21 @@ const MAX_INPUT: u64 = 1024 * 1024;
 #[derive(Debug, Default, PartialEq)]
 pub(crate) struct HookInput {
     pub event: String,
-    pub session_id: Option<String>,
     pub transcript_path: Option<PathBuf>,
 }
 
 impl HookInput {
+    /// The transcript path for the daemon: Claude Code gives an absolute
+    /// path; anything else is left out rather than refused with the
+    /// messages.
+    pub(crate) fn transcript_for_daemon(&self) -> Option<String> {
+        self.transcript_path
+            .as_deref()
+            .filter(|p| p.is_absolute())
+            .and_then(|p| p.to_str())
+            .map(str::to_owned)
+    }
+
     fn parse(text: &str) -> HookInput {
         let value = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
         let field = |name: &str| {
@@ -55,7 +66,6 @@ impl HookInput {
         };
         HookInput {
             event: field("hook_event_name").unwrap_or_else(|| "UserPromptSubmit".to_owned()),
-            session_id: field("session_id"),
             transcript_path: field("transcript_path").map(PathBuf::from),
         }
     }
@@ -79,25 +89,6 @@ fn read_input() -> HookInput {
         &rx.recv_timeout(Duration::from_millis(300))
             .unwrap_or_default(),
     )
-}
-
-/// The transcript's new channel message ids, and where to keep the read
-/// position once the daemon has them.
-fn transcript_ids(paths: &Paths, input: &HookInput) -> Option<(BTreeSet<String>, PathBuf, u64)> {
-    let transcript = input.transcript_path.as_deref()?;
-    let keep = transcript::offset_file(&paths.runtime_dir, input.session_id.as_deref()?)?;
-    match transcript::read_new(transcript, &keep) {
-        Ok((ids, offset)) => Some((ids, keep, offset)),
-        // Claude Code writes the transcript after the first prompt's hook.
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => {
-            eprintln!(
-                "claudemesh hook: cannot read the transcript {}: {e}",
-                transcript.display()
-            );
-            None
-        }
-    }
 }
 
 /// The messages, as the model will read them.
@@ -125,6 +116,11 @@ pub fn format_messages(messages: &[InboxMessage]) -> String {
 /// Runs the hook for the event named in its input; the exit code Claude
 /// Code gets: 0, or 2 when a `Stop` hook wakes the session with messages
 /// on stderr (`crate::wake`).
+///
+/// The daemon reads the transcript first (named with each request): the
+/// messages Claude Code already showed as channel messages (or wakes) are
+/// confirmed (marked seen), so they are neither shown again nor left to
+/// look unread. Then the unread ones are fetched and shown.
 pub fn run(wake: Option<crate::wake::WakeSetting>) -> u8 {
     let input = read_input();
     match input.event.as_str() {
@@ -140,57 +136,25 @@ pub fn run(wake: Option<crate::wake::WakeSetting>) -> u8 {
     }
 }
 
-/// The daemon's paths and a connection to it, within [`BUDGET`]; `None`
-/// when it is not running (a hook then has nothing to do).
-pub(crate) async fn connect() -> Result<Option<(Paths, DaemonClient)>, String> {
+/// A connection to the daemon, within [`BUDGET`]; `None` when it is not
+/// running (a hook then has nothing to do).
+pub(crate) async fn connect() -> Result<Option<DaemonClient>, String> {
     let paths = Paths::from_env().map_err(|e| e.to_string())?;
-    let client = daemon::connect(&paths, BUDGET)
-        .await
-        .map_err(|e| e.message)?;
-    Ok(client.map(|c| (paths, c)))
+    daemon::connect(&paths, BUDGET).await.map_err(|e| e.message)
 }
 
-/// Confirms the channel messages (and wakes) the transcript showed since
-/// the last run: they are seen, neither shown again nor left to look
-/// unread. `Err` only when the daemon failed.
-pub(crate) async fn confirm_transcript(
-    client: &DaemonClient,
-    paths: &Paths,
-    input: &HookInput,
-) -> Result<(), String> {
-    let Some((ids, keep, offset)) = transcript_ids(paths, input) else {
-        return Ok(());
-    };
-    let confirmed = ids.is_empty()
-        || match daemon::request(
-            client,
-            Request::HookConfirm {
-                message_ids: ids.into_iter().collect(),
-            },
-        )
-        .await
-        {
-            Ok(_) => true,
-            Err(e) if e.daemon_code == Some(IpcErrorCode::NotAClaudeProcess) => true,
-            Err(e) => return Err(e.message),
-        };
-    // Read again next time unless the daemon has them.
-    if confirmed && let Err(e) = transcript::keep_offset(&keep, offset) {
-        eprintln!("claudemesh hook: cannot keep {}: {e}", keep.display());
-    }
-    Ok(())
-}
-
-/// `UserPromptSubmit` and `PostToolUse`: first the transcript, then the
-/// unread messages are fetched and shown as additional context.
+/// `UserPromptSubmit` and `PostToolUse`: the unread messages (after the
+/// daemon confirmed what the transcript shows) as additional context.
 fn show_pending(input: &HookInput) {
     let result = daemon::block_on(async {
         tokio::time::timeout(BUDGET, async {
-            let Some((paths, client)) = connect().await? else {
+            let Some(client) = connect().await? else {
                 return Ok(Vec::new());
             };
-            confirm_transcript(&client, &paths, input).await?;
-            match daemon::request(&client, Request::HookContext).await {
+            let args = HookContextArgs {
+                transcript_path: input.transcript_for_daemon(),
+            };
+            match daemon::request(&client, Request::HookContext(args)).await {
                 Ok(Response::HookContext { messages, .. }) => Ok(messages),
                 Ok(_) => Err("unexpected answer to hook_context".to_owned()),
                 // Not a Claude Code session the daemon knows: nothing to show.
@@ -225,12 +189,11 @@ mod tests {
     use claudemesh_protocol::wire::{MessageSender, Priority};
 
     #[test]
-    fn input_gives_event_session_and_transcript() {
+    fn input_gives_event_and_transcript() {
         let i = HookInput::parse(
             r#"{"hook_event_name":"PostToolUse","session_id":"s-1","transcript_path":"/t/s-1.jsonl"}"#,
         );
         assert_eq!(i.event, "PostToolUse");
-        assert_eq!(i.session_id.as_deref(), Some("s-1"));
         assert_eq!(i.transcript_path, Some(PathBuf::from("/t/s-1.jsonl")));
         assert_eq!(HookInput::parse("garbage").event, "UserPromptSubmit");
         assert_eq!(HookInput::parse("").transcript_path, None);

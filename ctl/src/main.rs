@@ -25,7 +25,6 @@ mod proc;
 mod service;
 mod session_start;
 mod terminal;
-mod transcript;
 mod wake;
 
 use std::process::ExitCode;

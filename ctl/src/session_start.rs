@@ -88,7 +88,7 @@ pub fn run(input: &HookInput) {
 /// The session, once the shim has attached it; `None` when it does not
 /// within [`WAIT_FOR_SESSION`] or no daemon runs.
 async fn ask() -> Result<Option<HookSessionInfo>, String> {
-    let Some((_, client)) = crate::hook::connect().await? else {
+    let Some(client) = crate::hook::connect().await? else {
         return Ok(None);
     };
     let deadline = tokio::time::Instant::now() + WAIT_FOR_SESSION;

@@ -70,6 +70,7 @@ async fn attach(
         claude_pid: std::process::id(),
         groups: Vec::new(),
         transient: false,
+        transcript_path: None,
     };
     match daemon::request(client, Request::Attach(args)).await {
         Ok(Response::Attached(info)) => Ok(info),

@@ -4,8 +4,8 @@
 //! ends, and when it exits 2 its stderr reaches the model and wakes the
 //! session, with nobody typing.
 //!
-//! The hook confirms what the transcript showed (as every hook does), then
-//! waits on the daemon (`wait_wake`) for this session's next `now`/`next`
+//! The hook waits on the daemon (`wait_wake`, which first confirms what
+//! the transcript showed, as for every hook) for this session's next `now`/`next`
 //! message (per the wake setting). On messages it prints them on stderr
 //! and exits 2; on the daemon's timeout it waits again, up to [`BOUND`];
 //! when the session ends, a prompt or tool call starts a turn first, or the
@@ -21,7 +21,7 @@ use claudemesh_protocol::ipc::{
 };
 
 use crate::daemon;
-use crate::hook::{BUDGET, HookInput, confirm_transcript};
+use crate::hook::HookInput;
 
 /// `CLAUDEMESH_WAKE=now|next|off`: the wake setting for the sessions that
 /// get it in their environment, over the installed one.
@@ -153,16 +153,9 @@ pub fn run_stop(input: &HookInput, installed: Option<WakeSetting>) -> u8 {
     let (setting, warning) = effective(installed, std::env::var(ENV_WAKE).ok().as_deref());
     let level = setting.level();
     let result = daemon::block_on(async {
-        let Some((paths, client)) = crate::hook::connect().await? else {
+        let Some(client) = crate::hook::connect().await? else {
             return Ok(None);
         };
-        // What the last wake (or push) showed is confirmed first, so that
-        // it is neither shown again nor left to look unread.
-        match tokio::time::timeout(BUDGET, confirm_transcript(&client, &paths, input)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(format!("the daemon did not answer within {BUDGET:?}")),
-        }
         let Some(level) = level else {
             return Ok(None);
         };
@@ -182,9 +175,13 @@ pub fn run_stop(input: &HookInput, installed: Option<WakeSetting>) -> u8 {
             let timeout_ms = u64::try_from(left.min(WAIT).as_millis())
                 .unwrap_or(u64::MAX)
                 .max(1);
+            // The daemon first confirms what the transcript shows (the
+            // last wake, pushes), so that it is neither shown again nor
+            // left to look unread.
             let request = Request::WaitWake(WaitWakeArgs {
                 wake: level,
                 timeout_ms,
+                transcript_path: input.transcript_for_daemon(),
             });
             match client.request(request).await {
                 Ok(Response::Woken {
@@ -279,7 +276,7 @@ mod tests {
             "{s}"
         );
         let mut ids = BTreeSet::new();
-        crate::transcript::channel_ids_in(&s, &mut ids);
+        claudemesh_daemon::transcript::channel_ids_in(&s, &mut ids);
         assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["m-0123"]);
     }
 }

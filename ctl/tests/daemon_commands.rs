@@ -7,8 +7,8 @@
 mod common;
 
 use claudemesh_protocol::ipc::{
-    AttachedInfo, DaemonStatus, InboxMessage, IpcError, LinkState, MeshStatus, OutboxEntry,
-    PeerView, RecipientView, Request, Response, SentInfo, SessionInfo,
+    AttachedInfo, DaemonStatus, HookContextArgs, InboxMessage, IpcError, LinkState, MeshStatus,
+    OutboxEntry, PeerView, RecipientView, Request, Response, SentInfo, SessionInfo,
 };
 use claudemesh_protocol::wire::{DeliveryState, MessageSender, Peer, PeerStatus, Priority};
 use common::{FakeDaemon, Home, TestBroker};
@@ -132,7 +132,7 @@ fn healthy(home: &Home) -> FakeDaemon {
                     last_error: Some("broker unreachable".into()),
                 }],
             }),
-            Request::HookContext => Ok(Response::HookContext {
+            Request::HookContext(_) => Ok(Response::HookContext {
                 session: Some("sess-web".into()),
                 messages: vec![inbox_message()],
             }),
@@ -294,7 +294,10 @@ fn the_hook_prints_pending_messages_as_additional_context() {
         .unwrap();
     assert!(ctx.contains("from api@laptop"), "{ctx}");
     assert!(ctx.contains("the schema changed"), "{ctx}");
-    assert_eq!(d.requests(), vec![Request::HookContext]);
+    assert_eq!(
+        d.requests(),
+        vec![Request::HookContext(HookContextArgs::default())]
+    );
 }
 
 /// Runs `hook` with `input` on its stdin.
@@ -303,24 +306,11 @@ fn run_hook(home: &Home, input: &str) -> common::Run {
 }
 
 #[test]
-fn the_hook_confirms_the_channel_messages_of_the_new_part_of_the_transcript() {
+fn the_hook_passes_the_transcript_to_the_daemon() {
     let home = Home::new();
     let d = healthy(&home);
     let dir = tempfile::tempdir().unwrap();
     let transcript = dir.path().join("sess-1.jsonl");
-    // As Claude Code records a channel message: a user turn whose text is
-    // the `<channel>` tag, JSON-escaped in the line.
-    let line = |text: &str| {
-        format!(
-            "{}\n",
-            serde_json::json!({"type": "user", "message": {"role": "user", "content": text}})
-        )
-    };
-    std::fs::write(
-        &transcript,
-        line("<channel source=\"claudemesh\" from=\"api@laptop\" message_id=\"m7\" priority=\"now\">hi</channel>"),
-    )
-    .unwrap();
     let input = serde_json::json!({
         "session_id": "sess-1",
         "hook_event_name": "PostToolUse",
@@ -328,34 +318,20 @@ fn the_hook_confirms_the_channel_messages_of_the_new_part_of_the_transcript() {
     })
     .to_string();
     run_hook(&home, &input).assert_code(0);
+    // One request: the daemon confirms the transcript's channel messages
+    // before it hands anything out.
     assert_eq!(
         d.requests(),
-        vec![
-            Request::HookConfirm {
-                message_ids: vec!["m7".into()]
-            },
-            Request::HookContext
-        ],
-        "confirmed before anything is fetched"
+        vec![Request::HookContext(HookContextArgs {
+            transcript_path: Some(transcript.display().to_string())
+        })]
     );
-    // Nothing new in the transcript: nothing confirmed again.
-    run_hook(&home, &input).assert_code(0);
-    assert_eq!(d.requests().last(), Some(&Request::HookContext));
-    assert_eq!(d.requests().len(), 3, "{:?}", d.requests());
-    let mut more = std::fs::read_to_string(&transcript).unwrap();
-    more.push_str(&line(
-        "<channel source=\"claudemesh\" message_id=\"m8\">x</channel>",
-    ));
-    std::fs::write(&transcript, more).unwrap();
-    run_hook(&home, &input).assert_code(0);
+    // A relative path is not Claude Code's: left out, the hook still runs.
+    let input = r#"{"hook_event_name":"PostToolUse","transcript_path":"t.jsonl"}"#;
+    run_hook(&home, input).assert_code(0);
     assert_eq!(
-        d.requests()[3..],
-        [
-            Request::HookConfirm {
-                message_ids: vec!["m8".into()]
-            },
-            Request::HookContext
-        ]
+        d.requests().last(),
+        Some(&Request::HookContext(HookContextArgs::default()))
     );
 }
 

@@ -115,6 +115,7 @@ async fn run(n: usize, per_session: usize, rate: f64) {
                     claude_pid,
                     groups: vec![],
                     transient: false,
+                    transcript_path: None,
                 }))
                 .await?
             {

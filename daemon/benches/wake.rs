@@ -121,6 +121,7 @@ async fn run(n: usize, seconds: u64) {
                 claude_pid: c.pid,
                 groups: vec![],
                 transient: false,
+                transcript_path: None,
             }))
             .await
         {
@@ -147,6 +148,7 @@ async fn run(n: usize, seconds: u64) {
                 let request = Request::WaitWake(WaitWakeArgs {
                     wake: WakeLevel::Next,
                     timeout_ms: WAIT_MS,
+                    transcript_path: None,
                 });
                 match conn.request(request).await {
                     Ok(Response::Woken {

@@ -2,6 +2,7 @@
 //! exited), the config watcher (joins and leaves made by ctl), and
 //! retention.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use tokio::sync::watch;
 
 use crate::config_watch::ConfigWatch;
 use crate::core::Core;
+use crate::process_info::ProcessId;
 
 /// How often sessions are checked against their Claude Code process: a
 /// dead session leaves the peer list within about this long.
@@ -20,7 +22,7 @@ pub const CONFIG_POLL_EVERY: Duration = Duration::from_secs(2);
 pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Starts the timers; they end when `stop` turns true. None wakes an idle
-/// daemon on a clock: the reaper runs only while sessions exist, the
+/// daemon on a clock: the reaper runs only while a session needs it, the
 /// config is watched (inotify on Linux), and retention runs hourly.
 pub fn spawn(core: Arc<Core>, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
     vec![
@@ -33,29 +35,75 @@ pub fn spawn(core: Arc<Core>, stop: watch::Receiver<bool>) -> Vec<tokio::task::J
     ]
 }
 
-/// Every `REAP_EVERY` while sessions exist; with none, it waits for a
-/// client of the socket (a session attaches only after connecting).
+/// Ends the sessions whose Claude Code exited, and catches up on what
+/// raced. It hears each session's Claude Code exit (a pidfd each,
+/// `crate::exit_watch`) and the changes `Sessions::note_change` names;
+/// it looks every `REAP_EVERY` only while a session is detached, draining
+/// or missed a push, or its process cannot be watched.
 async fn reaper(core: Arc<Core>, mut stop: watch::Receiver<bool>) {
     let mut interval = tokio::time::interval(REAP_EVERY);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut watched: HashMap<ProcessId, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
+        let unwatched = watch_processes(&core, &mut watched);
+        let periodic = unwatched || core.sessions.need_reaping();
         tokio::select! {
-            _ = stop.changed() => return,
-            _ = interval.tick() => {
-                core.reap().await;
-                // Also closes the window where a session's last send
-                // was settled while it was being marked draining.
-                core.settle_draining().await;
-                core.release_missed().await;
-            }
+            _ = stop.changed() => break,
+            _ = interval.tick(), if periodic => {}
+            () = core.sessions.changed(), if !periodic => {}
         }
-        if core.sessions.is_empty() {
-            tokio::select! {
-                _ = stop.changed() => return,
-                () = core.sessions.client_arrived() => interval.reset(),
+        core.reap().await;
+        // Also closes the window where a session's last send was settled
+        // while it was being marked draining.
+        core.settle_draining().await;
+        core.release_missed().await;
+    }
+    for (_, task) in watched {
+        task.abort();
+    }
+}
+
+/// Watches the Claude Code process of every session not watched yet and
+/// stops watching those no session names; true when one cannot be
+/// watched (then the reaper looks on its clock).
+fn watch_processes(
+    core: &Arc<Core>,
+    watched: &mut HashMap<ProcessId, tokio::task::JoinHandle<()>>,
+) -> bool {
+    let live: HashSet<ProcessId> = core
+        .sessions
+        .lock()
+        .values()
+        .filter(|s| !s.draining)
+        .map(|s| s.claude())
+        .collect();
+    watched.retain(|id, task| {
+        let keep = live.contains(id) && !task.is_finished();
+        if !keep {
+            task.abort();
+        }
+        keep
+    });
+    let mut unwatched = false;
+    for id in live {
+        if watched.contains_key(&id) {
+            continue;
+        }
+        match crate::exit_watch::watch(id) {
+            Some(exited) => {
+                let core = core.clone();
+                watched.insert(
+                    id,
+                    tokio::spawn(async move {
+                        exited.await;
+                        core.sessions.note_change();
+                    }),
+                );
             }
+            None => unwatched = true,
         }
     }
+    unwatched
 }
 
 /// Reloads the config when ctl (or a person) changed the file.

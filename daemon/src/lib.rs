@@ -22,6 +22,8 @@ pub mod config_watch;
 #[cfg(feature = "server")]
 pub mod core;
 #[cfg(feature = "server")]
+pub mod exit_watch;
+#[cfg(feature = "server")]
 pub mod ids;
 #[cfg(feature = "server")]
 pub mod instance_lock;
@@ -43,3 +45,4 @@ pub mod server;
 pub mod sessions;
 #[cfg(feature = "server")]
 pub mod store;
+pub mod transcript;

@@ -434,7 +434,7 @@ async fn hook_context_finds_the_callers_session() {
 
     // A hook runs as a descendant of Claude Code: here, the test process.
     let mut hook = daemon.client().await;
-    match hook.request(Request::HookContext).await {
+    match hook.request(Request::HookContext(Default::default())).await {
         Ok(Response::HookContext { session, messages }) => {
             assert_eq!(session.as_deref(), Some(info.session_id.as_str()));
             assert_eq!(messages.len(), 1);
@@ -442,75 +442,9 @@ async fn hook_context_finds_the_callers_session() {
         }
         other => panic!("hook_context answered {other:?}"),
     }
-    match hook.request(Request::HookContext).await {
+    match hook.request(Request::HookContext(Default::default())).await {
         Ok(Response::HookContext { messages, .. }) => assert!(messages.is_empty()),
         other => panic!("{other:?}"),
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pushed_message_waits_for_the_transcript_to_confirm_it() {
-    let home = Home::new();
-    let daemon = Daemon::start_ready(&home, &[]).await;
-    let mut target = daemon.client().await;
-    target.attach(std::process::id(), "pushed", None).await;
-    let mut sender = Relay::spawn(&home.socket(), RelayMode::SelfIsClaude).await;
-    sender
-        .client
-        .attach(sender.claude_pid, "pusher", None)
-        .await;
-    let sent = match sender
-        .client
-        .request(send("pushed", "pushed text", Priority::Now))
-        .await
-    {
-        Ok(Response::Sent(info)) => info,
-        other => panic!("send answered {other:?}"),
-    };
-    let event = target.next_message(WAIT).await.expect("the push event");
-
-    // unread -> pushed: held back from every other path for the window
-    // (20 s by default; this test takes far less).
-    target
-        .request(Request::MarkPushed {
-            message_ids: vec![event.message_id.clone()],
-        })
-        .await
-        .expect("mark_pushed");
-    match target.request(Request::Pending).await {
-        Ok(Response::Pending { count }) => assert_eq!(count, 0),
-        other => panic!("pending answered {other:?}"),
-    }
-    assert!(target.fetch(false).await.is_empty());
-    let mut hook = daemon.client().await;
-    match hook.request(Request::HookContext).await {
-        Ok(Response::HookContext { messages, .. }) => assert!(messages.is_empty()),
-        other => panic!("hook_context answered {other:?}"),
-    }
-    assert_ne!(
-        sender.client.first_recipient_state(&sent.message_id).await,
-        Some(DeliveryState::Seen),
-        "pushed is not seen"
-    );
-
-    // pushed -> seen: a hook found it in the transcript.
-    hook.request(Request::HookConfirm {
-        message_ids: vec![event.message_id.clone(), "not-ours".into()],
-    })
-    .await
-    .expect("hook_confirm");
-    let state = eventually(WAIT, async || {
-        sender
-            .client
-            .first_recipient_state(&sent.message_id)
-            .await
-            .filter(|s| *s == DeliveryState::Seen)
-    })
-    .await;
-    assert_eq!(state, Some(DeliveryState::Seen));
-    match hook.request(Request::HookContext).await {
-        Ok(Response::HookContext { messages, .. }) => assert!(messages.is_empty()),
-        other => panic!("hook_context answered {other:?}"),
     }
 }
 
@@ -636,6 +570,7 @@ async fn a_short_lived_client_never_takes_messages_meant_for_the_next_session() 
             claude_pid: ctl.claude_pid,
             groups: vec![],
             transient: true,
+            transcript_path: None,
         }))
         .await;
     match attached {

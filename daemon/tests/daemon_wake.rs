@@ -24,7 +24,11 @@ fn relay_helper() {
 const QUIET: Duration = Duration::from_millis(800);
 
 fn wait_wake(wake: WakeLevel, timeout_ms: u64) -> Request {
-    Request::WaitWake(WaitWakeArgs { wake, timeout_ms })
+    Request::WaitWake(WaitWakeArgs {
+        wake,
+        timeout_ms,
+        transcript_path: None,
+    })
 }
 
 fn woken(answer: Option<Result<Response, IpcError>>) -> (WakeOutcome, Vec<InboxMessage>) {
@@ -252,7 +256,10 @@ async fn a_hook_of_a_new_turn_ends_the_wait_and_shows_the_message() {
     );
     // A person typed: the UserPromptSubmit hook shows it, the wait is over.
     let mut prompt = w.daemon.client().await;
-    match prompt.request(Request::HookContext).await {
+    match prompt
+        .request(Request::HookContext(Default::default()))
+        .await
+    {
         Ok(Response::HookContext { messages, .. }) => {
             assert_eq!(messages.len(), 1);
             assert_eq!(messages[0].text, "shown by the prompt");

@@ -37,9 +37,9 @@ pub struct Settings {
 
 /// Whether Claude Code shows channel notifications. While channels are a
 /// research preview, Claude Code shows a server's pushes only when started
-/// with `--channels …` or `--dangerously-load-development-channels …`, and
-/// a pushed message is marked seen: pushing into a session that drops the
-/// notification would lose the message for every other path. So by default
+/// with `--channels …` or `--dangerously-load-development-channels …`.
+/// A push Claude Code drops is not lost (the other paths still show it
+/// unless the transcript holds it), but it is wasted work, so by default
 /// the shim pushes only when its Claude Code process was started with one
 /// of those flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +120,7 @@ impl Settings {
             })
             .unwrap_or_default();
         let channel = Channel::from_setting(var(ENV_CHANNEL).as_deref(), claude_pid);
+        let transcript_path = crate::transcript::transcript_path(var, &cwd);
         Settings {
             paths: Paths::from_env().map_err(|e| e.to_string()),
             attach: AttachArgs {
@@ -129,6 +130,7 @@ impl Settings {
                 claude_pid,
                 groups,
                 transient: false,
+                transcript_path,
             },
             channel,
         }

@@ -12,6 +12,7 @@ mod format;
 mod server;
 mod session;
 mod tools;
+mod transcript;
 
 use std::process::ExitCode;
 

@@ -320,8 +320,9 @@ async fn check_messages(session: &Arc<Session>) -> Result<Outcome, ToolError> {
         .call(Request::FetchInbox { mark_seen: true })
         .await?
     {
-        // A message pushed a moment ago is held back by the daemon until
-        // the transcript confirms it or its window passes.
+        // The daemon first confirms the pushes the session's transcript
+        // shows (not returned), then returns every other unseen message,
+        // pushed or not.
         Response::Inbox { messages } => Ok(format::inbox(&messages).into()),
         other => Err(unexpected("fetch_inbox", &other)),
     }

@@ -1,6 +1,8 @@
 //! Receiving as a model does: a message reaches a session either as a
 //! `notifications/claude/channel` push or through `check_messages`, and
-//! must never be shown twice.
+//! must never be shown twice. The client writes every push it gets to its
+//! transcript, as Claude Code does (`StdioRpc::transcript`), so the daemon
+//! can tell it was shown.
 
 use std::time::{Duration, Instant};
 

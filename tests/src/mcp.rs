@@ -60,8 +60,27 @@ pub struct Launch<'a> {
 impl McpClient {
     /// Starts a shim as a Claude Code session would, under a [`Parent::Restarting`]
     /// parent, and initializes it.
+    ///
+    /// Like Claude Code, it gives the shim a session id, project directory
+    /// and configuration directory, so that the shim names the transcript
+    /// this client writes.
     pub fn start(home: &Home, display_name: &str, extra_env: &[(&str, &str)]) -> Self {
         let mut env = home.env();
+        let plain: String = display_name
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
+        let session_id = format!("e2e-{plain}");
+        let config = home.path().join("claude-config");
+        let transcript = config
+            .join("projects")
+            .join(format!("-e2e-{plain}"))
+            .join(format!("{session_id}.jsonl"));
+        env.extend([
+            ("CLAUDE_CODE_SESSION_ID".to_owned(), session_id),
+            ("CLAUDE_PROJECT_DIR".to_owned(), format!("/e2e/{plain}")),
+            ("CLAUDE_CONFIG_DIR".to_owned(), config.display().to_string()),
+        ]);
         env.extend(
             extra_env
                 .iter()
@@ -76,6 +95,7 @@ impl McpClient {
             log: &log,
             parent: Parent::Restarting,
         });
+        client.transcript = Some(transcript);
         client.handshake();
         client
     }

@@ -5,6 +5,7 @@
 //! it is stopped) stays with each of them.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, ChildStdout};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ pub struct StdioRpc {
     next_id: u64,
     /// Notifications received so far and not yet taken.
     pub notifications: Vec<Value>,
+    /// Where this client, standing in for Claude Code, writes each channel
+    /// notification as it reads it, as Claude Code records one in the
+    /// session transcript (the daemon reads it to tell a push was shown).
+    pub transcript: Option<PathBuf>,
 }
 
 /// A tool call's outcome: whether it is an error, all its text content,
@@ -55,7 +60,20 @@ impl StdioRpc {
             lines,
             next_id: 1,
             notifications: Vec::new(),
+            transcript: None,
         }
+    }
+
+    /// The next line from the server; a channel notification is written
+    /// to the transcript on the way.
+    fn recv(&mut self, limit: Duration) -> Result<Value, RecvTimeoutError> {
+        let msg = self.lines.recv_timeout(limit)?;
+        if let Some(path) = &self.transcript
+            && msg["method"] == "notifications/claude/channel"
+        {
+            record_channel_message(path, &msg["params"]);
+        }
+        Ok(msg)
     }
 
     /// Closes the server's stdin: end of input, as when Claude Code exits.
@@ -103,7 +121,7 @@ impl StdioRpc {
         let deadline = Instant::now() + ANSWER_LIMIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.recv(left) {
                 Ok(msg) if msg.get("id") == Some(&json!(id)) => return msg,
                 Ok(msg) if msg.get("method").is_some() && msg.get("id").is_none() => {
                     self.notifications.push(msg)
@@ -158,7 +176,7 @@ impl StdioRpc {
         let deadline = Instant::now() + limit;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
+            match self.recv(left) {
                 Ok(msg) if matches(&msg) => return msg,
                 Ok(msg) => self.notifications.push(msg),
                 Err(_) => panic!(
@@ -172,11 +190,32 @@ impl StdioRpc {
     /// Collects whatever arrives for `d` into `notifications`.
     pub fn drain_for(&mut self, d: Duration) {
         let deadline = Instant::now() + d;
-        while let Ok(msg) = self
-            .lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-        {
+        while let Ok(msg) = self.recv(deadline.saturating_duration_since(Instant::now())) {
             self.notifications.push(msg);
         }
     }
+}
+
+/// Appends a channel notification to a transcript as Claude Code records
+/// it: `<channel source="claudemesh" …meta…>content</channel>` in a JSON
+/// line.
+fn record_channel_message(path: &Path, params: &Value) {
+    let mut tag = String::from("<channel source=\"claudemesh\"");
+    for (k, v) in params["meta"].as_object().into_iter().flatten() {
+        tag.push_str(&format!(" {k}=\"{}\"", v.as_str().unwrap_or_default()));
+    }
+    tag.push_str(&format!(
+        ">{}</channel>",
+        params["content"].as_str().unwrap_or_default()
+    ));
+    let line = json!({"type": "user", "message": {"role": "user", "content": tag}});
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("the transcript folder");
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .expect("the transcript");
+    writeln!(file, "{line}").expect("the transcript is written");
 }

@@ -90,19 +90,13 @@ pub fn wait_seen(sender: &mut McpClient, message_id: &str, count: usize) {
 }
 
 /// Waits until the sender sees the truth about `message_id` for recipients
-/// that got it by `paths`: `seen` when `check_messages` showed it;
-/// `delivered` when it was only pushed (a push is not proof that a model
-/// saw it, and these clients are not Claude Code: no transcript confirms
-/// it, `docs/shim.md`).
+/// that got it by `paths`: `seen` either way. When `check_messages` showed
+/// it, at once; when it was pushed, once the transcript the client wrote
+/// (as Claude Code does) confirmed it, which the daemon reads when the
+/// next path shows messages (`assert_not_shown_again` calls
+/// `check_messages`; `docs/shim.md`).
 pub fn wait_states(sender: &mut McpClient, message_id: &str, paths: &[Path]) {
-    let mut want: Vec<&str> = paths
-        .iter()
-        .map(|p| match p {
-            Path::CheckMessages => "seen",
-            Path::Channel => "delivered",
-        })
-        .collect();
-    want.sort_unstable();
+    let want = vec!["seen"; paths.len()];
     wait::until(&format!("{message_id} to be {want:?}"), LIMIT, || {
         let r = status(sender, message_id);
         let mut got: Vec<&str> = r.iter().filter_map(|x| x["state"].as_str()).collect();

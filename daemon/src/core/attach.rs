@@ -120,6 +120,9 @@ impl Core {
                         reopen = true;
                     }
                     s.row.cwd = args.cwd.clone();
+                    if let Some(path) = &args.transcript_path {
+                        s.set_transcript(path);
+                    }
                     s.attachment = Some(attachment);
                     s.draining = false;
                     (s.row.clone(), true, reopen)
@@ -139,19 +142,23 @@ impl Core {
                         status: PeerStatus::Idle,
                         created_at: self.now_ms(),
                     };
-                    map.insert(
-                        session_id.clone(),
-                        Session {
-                            row: row.clone(),
-                            attachment: Some(attachment),
-                            draining: false,
-                            wake: Default::default(),
-                        },
-                    );
+                    let mut session = Session {
+                        row: row.clone(),
+                        attachment: Some(attachment),
+                        transcript: None,
+                        draining: false,
+                        wake: Default::default(),
+                    };
+                    if let Some(path) = &args.transcript_path {
+                        session.set_transcript(path);
+                    }
+                    map.insert(session_id.clone(), session);
                     (row, false, true)
                 }
             }
         };
+        // The reaper watches the session's Claude Code from now on.
+        self.sessions.note_change();
 
         // Session ids are stable: a close still owed for an earlier life of
         // this session must not follow its new open.
@@ -253,6 +260,8 @@ impl Core {
         {
             s.attachment = None;
             tracing::debug!(session = %sid, "session detached from its connection");
+            // The reaper watches detached sessions.
+            self.sessions.note_change();
         }
     }
 
@@ -306,6 +315,7 @@ impl Core {
                     s.attachment = None;
                     // Its Claude Code is gone: its armed waits are over.
                     s.wake.notify_all();
+                    self.sessions.note_change();
                     if !s.draining {
                         s.draining = true;
                         tracing::info!(session = %session_id, unsent, reason = why, "session kept open until the broker accepts its messages");
@@ -416,6 +426,7 @@ impl Core {
                         Session {
                             row: row.clone(),
                             attachment: None,
+                            transcript: None,
                             draining: !alive,
                             wake: Default::default(),
                         },

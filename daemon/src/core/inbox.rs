@@ -3,6 +3,9 @@
 //! (event, fetch, hook) marks it seen and owes the sender a receipt.
 
 use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use claudemesh_protocol::MemberPublicKey;
 use claudemesh_protocol::envelope;
@@ -181,6 +184,7 @@ impl Core {
                 attachment.pushed.insert(row.message_id.clone());
             } else {
                 attachment.missed = true;
+                self.sessions.note_change();
             }
         }
     }
@@ -229,21 +233,40 @@ impl Core {
         mark_seen: bool,
     ) -> Result<Vec<InboxMessage>, IpcError> {
         let mut budget = ANSWER_BUDGET_BYTES;
-        self.take_unseen(sid, mark_seen, &mut budget).await
+        let settle = (
+            super::confirm::FETCH_SETTLE,
+            Instant::now() + super::confirm::FETCH_SETTLE,
+        );
+        self.take_unseen(sid, mark_seen, settle, &mut budget).await
     }
 
     /// The session's unread messages, oldest first, as many as fit in
     /// `budget` bytes of answer (at least one); only those returned are
     /// marked seen, the rest stay pending for the next call.
+    ///
+    /// To show them (`mark_seen`), the pushes the session's transcript
+    /// shows are confirmed first (a push younger than `settle.0` is given
+    /// that long to appear there, never past `settle.1`); then every
+    /// message not seen is returned, pushed or not, but for a push made
+    /// after this call began (it raced the call; the next one shows it). A
+    /// look without `mark_seen` holds a push back for its window, as
+    /// `pending` does.
     async fn take_unseen(
         &self,
         sid: &str,
         mark_seen: bool,
+        settle: (Duration, Instant),
         budget: &mut usize,
     ) -> Result<Vec<InboxMessage>, IpcError> {
         let slug = self.slug_of_session(sid).unwrap_or_default();
         let owned = sid.to_owned();
-        let before = pushed_before(self.now_ms());
+        let before = if mark_seen {
+            let began = self.now_ms();
+            self.settle_pushes(sid, began, settle.0, settle.1).await?;
+            began
+        } else {
+            pushed_before(self.now_ms())
+        };
         let rows = self
             .store
             .call(move |db| db.inbox_unread(&owned, before))
@@ -364,20 +387,33 @@ impl Core {
     /// For a Claude Code hook: the unread messages of the session(s) whose
     /// Claude Code process is the nearest ancestor of the caller, marked
     /// seen.
+    /// `transcript_path` (from the hook's input) names the sessions'
+    /// transcript, read first to confirm the pushes it shows.
     pub async fn hook_context(
         &self,
         peer_pid: Option<u32>,
+        transcript_path: Option<&str>,
     ) -> Result<(Option<String>, Vec<InboxMessage>), IpcError> {
+        if let Some(path) = transcript_path {
+            crate::sessions::validate_transcript_path(path)?;
+        }
         let sessions = self.hook_sessions(peer_pid);
         // A hook runs: the session is in a turn, its armed waits are over.
         self.new_turn(&sessions);
+        if let Some(path) = transcript_path {
+            self.note_transcript(&sessions, path);
+        }
         let mut messages = Vec::new();
         let mut budget = ANSWER_BUDGET_BYTES;
+        let settle = (
+            super::confirm::HOOK_SETTLE,
+            Instant::now() + super::confirm::HOOK_SETTLE,
+        );
         for sid in &sessions {
             if budget == 0 {
                 break;
             }
-            messages.extend(self.take_unseen(sid, true, &mut budget).await?);
+            messages.extend(self.take_unseen(sid, true, settle, &mut budget).await?);
         }
         Ok((sessions.into_iter().next(), messages))
     }

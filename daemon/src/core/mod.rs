@@ -15,6 +15,7 @@
 //! messages that wake its idle session).
 
 pub mod attach;
+mod confirm;
 mod inbox;
 mod meshes;
 mod outbox;

@@ -114,7 +114,17 @@ impl Core {
                 ),
             ));
         }
+        if let Some(path) = &args.transcript_path {
+            crate::sessions::validate_transcript_path(path)?;
+        }
         let sessions = self.hook_sessions(peer_pid);
+        if let Some(path) = &args.transcript_path {
+            self.note_transcript(&sessions, path);
+        }
+        // What the last wake (or a push) showed is seen: confirmed first.
+        for sid in &sessions {
+            self.confirm_from_transcript(sid).await?;
+        }
         let Some(first) = sessions.first().cloned() else {
             return Ok(Woken {
                 session: None,

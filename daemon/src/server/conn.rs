@@ -245,8 +245,10 @@ async fn dispatch(
             Request::HookSession => Response::HookSession {
                 session: core.hook_session(state.peer_pid).await?,
             },
-            Request::HookContext => {
-                let (session, messages) = core.hook_context(state.peer_pid).await?;
+            Request::HookContext(args) => {
+                let (session, messages) = core
+                    .hook_context(state.peer_pid, args.transcript_path.as_deref())
+                    .await?;
                 Response::HookContext { session, messages }
             }
             Request::MessageStatus { message_id } => {

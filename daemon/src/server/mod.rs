@@ -75,7 +75,7 @@ pub async fn serve(
             _ = stop.changed() => break,
             accepted = listener.accept() => match accepted {
                 Ok(stream) => {
-                    core.sessions.note_client();
+                    core.sessions.note_change();
                     let permit = slots.clone().try_acquire_owned().ok();
                     let core = core.clone();
                     let socket = socket.clone();

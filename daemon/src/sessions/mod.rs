@@ -10,6 +10,7 @@ mod names;
 mod wake;
 
 use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 
 use claudemesh_protocol::ipc::{DaemonFrame, Event};
@@ -19,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::process_info::ProcessId;
 use crate::store::SessionRow;
 
-pub use names::{default_display_name, validate_attach, validate_group};
+pub use names::{default_display_name, validate_attach, validate_group, validate_transcript_path};
 pub use wake::{WakeState, WakeWaiter};
 
 /// The connection a session is attached to.
@@ -34,9 +35,20 @@ pub struct Attachment {
     pub missed: bool,
 }
 
+/// Where a session's Claude Code writes its transcript, and how far the
+/// daemon has read it for channel messages (in memory: after a restart it
+/// is read again from the start).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TranscriptCursor {
+    pub path: PathBuf,
+    pub offset: u64,
+}
+
 pub struct Session {
     pub row: SessionRow,
     pub attachment: Option<Attachment>,
+    /// The session's transcript, once the shim or a hook has named it.
+    pub transcript: Option<TranscriptCursor>,
     /// Its owner ended it (detach, or Claude Code exited) while messages
     /// it sent were not yet accepted by the broker: it stays open there,
     /// unattached, until they are, because the broker takes a `send` only
@@ -51,6 +63,15 @@ impl Session {
         ProcessId {
             pid: self.row.claude_pid,
             start_time: self.row.claude_start,
+        }
+    }
+
+    /// Names the session's transcript; a new path is read from its start.
+    pub fn set_transcript(&mut self, path: &str) {
+        let path = PathBuf::from(path);
+        if self.transcript.as_ref().is_none_or(|t| t.path != path) {
+            tracing::debug!(session = %self.row.session_id, transcript = %path.display(), "session transcript named");
+            self.transcript = Some(TranscriptCursor { path, offset: 0 });
         }
     }
 
@@ -100,24 +121,31 @@ impl Session {
 #[derive(Default)]
 pub struct Sessions {
     map: Mutex<HashMap<String, Session>>,
-    /// A client connected to the socket (a session may attach).
-    client: tokio::sync::Notify,
+    /// Something the reaper watches may have changed (a client connected,
+    /// a session detached or began draining, a push found its queue full).
+    changed: tokio::sync::Notify,
 }
 
 impl Sessions {
-    /// A client connected to the daemon's socket.
-    pub fn note_client(&self) {
-        self.client.notify_one();
+    /// See [`Sessions::changed`].
+    pub fn note_change(&self) {
+        self.changed.notify_one();
     }
 
-    /// Resolves at the next [`Sessions::note_client`] (or at once if one
+    /// Resolves at the next [`Sessions::note_change`] (or at once if one
     /// came since the last call).
-    pub async fn client_arrived(&self) {
-        self.client.notified().await;
+    pub async fn changed(&self) {
+        self.changed.notified().await;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.lock().is_empty()
+    /// Whether the reaper has work: a session detached (its Claude Code
+    /// may have exited, which nothing else tells), draining, or with a
+    /// push its full queue missed. Attached sessions end by their
+    /// connection closing (the shim exits with its Claude Code).
+    pub fn need_reaping(&self) -> bool {
+        self.lock()
+            .values()
+            .any(|s| s.draining || s.attachment.as_ref().is_none_or(|a| a.missed))
     }
 
     /// The map, for short critical sections that never await.

@@ -41,6 +41,23 @@ pub fn validate_attach(args: &AttachArgs) -> Result<(), IpcError> {
     {
         return bad("the mesh name is too long".into());
     }
+    if let Some(path) = &args.transcript_path {
+        validate_transcript_path(path)?;
+    }
+    Ok(())
+}
+
+/// A transcript path (from the shim's attach or a hook): absolute, at most
+/// [`MAX_CWD_BYTES`], no control characters.
+pub fn validate_transcript_path(path: &str) -> Result<(), IpcError> {
+    if path.len() > MAX_CWD_BYTES || !path.starts_with('/') || path.chars().any(char::is_control) {
+        return Err(IpcError::new(
+            IpcErrorCode::Malformed,
+            format!(
+                "transcriptPath must be an absolute path of at most {MAX_CWD_BYTES} bytes without control characters"
+            ),
+        ));
+    }
     Ok(())
 }
 
@@ -87,6 +104,7 @@ mod tests {
             claude_pid: 1,
             groups: vec![],
             transient: false,
+            transcript_path: None,
         }
     }
 

@@ -167,6 +167,22 @@ impl Db {
         Ok(out)
     }
 
+    /// When the session's latest push that is still unseen was made, if it
+    /// was made after `since` and at or before `until`.
+    pub fn inbox_latest_unseen_push(
+        &self,
+        session_id: &str,
+        since: i64,
+        until: i64,
+    ) -> StoreResult<Option<i64>> {
+        Ok(self.conn.query_row(
+            "SELECT MAX(pushed_at) FROM deliveries
+             WHERE session_id = ?1 AND seen_at IS NULL AND pushed_at > ?2 AND pushed_at <= ?3",
+            params![session_id, since, until],
+            |r| r.get(0),
+        )?)
+    }
+
     /// How many messages `inbox_unread` would return.
     pub fn inbox_pending(&self, session_id: &str, pushed_before: i64) -> StoreResult<u32> {
         let n: i64 = self.conn.query_row(
@@ -474,6 +490,9 @@ mod tests {
                 assert_eq!(ids(db.inbox_unpushed("s1")?), ["m1", "m2"]);
                 // unread -> pushed at 100
                 assert_eq!(db.inbox_mark_pushed("s1", &["m1".to_owned()], 100)?, ["m1"]);
+                assert_eq!(db.inbox_latest_unseen_push("s1", 0, i64::MAX)?, Some(100));
+                assert_eq!(db.inbox_latest_unseen_push("s1", 100, i64::MAX)?, None);
+                assert_eq!(db.inbox_latest_unseen_push("s1", 0, 99)?, None);
                 assert!(
                     db.inbox_mark_pushed("s1", &["m1".to_owned()], 150)?
                         .is_empty()
@@ -500,6 +519,11 @@ mod tests {
                 // pushed -> seen (confirmed): a seen receipt is owed.
                 let due = db.inbox_confirm_pushed("s1", &["m1".to_owned()], 120)?;
                 assert_eq!(due.len(), 1);
+                assert_eq!(
+                    db.inbox_latest_unseen_push("s1", 0, i64::MAX)?,
+                    None,
+                    "seen now"
+                );
                 assert_eq!(ids(db.inbox_unread("s1", i64::MAX)?), ["m2"]);
                 // A seen message cannot be marked pushed.
                 assert!(

@@ -202,6 +202,7 @@ impl TestClient {
                 claude_pid,
                 groups: vec![],
                 transient: false,
+                transcript_path: None,
             }))
             .await?;
         match r {

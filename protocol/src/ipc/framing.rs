@@ -14,12 +14,23 @@ pub struct RequestParseFailure {
 
 impl RequestFrame {
     /// Parses one line. Never panics; tells an unknown `op` apart from a
-    /// known one with bad `args`.
+    /// known one with bad `args`. An op whose arguments are all optional
+    /// may leave `args` out (`hook_context` had none before).
     pub fn parse(line: &str) -> Result<Self, RequestParseFailure> {
-        serde_json::from_str(line).map_err(|e| Self::diagnose(line, e))
+        serde_json::from_str(line).or_else(|e| {
+            let mut value: Value =
+                serde_json::from_str(line).map_err(|_| Self::diagnose(line, e.to_string()))?;
+            match value.as_object_mut() {
+                Some(o) if !o.contains_key("args") => {
+                    o.insert("args".to_owned(), Value::Object(Default::default()));
+                }
+                _ => return Err(Self::diagnose(line, e.to_string())),
+            }
+            serde_json::from_value(value).map_err(|_| Self::diagnose(line, e.to_string()))
+        })
     }
 
-    fn diagnose(line: &str, first: serde_json::Error) -> RequestParseFailure {
+    fn diagnose(line: &str, first: String) -> RequestParseFailure {
         let value: Option<Value> = serde_json::from_str(line).ok();
         let object = value.as_ref().and_then(Value::as_object);
         let id = object.and_then(|o| o.get("id")).and_then(Value::as_u64);
@@ -62,7 +73,10 @@ impl DaemonFrame {
         serde_json::from_str(line).map_err(|e| {
             IpcError::new(
                 IpcErrorCode::Malformed,
-                format!("unreadable frame from the daemon: {}", strip_position(&e)),
+                format!(
+                    "unreadable frame from the daemon: {}",
+                    strip_position(&e.to_string())
+                ),
             )
         })
     }
@@ -78,10 +92,9 @@ fn to_line<T: Serialize>(frame: &T) -> String {
     line
 }
 
-fn strip_position(e: &serde_json::Error) -> String {
-    let s = e.to_string();
+fn strip_position(s: &str) -> String {
     match s.find(" at line ") {
         Some(i) => s[..i].to_owned(),
-        None => s,
+        None => s.to_owned(),
     }
 }

@@ -60,8 +60,11 @@ pub enum Request {
     /// ctl: messages not yet acknowledged by their broker.
     ListOutbox,
     /// ctl hook: the pending messages of the session whose Claude Code
-    /// process is an ancestor of the caller, marked seen.
-    HookContext,
+    /// process is an ancestor of the caller, marked seen. First the
+    /// session's transcript (`transcriptPath`, from the hook's input; the
+    /// daemon keeps it for the session) confirms the pushes it shows.
+    /// `{"op":"hook_context"}` without `args` is accepted (older hooks).
+    HookContext(HookContextArgs),
     /// The active members of the session's mesh, online or last seen
     /// (asked of the broker; `unavailable` while the link is down).
     ListMembers,
@@ -119,13 +122,18 @@ impl WakeLevel {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WaitWakeArgs {
     pub wake: WakeLevel,
     /// How long to wait before answering `timeout`; at most
     /// [`MAX_WAKE_WAIT_MS`] (a longer one is refused), the caller re-arms.
     pub timeout_ms: u64,
+    /// The session's transcript (the `Stop` hook's `transcript_path`): read
+    /// first to confirm the pushes and wakes it shows, as for
+    /// `hook_context`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_path: Option<String>,
 }
 
 /// The longest one `wait_wake` may wait (one hour).
@@ -178,6 +186,20 @@ pub struct AttachArgs {
     /// since it would end before showing them to anyone.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transient: bool,
+    /// The Claude Code session's transcript (JSON lines), where the shim
+    /// found it from Claude Code's environment: the daemon reads it to tell
+    /// a push the model was shown from one Claude Code dropped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_path: Option<String>,
+}
+
+/// The arguments of `hook_context`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HookContextArgs {
+    /// The session's transcript, as Claude Code gave it to the hook.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transcript_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -15,6 +15,7 @@ fn requests_round_trip() {
             claude_pid: 42,
             groups: vec!["backend".into()],
             transient: true,
+            transcript_path: Some("/home/u/.claude/projects/-tmp/s.jsonl".into()),
         }),
         Request::Detach,
         Request::Send(SendArgs {
@@ -31,10 +32,15 @@ fn requests_round_trip() {
         Request::HookConfirm {
             message_ids: vec!["m3".into()],
         },
+        Request::HookContext(HookContextArgs {
+            transcript_path: Some("/t/s.jsonl".into()),
+        }),
+        Request::HookContext(HookContextArgs::default()),
         Request::DaemonStatus,
         Request::WaitWake(WaitWakeArgs {
             wake: WakeLevel::Next,
             timeout_ms: 600_000,
+            transcript_path: Some("/home/u/.claude/projects/-w/s.jsonl".into()),
         }),
         Request::HookSession,
     ];
@@ -55,7 +61,8 @@ fn wait_wake_reads_as_documented() {
         f.request,
         Request::WaitWake(WaitWakeArgs {
             wake: WakeLevel::Now,
-            timeout_ms: 1000
+            timeout_ms: 1000,
+            transcript_path: None,
         })
     );
     let e =
@@ -85,6 +92,9 @@ fn wait_wake_reads_as_documented() {
 fn unit_ops_parse_without_args() {
     let f = RequestFrame::parse(r#"{"id":3,"op":"list_peers"}"#).unwrap();
     assert_eq!(f.request, Request::ListPeers);
+    // An older hook sends hook_context without args.
+    let f = RequestFrame::parse(r#"{"id":4,"op":"hook_context"}"#).unwrap();
+    assert_eq!(f.request, Request::HookContext(HookContextArgs::default()));
 }
 
 #[test]

@@ -259,7 +259,18 @@ impl Shim {
     /// Starts and initializes a shim whose "Claude Code" parent has
     /// `parent_args` on its command line (e.g. the channels flag).
     pub fn start_under(home: &Home, name: &str, parent_args: &[&str]) -> Shim {
-        let mut shim = Shim::spawn_under(home, name, &[], parent_args);
+        Shim::start_with(home, name, &[], parent_args)
+    }
+
+    /// `start_under` with `extra_env` too (what Claude Code puts in its MCP
+    /// servers' environment).
+    pub fn start_with(
+        home: &Home,
+        name: &str,
+        extra_env: &[(&str, &str)],
+        parent_args: &[&str],
+    ) -> Shim {
+        let mut shim = Shim::spawn_under(home, name, extra_env, parent_args);
         let init = shim.initialize();
         assert!(init.get("result").is_some(), "initialize failed: {init}");
         shim

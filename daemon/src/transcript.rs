@@ -1,19 +1,21 @@
-//! Reading a Claude Code session transcript (JSON lines, `transcript_path`
-//! in the hook's input) for the claudemesh messages it shows as channel
-//! messages: Claude Code puts a pushed notification in the conversation as
+//! Reading a Claude Code session transcript (JSON lines) for the claudemesh
+//! messages it shows as channel messages: Claude Code puts a pushed
+//! notification in the conversation as
 //! `<channel source="claudemesh" message_id="…" …>text</channel>`, each
-//! `meta` key an attribute. Only the part written since the last read is
-//! read; where that was is kept in a small file per session.
+//! `meta` key an attribute; every string of every line is searched, so it
+//! is found wherever Claude Code records it. The daemon reads a session's
+//! transcript from where it last stopped, so each part is read once
+//! (`docs/shim.md`, "Message states").
 
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::Value;
 
-/// At most this much new transcript is read per hook run; the rest is read
-/// by the next run.
-const MAX_READ: u64 = 8 * 1024 * 1024;
+/// The transcript is read in chunks of this size (memory stays bounded
+/// however long it is).
+const CHUNK: u64 = 8 * 1024 * 1024;
 
 /// The message ids of every `<channel …>` tag in `text` that has a
 /// `message_id` attribute.
@@ -50,8 +52,7 @@ fn strings(value: &Value, out: &mut impl FnMut(&str)) {
 /// The channel message ids in complete JSON lines of `chunk`, and how many
 /// bytes of it those lines take (a partly written last line is left for
 /// the next read).
-pub fn channel_ids_in_lines(chunk: &[u8]) -> (BTreeSet<String>, usize) {
-    let mut ids = BTreeSet::new();
+pub fn channel_ids_in_lines(chunk: &[u8], ids: &mut BTreeSet<String>) -> usize {
     let complete = chunk.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
     for line in chunk[..complete].split(|b| *b == b'\n') {
         // Cheap filter first: most lines carry no channel message.
@@ -59,51 +60,42 @@ pub fn channel_ids_in_lines(chunk: &[u8]) -> (BTreeSet<String>, usize) {
             continue;
         }
         if let Ok(value) = serde_json::from_slice::<Value>(line) {
-            strings(&value, &mut |s| channel_ids_in(s, &mut ids));
+            strings(&value, &mut |s| channel_ids_in(s, ids));
         }
     }
-    (ids, complete)
+    complete
 }
 
-/// Where the read position of a session's transcript is kept.
-pub fn offset_file(runtime_dir: &Path, session_id: &str) -> Option<PathBuf> {
-    // The session id names a file: only plain ids are accepted.
-    let plain = !session_id.is_empty()
-        && session_id.len() <= 128
-        && session_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    plain.then(|| {
-        runtime_dir
-            .join("hooks")
-            .join(format!("{session_id}.offset"))
-    })
-}
-
-/// The new channel ids of the transcript since the offset kept in
-/// `offset_file`, and the offset to keep once they are confirmed.
-pub fn read_new(transcript: &Path, offset_file: &Path) -> std::io::Result<(BTreeSet<String>, u64)> {
+/// The channel message ids of the transcript's complete lines from byte
+/// `offset` on, and the offset to read from next time. A file shorter
+/// than `offset` is a new transcript at the same path: it is read whole.
+/// Only a regular file is read (a FIFO or a device named by mistake would
+/// block or never end).
+pub fn read_from(transcript: &Path, offset: u64) -> std::io::Result<(BTreeSet<String>, u64)> {
+    let meta = std::fs::metadata(transcript)?;
+    if !meta.is_file() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
     let mut file = std::fs::File::open(transcript)?;
     let len = file.metadata()?.len();
-    let kept = std::fs::read_to_string(offset_file)
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok())
-        .unwrap_or(0);
-    // A shorter file is a new transcript at the same path: read it whole.
-    let from = if kept > len { 0 } else { kept };
-    file.seek(SeekFrom::Start(from))?;
-    let mut chunk = Vec::new();
-    file.take(MAX_READ).read_to_end(&mut chunk)?;
-    let (ids, used) = channel_ids_in_lines(&chunk);
-    Ok((ids, from + used as u64))
-}
-
-/// Keeps the read position for the next hook run.
-pub fn keep_offset(offset_file: &Path, offset: u64) -> std::io::Result<()> {
-    if let Some(dir) = offset_file.parent() {
-        std::fs::create_dir_all(dir)?;
+    let mut at = if offset > len { 0 } else { offset };
+    let mut ids = BTreeSet::new();
+    loop {
+        file.seek(SeekFrom::Start(at))?;
+        let mut chunk = Vec::new();
+        (&mut file).take(CHUNK).read_to_end(&mut chunk)?;
+        let full = chunk.len() as u64 == CHUNK;
+        let used = channel_ids_in_lines(&chunk, &mut ids) as u64;
+        // One line longer than a chunk (a huge tool result, never a channel
+        // message) is stepped over; its rest fails to parse as a line.
+        at += if full && used == 0 { CHUNK } else { used };
+        if !full {
+            return Ok((ids, at));
+        }
     }
-    claudemesh_daemon::paths::write_private_file(offset_file, offset.to_string().as_bytes())
 }
 
 #[cfg(test)]
@@ -137,7 +129,8 @@ mod tests {
             line("<channel source=\"claudemesh\" message_id=\"m1\">a</channel>"),
             line("plain")
         );
-        let (ids, used) = channel_ids_in_lines(text.as_bytes());
+        let mut ids = BTreeSet::new();
+        let used = channel_ids_in_lines(text.as_bytes(), &mut ids);
         assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["m1"]);
         assert_eq!(
             used,
@@ -150,19 +143,17 @@ mod tests {
     fn reads_only_the_new_part_and_survives_a_new_file() {
         let dir = tempfile::tempdir().unwrap();
         let transcript = dir.path().join("t.jsonl");
-        let offsets = offset_file(dir.path(), "abc-123").unwrap();
         std::fs::write(&transcript, line("<channel message_id=\"m1\">a</channel>")).unwrap();
-        let (ids, at) = read_new(&transcript, &offsets).unwrap();
+        let (ids, at) = read_from(&transcript, 0).unwrap();
         assert_eq!(ids.len(), 1);
-        keep_offset(&offsets, at).unwrap();
         let mut more = std::fs::read_to_string(&transcript).unwrap();
         more.push_str(&line("<channel message_id=\"m2\">b</channel>"));
         std::fs::write(&transcript, &more).unwrap();
-        let (ids, at) = read_new(&transcript, &offsets).unwrap();
+        let (ids, at) = read_from(&transcript, at).unwrap();
         assert_eq!(ids.into_iter().collect::<Vec<_>>(), ["m2"]);
-        keep_offset(&offsets, at).unwrap();
+        assert_eq!(at, more.len() as u64);
         std::fs::write(&transcript, line("<channel message_id=\"m3\">c</channel>")).unwrap();
-        let (ids, _) = read_new(&transcript, &offsets).unwrap();
+        let (ids, _) = read_from(&transcript, at).unwrap();
         assert_eq!(
             ids.into_iter().collect::<Vec<_>>(),
             ["m3"],
@@ -171,9 +162,11 @@ mod tests {
     }
 
     #[test]
-    fn odd_session_ids_name_no_file() {
-        assert!(offset_file(Path::new("/r"), "../etc").is_none());
-        assert!(offset_file(Path::new("/r"), "").is_none());
-        assert!(offset_file(Path::new("/r"), "a1-b2").is_some());
+    fn only_a_regular_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = read_from(dir.path(), 0).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput);
+        let e = read_from(&dir.path().join("none.jsonl"), 0).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::NotFound);
     }
 }
