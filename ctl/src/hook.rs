@@ -20,76 +20,10 @@
 //! prints nothing on stdout unless there is something to show; problems
 //! go to stderr; the whole exchange with the daemon has a ~1 s budget.
 
-use std::io::{IsTerminal, Read};
-use std::path::PathBuf;
-use std::time::Duration;
-
-use claudemesh_daemon::client::DaemonClient;
-use claudemesh_daemon::paths::Paths;
 use claudemesh_protocol::ipc::{HookContextArgs, InboxMessage, IpcErrorCode, Request, Response};
-use serde_json::{Value, json};
 
 use crate::daemon;
-
-/// The whole budget for talking to the daemon.
-pub(crate) const BUDGET: Duration = Duration::from_millis(1000);
-/// Hook input is small; more than this is not read.
-const MAX_INPUT: u64 = 1024 * 1024;
-
-/// What the hook learns from Claude Code's JSON on stdin.
-#[derive(Debug, Default, PartialEq)]
-pub(crate) struct HookInput {
-    pub event: String,
-    pub transcript_path: Option<PathBuf>,
-}
-
-impl HookInput {
-    /// The transcript path for the daemon: Claude Code gives an absolute
-    /// path; anything else is left out rather than refused with the
-    /// messages.
-    pub(crate) fn transcript_for_daemon(&self) -> Option<String> {
-        self.transcript_path
-            .as_deref()
-            .filter(|p| p.is_absolute())
-            .and_then(|p| p.to_str())
-            .map(str::to_owned)
-    }
-
-    fn parse(text: &str) -> HookInput {
-        let value = serde_json::from_str::<Value>(text).unwrap_or(Value::Null);
-        let field = |name: &str| {
-            value
-                .get(name)
-                .and_then(Value::as_str)
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-        };
-        HookInput {
-            event: field("hook_event_name").unwrap_or_else(|| "UserPromptSubmit".to_owned()),
-            transcript_path: field("transcript_path").map(PathBuf::from),
-        }
-    }
-}
-
-/// Reads the hook's JSON on stdin. Never blocks on a terminal.
-fn read_input() -> HookInput {
-    let stdin = std::io::stdin();
-    if stdin.is_terminal() {
-        return HookInput::parse("");
-    }
-    // Claude Code writes the JSON and closes stdin; read it on a thread so a
-    // caller that keeps stdin open cannot hold the hook up.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = String::new();
-        let _ = std::io::stdin().take(MAX_INPUT).read_to_string(&mut buf);
-        let _ = tx.send(buf);
-    });
-    HookInput::parse(
-        &rx.recv_timeout(Duration::from_millis(300))
-            .unwrap_or_default(),
-    )
-}
+use crate::hook_io::{BUDGET, HookInput, connect, print_context, read_input};
 
 /// The messages, as the model will read them.
 pub fn format_messages(messages: &[InboxMessage]) -> String {
@@ -136,13 +70,6 @@ pub fn run(wake: Option<crate::wake::WakeSetting>) -> u8 {
     }
 }
 
-/// A connection to the daemon, within [`BUDGET`]; `None` when it is not
-/// running (a hook then has nothing to do).
-pub(crate) async fn connect() -> Result<Option<DaemonClient>, String> {
-    let paths = Paths::from_env().map_err(|e| e.to_string())?;
-    daemon::connect(&paths, BUDGET).await.map_err(|e| e.message)
-}
-
 /// `UserPromptSubmit` and `PostToolUse`: the unread messages (after the
 /// daemon confirmed what the transcript shows) as additional context.
 fn show_pending(input: &HookInput) {
@@ -172,32 +99,10 @@ fn show_pending(input: &HookInput) {
     }
 }
 
-/// Prints `text` as the hook's additional context for the model.
-pub(crate) fn print_context(event: &str, text: &str) {
-    let out = json!({
-        "hookSpecificOutput": {
-            "hookEventName": event,
-            "additionalContext": text,
-        }
-    });
-    println!("{out}");
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use claudemesh_protocol::wire::{MessageSender, Priority};
-
-    #[test]
-    fn input_gives_event_and_transcript() {
-        let i = HookInput::parse(
-            r#"{"hook_event_name":"PostToolUse","session_id":"s-1","transcript_path":"/t/s-1.jsonl"}"#,
-        );
-        assert_eq!(i.event, "PostToolUse");
-        assert_eq!(i.transcript_path, Some(PathBuf::from("/t/s-1.jsonl")));
-        assert_eq!(HookInput::parse("garbage").event, "UserPromptSubmit");
-        assert_eq!(HookInput::parse("").transcript_path, None);
-    }
 
     #[test]
     fn messages_read_well() {

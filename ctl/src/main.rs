@@ -18,6 +18,7 @@ mod doctor;
 mod enroll;
 mod error;
 mod hook;
+mod hook_io;
 mod inspect;
 mod logs;
 mod output;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use claudemesh_protocol::ipc::{HookSessionInfo, Request, Response};
 
 use crate::daemon;
-use crate::hook::{HookInput, print_context};
+use crate::hook_io::{HookInput, print_context};
 
 /// How long the hook waits for the shim to attach the session.
 const WAIT_FOR_SESSION: Duration = Duration::from_secs(3);
@@ -88,7 +88,7 @@ pub fn run(input: &HookInput) {
 /// The session, once the shim has attached it; `None` when it does not
 /// within [`WAIT_FOR_SESSION`] or no daemon runs.
 async fn ask() -> Result<Option<HookSessionInfo>, String> {
-    let Some(client) = crate::hook::connect().await? else {
+    let Some(client) = crate::hook_io::connect().await? else {
         return Ok(None);
     };
     let deadline = tokio::time::Instant::now() + WAIT_FOR_SESSION;

@@ -21,7 +21,7 @@ use claudemesh_protocol::ipc::{
 };
 
 use crate::daemon;
-use crate::hook::HookInput;
+use crate::hook_io::HookInput;
 
 /// `CLAUDEMESH_WAKE=now|next|off`: the wake setting for the sessions that
 /// get it in their environment, over the installed one.
@@ -153,7 +153,7 @@ pub fn run_stop(input: &HookInput, installed: Option<WakeSetting>) -> u8 {
     let (setting, warning) = effective(installed, std::env::var(ENV_WAKE).ok().as_deref());
     let level = setting.level();
     let result = daemon::block_on(async {
-        let Some(client) = crate::hook::connect().await? else {
+        let Some(client) = crate::hook_io::connect().await? else {
             return Ok(None);
         };
         let Some(level) = level else {
