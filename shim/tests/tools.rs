@@ -127,10 +127,23 @@ fn shims_starting_together_share_one_daemon() {
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let mut first = shims.into_iter().next().unwrap();
-    first.ok_until("list_peers", json!({}), WAIT, |_, d| {
-        d["peers"].as_array().is_some_and(|p| p.len() == 10)
-    });
+    // The other nine stay alive until the end: a dropped shim's session
+    // ends as soon as the daemon hears its Claude Code exit.
+    let mut shims = shims;
+    let first = &mut shims[0];
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (text, d) = first.ok("list_peers", json!({}));
+        if d["peers"].as_array().is_some_and(|p| p.len() == 10) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "s0 never listed the 10 sessions; last answer: {text}\ndaemon log:\n{}",
+            home.daemon_log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // Losers of the start race exit; give them a moment.
     std::thread::sleep(Duration::from_millis(500));
     let daemons = home.daemon_processes();
