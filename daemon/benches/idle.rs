@@ -15,7 +15,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -28,7 +27,7 @@ use claudemesh_protocol::MemberSecretKey;
 use claudemesh_protocol::ipc::{AttachArgs, IPC_VERSION, LinkState, Request, Response};
 use common::{
     BenchDaemon, CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs,
-    proc_mem_kb, raise_fd_limit,
+    proc_mem_kb, raise_fd_limit, thread_switches,
 };
 
 fn main() {
@@ -54,36 +53,12 @@ fn main() {
     rt.block_on(run(seconds, sessions));
 }
 
-/// Context switches so far of each thread of `pid`, by thread id, with
-/// the thread's name.
-fn switches(pid: u32) -> HashMap<String, (String, u64)> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return HashMap::new();
-    };
-    tasks
-        .flatten()
-        .map(|t| {
-            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
-            let n = status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
-            (
-                t.file_name().to_string_lossy().into_owned(),
-                (name.trim().to_owned(), n),
-            )
-        })
-        .collect()
-}
-
 /// Measures `pid` idle for `seconds` and prints one line (and the
 /// threads that woke).
 async fn phase(name: &str, pid: u32, seconds: u64) {
-    let (s0, c0, t0) = (switches(pid), proc_cpu_secs(pid), Instant::now());
+    let (s0, c0, t0) = (thread_switches(pid), proc_cpu_secs(pid), Instant::now());
     tokio::time::sleep(Duration::from_secs(seconds)).await;
-    let (s1, c1) = (switches(pid), proc_cpu_secs(pid));
+    let (s1, c1) = (thread_switches(pid), proc_cpu_secs(pid));
     let secs = t0.elapsed().as_secs_f64();
     let mut by_thread: Vec<(String, f64)> = s1
         .iter()

@@ -26,7 +26,7 @@ use claudemesh_protocol::ipc::{
 use claudemesh_protocol::wire::Priority;
 use common::{
     BenchDaemon, CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs,
-    proc_mem_kb, raise_fd_limit, report,
+    proc_mem_kb, raise_fd_limit, report, thread_switches,
 };
 use tokio::sync::mpsc;
 
@@ -60,20 +60,9 @@ fn main() {
 
 /// Context switches of each thread of `pid` so far, by thread id.
 fn wakeups(pid: u32) -> std::collections::HashMap<String, u64> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Default::default();
-    };
-    tasks
-        .flatten()
-        .map(|t| {
-            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
-            let n = status
-                .lines()
-                .filter(|l| l.contains("ctxt_switches:"))
-                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-                .sum::<u64>();
-            (t.file_name().to_string_lossy().into_owned(), n)
-        })
+    thread_switches(pid)
+        .into_iter()
+        .map(|(tid, (_, n))| (tid, n))
         .collect()
 }
 

@@ -199,6 +199,31 @@ pub fn proc_cpu_split(pid: u32) -> (f64, f64) {
     (get(11) / hz, get(12) / hz)
 }
 
+/// Context switches so far of each thread of `pid` (voluntary and not,
+/// from `/proc/<pid>/task/*/status`), by thread id, with the thread's
+/// name: a thread's wakeups.
+pub fn thread_switches(pid: u32) -> HashMap<String, (String, u64)> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return HashMap::new();
+    };
+    tasks
+        .flatten()
+        .map(|t| {
+            let status = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+            let name = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let n = status
+                .lines()
+                .filter(|l| l.contains("ctxt_switches:"))
+                .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+                .sum::<u64>();
+            (
+                t.file_name().to_string_lossy().into_owned(),
+                (name.trim().to_owned(), n),
+            )
+        })
+        .collect()
+}
+
 pub fn proc_mem_kb(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
