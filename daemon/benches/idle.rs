@@ -15,8 +15,6 @@
 
 mod common;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claudemesh_broker::admin::Admin;
@@ -26,31 +24,14 @@ use claudemesh_daemon::paths::Paths;
 use claudemesh_protocol::MemberSecretKey;
 use claudemesh_protocol::ipc::{AttachArgs, IPC_VERSION, LinkState, Request, Response};
 use common::{
-    BenchDaemon, CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs,
-    proc_mem_kb, raise_fd_limit, thread_switches,
+    BenchDaemon, Conn, Stats, bench_main, connector_session, flag, proc_cpu_secs, proc_mem_kb,
+    thread_switches,
 };
 
 fn main() {
-    if let Ok(socket) = std::env::var(CONNECTOR_ENV) {
-        connector(&socket);
-    }
-    let mut seconds = 60u64;
-    let mut sessions = 10usize;
-    let args: Vec<String> = std::env::args().collect();
-    for (i, a) in args.iter().enumerate() {
-        let value = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
-        match (a.as_str(), value) {
-            ("--seconds", Some(v)) => seconds = v.max(1),
-            ("--sessions", Some(v)) => sessions = v as usize,
-            _ => {}
-        }
-    }
-    raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run(seconds, sessions));
+    let seconds = flag::<u64>("--seconds").unwrap_or(60).max(1);
+    let sessions = flag::<usize>("--sessions").unwrap_or(10);
+    bench_main(|| run(seconds, sessions));
 }
 
 /// Measures `pid` idle for `seconds` and prints one line (and the
@@ -69,7 +50,8 @@ async fn phase(name: &str, pid: u32, seconds: u64) {
         .filter(|(_, rate)| *rate > 0.0)
         .collect();
     by_thread.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let total: f64 = by_thread.iter().map(|(_, r)| r).sum();
+    // `+ 0.0`: an empty sum is -0.0.
+    let total: f64 = by_thread.iter().map(|(_, r)| r).sum::<f64>() + 0.0;
     println!(
         "{name}: {total:.2} wakeups/s, CPU {:.3} % of a core, RSS {:.1} MB ({} threads)",
         (c1 - c0) / secs * 100.0,
@@ -132,12 +114,7 @@ async fn run(seconds: u64, sessions: usize) {
     let (pid, socket) = (daemon.pid, daemon.socket.clone());
     enroll(daemon.home.path(), broker_dir.path(), &url);
     // The daemon hears the config change and connects.
-    let stats = Arc::new(Stats {
-        epoch: Instant::now(),
-        delivery_us: Mutex::new(Vec::new()),
-        answer_us: Mutex::new(Vec::new()),
-        received: AtomicU64::new(0),
-    });
+    let stats = Stats::new();
     let status = Conn::start(
         std::os::unix::net::UnixStream::connect(&socket).expect("connect"),
         stats.clone(),

@@ -20,51 +20,22 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use claudemesh_protocol::ipc::{AttachArgs, IPC_VERSION, Request, Response, SendArgs};
 use claudemesh_protocol::wire::Priority;
 use common::{
-    BenchDaemon, CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs,
-    proc_cpu_split, proc_mem_kb, raise_fd_limit, report,
+    BenchDaemon, Conn, Stats, bench_main, connector_session, flag, proc_cpu_secs, proc_cpu_split,
+    proc_mem_kb, report,
 };
 
 fn main() {
-    if let Ok(socket) = std::env::var(CONNECTOR_ENV) {
-        connector(&socket);
-    }
-    let mut sessions = 1000usize;
-    let mut messages = 5usize;
-    let mut rate = 0f64;
-    let args: Vec<String> = std::env::args().collect();
-    let mut i = 1;
-    while i < args.len() {
-        match args[i].as_str() {
-            "--sessions" => {
-                sessions = args
-                    .get(i + 1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(sessions)
-            }
-            "--messages" => {
-                messages = args
-                    .get(i + 1)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(messages)
-            }
-            "--rate" => rate = args.get(i + 1).and_then(|v| v.parse().ok()).unwrap_or(rate),
-            _ => {}
-        }
-        i += 1;
-    }
-    raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run(sessions, messages, rate));
+    let sessions = flag("--sessions").unwrap_or(1000usize);
+    let messages = flag("--messages").unwrap_or(5usize);
+    let rate = flag("--rate").unwrap_or(0f64);
+    bench_main(|| run(sessions, messages, rate));
 }
 
 async fn run(n: usize, per_session: usize, rate: f64) {
@@ -78,12 +49,7 @@ async fn run(n: usize, per_session: usize, rate: f64) {
     println!("claudemeshd pid {pid}; {n} sessions, {per_session} messages each, {pacing}");
     let rss_idle = proc_mem_kb(pid, "VmRSS:");
 
-    let stats = Arc::new(Stats {
-        epoch: Instant::now(),
-        delivery_us: Mutex::new(Vec::new()),
-        answer_us: Mutex::new(Vec::new()),
-        received: AtomicU64::new(0),
-    });
+    let stats = Stats::new();
 
     // Connect and attach every session.
     let t0 = Instant::now();

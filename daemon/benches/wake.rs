@@ -16,8 +16,6 @@
 
 mod common;
 
-use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use claudemesh_protocol::ipc::{
@@ -25,8 +23,8 @@ use claudemesh_protocol::ipc::{
 };
 use claudemesh_protocol::wire::Priority;
 use common::{
-    BenchDaemon, CONNECTOR_ENV, Conn, Stats, connector, connector_session, proc_cpu_secs,
-    proc_mem_kb, raise_fd_limit, report, thread_switches,
+    BenchDaemon, Conn, Stats, bench_main, connector_session, flag, proc_cpu_secs, proc_mem_kb,
+    report, thread_switches,
 };
 use tokio::sync::mpsc;
 
@@ -36,26 +34,9 @@ const WAIT_MS: u64 = 50_000;
 const WAKES: usize = 20;
 
 fn main() {
-    if let Ok(socket) = std::env::var(CONNECTOR_ENV) {
-        connector(&socket);
-    }
-    let mut sessions = 100usize;
-    let mut seconds = 10u64;
-    let args: Vec<String> = std::env::args().collect();
-    for (i, a) in args.iter().enumerate() {
-        let value = args.get(i + 1).and_then(|v| v.parse::<u64>().ok());
-        match (a.as_str(), value) {
-            ("--sessions", Some(v)) => sessions = (v as usize).max(WAKES + 1),
-            ("--seconds", Some(v)) => seconds = v.max(1),
-            _ => {}
-        }
-    }
-    raise_fd_limit();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(run(sessions, seconds));
+    let sessions = flag::<usize>("--sessions").map_or(100, |v| v.max(WAKES + 1));
+    let seconds = flag::<u64>("--seconds").unwrap_or(10).max(1);
+    bench_main(|| run(sessions, seconds));
 }
 
 /// Context switches of each thread of `pid` so far, by thread id.
@@ -83,12 +64,7 @@ async fn run(n: usize, seconds: u64) {
     let (pid, socket) = (daemon.pid, daemon.socket.clone());
     println!("claudemeshd pid {pid}; {n} idle sessions, each with a wait_wake armed");
 
-    let stats = Arc::new(Stats {
-        epoch: Instant::now(),
-        delivery_us: Mutex::new(Vec::new()),
-        answer_us: Mutex::new(Vec::new()),
-        received: AtomicU64::new(0),
-    });
+    let stats = Stats::new();
     // Session n is the sender.
     let mut connectors = Vec::with_capacity(n + 1);
     let mut conns = Vec::with_capacity(n + 1);

@@ -40,6 +40,30 @@ pub fn connector(socket: &str) -> ! {
     }
 }
 
+/// A bench's `main`: in connector mode (a session's stand-in process) it
+/// connects and never returns; otherwise it raises the descriptor limit
+/// and runs `body` on a multi-threaded runtime.
+pub fn bench_main<F: std::future::Future>(body: impl FnOnce() -> F) {
+    if let Ok(socket) = std::env::var(CONNECTOR_ENV) {
+        connector(&socket);
+    }
+    raise_fd_limit();
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(body());
+}
+
+/// The value after `--name` on the bench's command line, if it parses.
+pub fn flag<T: std::str::FromStr>(name: &str) -> Option<T> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+}
+
 pub fn raise_fd_limit() {
     let mut l = libc::rlimit {
         rlim_cur: 0,
@@ -105,6 +129,17 @@ pub struct Stats {
     pub delivery_us: Mutex<Vec<u64>>,
     pub answer_us: Mutex<Vec<u64>>,
     pub received: AtomicU64,
+}
+
+impl Stats {
+    pub fn new() -> Arc<Stats> {
+        Arc::new(Stats {
+            epoch: Instant::now(),
+            delivery_us: Mutex::new(Vec::new()),
+            answer_us: Mutex::new(Vec::new()),
+            received: AtomicU64::new(0),
+        })
+    }
 }
 
 /// One session's connection, driven from the bench.
